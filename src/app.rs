@@ -1,0 +1,373 @@
+//! Commands wired together: which desktop to talk to (the current session or a private headless one),
+//! signals, and the `start`, `capture`, `list-outputs`, `config` and `test-pattern` commands.
+//!
+//! Shutdown: SIGINT/SIGTERM/SIGHUP set one flag; every loop checks it at least every 50 ms, returns, and
+//! the `Desktop` drop tears a private compositor down.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::capture::screencopy::ScreencopyCapture;
+use crate::capture::wayland::{self, WlSession};
+use crate::capture::{ResolvedSource, resolve_source};
+use crate::cli::{CaptureArgs, Cli, Command, ConfigArgs, ListOutputsArgs, StartArgs};
+use crate::config::{Config, DEFAULT_CONFIG_TEMPLATE};
+use crate::frame::{FrameInfo, write_png};
+use crate::headless::{HeadlessDesktop, HeadlessOptions};
+use crate::metrics;
+
+/// Install the tracing subscriber: RUST_LOG wins, else the configured filter. Logs go to stderr.
+pub fn init_logging(cfg: &Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&cfg.log_filter));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The flag set by SIGINT, SIGTERM and SIGHUP.
+pub fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, Arc::clone(&flag)).context("cannot install signal handler")?;
+    }
+    Ok(flag)
+}
+
+/// The desktop a command works on.
+#[derive(Debug)]
+pub struct Desktop {
+    /// Compositor socket.
+    pub socket: PathBuf,
+    /// The private desktop, when `--headless` started one (dropped last: tears it down).
+    pub headless: Option<HeadlessDesktop>,
+    /// The program started inside it.
+    pub child: Option<u32>,
+}
+
+impl Desktop {
+    /// The current session, or a private headless desktop running `child`.
+    pub fn open(cfg: &Config, child: &[String]) -> anyhow::Result<Desktop> {
+        let Some(mode) = cfg.headless else {
+            if !child.is_empty() {
+                anyhow::bail!(
+                    "a program after `--` ({}) runs only inside a private desktop: add --headless WxH",
+                    child.join(" ")
+                );
+            }
+            return Ok(Desktop { socket: wayland::display_from_env()?, headless: None, child: None });
+        };
+        let mut desk = HeadlessDesktop::start(&HeadlessOptions { mode, user: cfg.headless_user.clone() })?;
+        let child_pid = match child.split_first() {
+            Some((prog, args)) => {
+                let mut cmd = desk.command(prog);
+                cmd.args(args);
+                Some(desk.spawn(cmd)?)
+            }
+            None => None,
+        };
+        Ok(Desktop { socket: desk.wayland_socket().to_owned(), headless: Some(desk), child: child_pid })
+    }
+
+    /// Why the desktop is over, if it is: the program inside exited, or the private compositor died.
+    pub fn ended(&mut self) -> Option<String> {
+        let desk = self.headless.as_mut()?;
+        if let Some(status) = desk.compositor_exited() {
+            return Some(format!("the private compositor exited ({status})"));
+        }
+        let pid = self.child?;
+        desk.try_wait_child(pid).map(|status| format!("the program inside the desktop exited ({status})"))
+    }
+}
+
+/// Run the command line.
+pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
+    let stop = shutdown_flag()?;
+    match cli.command {
+        None => start(&cfg, &StartArgs { child: cli.child }, &stop),
+        Some(Command::Start(mut a)) => {
+            a.child.extend(cli.child);
+            start(&cfg, &a, &stop)
+        }
+        Some(Command::Capture(mut a)) => {
+            a.child.extend(cli.child);
+            capture(&cfg, &a, &stop)
+        }
+        Some(Command::ListOutputs(a)) => list_outputs(&cfg, &a),
+        Some(Command::Config(a)) => print_config(&cfg, &a),
+        Some(Command::TestPattern(a)) => {
+            let socket = wayland::display_from_env()?;
+            crate::pattern::run(&socket, cfg.output.as_deref(), a.pattern)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_config(cfg: &Config, a: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    if a.print_default || !a.print {
+        print!("{DEFAULT_CONFIG_TEMPLATE}");
+    } else {
+        print!("{}", cfg.to_toml());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_outputs(cfg: &Config, a: &ListOutputsArgs) -> anyhow::Result<ExitCode> {
+    let desk = Desktop::open(cfg, &[])?;
+    let session = WlSession::connect(&desk.socket)?;
+    let outputs: Vec<_> = session.outputs().into_iter().map(|(_, d)| d).collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outputs)?);
+    } else if outputs.is_empty() {
+        println!("no outputs");
+    } else {
+        for o in &outputs {
+            println!(
+                "{}\t{}x{}@{}.{:03}Hz\tscale {}\tat {},{}\t{}\tsources: {}",
+                o.name,
+                o.width,
+                o.height,
+                o.refresh_mhz / 1000,
+                o.refresh_mhz % 1000,
+                o.scale,
+                o.x,
+                o.y,
+                o.description.as_deref().unwrap_or(""),
+                o.sources.join(",")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Open the configured capture source on a desktop.
+pub fn open_capture(cfg: &Config, socket: &std::path::Path) -> anyhow::Result<ScreencopyCapture> {
+    let session = WlSession::connect(socket)?;
+    let source = resolve_source(
+        cfg.source,
+        session.has_global(wayland::EXT_IMAGE_COPY_IFACE),
+        session.has_global(wayland::SCREENCOPY_IFACE),
+    )?;
+    match source {
+        ResolvedSource::Screencopy => Ok(ScreencopyCapture::new(session, cfg.output.as_deref())?),
+    }
+}
+
+/// Frame pacing for the `--fps` cap: the earliest time the next frame may be requested.
+#[derive(Debug)]
+struct Pacer {
+    period: Duration,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(fps: u32) -> Pacer {
+        Pacer { period: Duration::from_secs_f64(1.0 / f64::from(fps.max(1))), next: None }
+    }
+
+    /// Sleep until the next frame may be requested (never longer than `max`, to stay responsive).
+    fn wait(&mut self, stop: &AtomicBool) {
+        if let Some(next) = self.next {
+            while !stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                std::thread::sleep((next - now).min(Duration::from_millis(50)));
+            }
+        }
+    }
+
+    fn frame_delivered(&mut self, requested_at: Instant) {
+        self.next = Some(requested_at + self.period);
+    }
+}
+
+/// Summary of a `capture` run (`--json`).
+#[derive(Debug, Serialize)]
+pub struct CaptureReport {
+    pub output: String,
+    pub source: &'static str,
+    pub buffer: Option<&'static str>,
+    pub frames: u64,
+    pub width: u32,
+    pub height: u32,
+    pub format: String,
+    pub y_invert: bool,
+    pub fps: f64,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    pub latency_ms_max: Option<f64>,
+    /// Mean share of each frame that was damaged (0..1).
+    pub damage_mean: f64,
+    /// Every distinct size seen, in order.
+    pub sizes: Vec<[u32; 2]>,
+    pub buffer_allocations: u64,
+    pub failed_frames: u64,
+    /// Capture stopped because no new frame arrived within --idle-timeout.
+    pub timed_out: bool,
+    pub png: Option<PathBuf>,
+}
+
+fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
+    if !(a.idle_timeout.is_finite() && a.idle_timeout > 0.0) {
+        anyhow::bail!("--idle-timeout must be a positive number of seconds");
+    }
+    let mut desk = Desktop::open(cfg, &a.child)?;
+    let mut cap = open_capture(cfg, &desk.socket)?;
+    let idle = Duration::from_secs_f64(a.idle_timeout);
+    let mut pacer = Pacer::new(cfg.fps);
+    let (mut latencies, mut damage) = (Vec::new(), Vec::new());
+    let mut sizes: Vec<[u32; 2]> = Vec::new();
+    let (mut first_at, mut last): (Option<Instant>, Option<FrameInfo>) = (None, None);
+    let mut timed_out = false;
+    while (latencies.len() as u64) < a.frames && !stop.load(Ordering::Relaxed) {
+        if let Some(why) = desk.ended() {
+            tracing::warn!("{why}");
+            break;
+        }
+        pacer.wait(stop);
+        let Some(info) = cap.next_frame(idle, stop)? else {
+            timed_out = !stop.load(Ordering::Relaxed);
+            break;
+        };
+        pacer.frame_delivered(info.requested_at);
+        let (w, h) = (info.layout.width, info.layout.height);
+        let share = info.damage.fraction(w, h);
+        if !a.json {
+            println!(
+                "frame {:>4}: {w}x{h} {} latency {:6.2} ms damage {:5.1}%",
+                info.seq,
+                info.layout.format,
+                metrics::ms(info.latency()),
+                share * 100.0
+            );
+        }
+        if sizes.last() != Some(&[w, h]) {
+            sizes.push([w, h]);
+        }
+        latencies.push(metrics::ms(info.latency()));
+        damage.push(share);
+        first_at.get_or_insert(info.ready_at);
+        last = Some(info);
+    }
+    let Some(last) = last else {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(ExitCode::from(130));
+        }
+        anyhow::bail!("no frame arrived within {:.1} s", a.idle_timeout);
+    };
+    if let Some(path) = &a.png {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let layout = last.layout;
+        cap.with_pixels(|data, stride| {
+            let layout = crate::frame::FrameLayout { stride, ..layout };
+            write_png(std::io::BufWriter::new(file), data, &layout, last.y_invert)
+        })?
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let frames = latencies.len() as u64;
+    let span = first_at.map(|f| last.ready_at.saturating_duration_since(f)).unwrap_or_default();
+    let counters = cap.counters();
+    let report = CaptureReport {
+        output: cap.output().name.clone(),
+        source: "screencopy",
+        buffer: cap.buffer_kind(),
+        frames,
+        width: last.layout.width,
+        height: last.layout.height,
+        format: last.layout.format.to_string(),
+        y_invert: last.y_invert,
+        fps: metrics::fps(frames, span),
+        latency_ms_p50: metrics::percentile(&latencies, 50.0),
+        latency_ms_p95: metrics::percentile(&latencies, 95.0),
+        latency_ms_max: metrics::percentile(&latencies, 100.0),
+        damage_mean: damage.iter().sum::<f64>() / damage.len().max(1) as f64,
+        sizes,
+        buffer_allocations: counters.buffer_allocations,
+        failed_frames: counters.failed_frames,
+        timed_out,
+        png: a.png.clone(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} frames of {} ({}x{} {}) in {:.2} s: {:.1} fps, latency p50 {:.2} ms p95 {:.2} ms, mean damage {:.1}%{}",
+            report.frames,
+            report.output,
+            report.width,
+            report.height,
+            report.format,
+            span.as_secs_f64(),
+            report.fps,
+            report.latency_ms_p50.unwrap_or(0.0),
+            report.latency_ms_p95.unwrap_or(0.0),
+            report.damage_mean * 100.0,
+            if timed_out { " (stopped: no new frame within --idle-timeout)" } else { "" }
+        );
+    }
+    drop(cap);
+    drop(desk);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The main job. Until streaming lands it captures continuously and logs the rate once a second.
+fn start(cfg: &Config, a: &StartArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
+    let mut desk = Desktop::open(cfg, &a.child)?;
+    let mut cap = open_capture(cfg, &desk.socket)?;
+    let mut pacer = Pacer::new(cfg.fps);
+    let (mut window_start, mut frames, mut lat) = (Instant::now(), 0u64, Vec::new());
+    tracing::info!(output = %cap.output().name, "capturing; Ctrl-C stops");
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(why) = desk.ended() {
+            tracing::info!("{why}; shutting down");
+            break;
+        }
+        pacer.wait(stop);
+        if let Some(info) = cap.next_frame(Duration::from_millis(250), stop)? {
+            pacer.frame_delivered(info.requested_at);
+            frames += 1;
+            lat.push(metrics::ms(info.latency()));
+        }
+        if window_start.elapsed() >= Duration::from_secs(1) {
+            let secs = window_start.elapsed().as_secs_f64();
+            tracing::info!(
+                fps = format_args!("{:.1}", frames as f64 / secs),
+                latency_ms_p50 = format_args!("{:.2}", metrics::percentile(&lat, 50.0).unwrap_or(0.0)),
+                "capture"
+            );
+            (window_start, frames) = (Instant::now(), 0);
+            lat.clear();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_without_headless_is_refused() {
+        let cfg = Config::default();
+        let err = Desktop::open(&cfg, &["foot".into()]).expect_err("refused");
+        assert!(err.to_string().contains("--headless"), "{err}");
+    }
+
+    #[test]
+    fn pacer_spaces_requests() {
+        let stop = AtomicBool::new(false);
+        let mut p = Pacer::new(100);
+        let t0 = Instant::now();
+        p.frame_delivered(t0);
+        p.wait(&stop);
+        assert!(t0.elapsed() >= Duration::from_millis(10));
+    }
+}

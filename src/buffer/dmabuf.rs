@@ -1,0 +1,234 @@
+//! dmabuf frame buffers allocated with GBM on a DRM render node, shared with the compositor through
+//! zwp_linux_dmabuf_v1. This is the path towards zero-copy (a GPU converter or VA-API can import the same
+//! planes); CPU consumers map the buffer only while they read it.
+//!
+//! Everything that needs hardware lives in [`GbmAllocator`] and [`DmabufBuffer`]; the decisions (which node,
+//! whether dmabuf can be used at all) are pure functions tested without a GPU.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use wayland_client::protocol::wl_buffer::WlBuffer;
+use wayland_client::{Dispatch, QueueHandle};
+use wayland_protocols::wp::linux_dmabuf::zv1::client::{
+    zwp_linux_buffer_params_v1::{self, ZwpLinuxBufferParamsV1},
+    zwp_linux_dmabuf_v1::ZwpLinuxDmabufV1,
+};
+
+use super::{BufferData, BufferError};
+use crate::frame::{FrameLayout, PixelFormat};
+
+/// Directory where DRM device nodes live.
+pub const DRI_DIR: &str = "/dev/dri";
+
+/// The render node to use among the names in a DRI directory: the lowest-numbered `renderD*`.
+pub fn pick_render_node<I, S>(names: I) -> Option<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let n = n.as_ref();
+            let num: u32 = n.strip_prefix("renderD")?.parse().ok()?;
+            Some((num, n.to_owned()))
+        })
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// The render node of this machine, if any.
+pub fn find_render_node(dri_dir: &Path) -> Option<PathBuf> {
+    let names = std::fs::read_dir(dri_dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned());
+    pick_render_node(names).map(|n| dri_dir.join(n))
+}
+
+/// What the compositor offered for a dmabuf copy (screencopy `linux_dmabuf` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmabufOffer {
+    /// DRM fourcc.
+    pub fourcc: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why a frame is captured over shm instead of dmabuf.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DmabufUnavailable {
+    #[error("the compositor offers no dmabuf copy for this output")]
+    NotOffered,
+    #[error("no DRM render node in {DRI_DIR}")]
+    NoRenderNode,
+    #[error("cannot open GBM on the render node: {0}")]
+    Gbm(String),
+    #[error("the compositor has no zwp_linux_dmabuf_v1 global to share buffers through")]
+    NoLinuxDmabufGlobal,
+    #[error("dmabuf format {0:#010x} is not one wl-webrtc can read")]
+    UnknownFormat(u32),
+    #[error("a dmabuf buffer could not be created: {0}")]
+    AllocationFailed(String),
+}
+
+/// The dmabuf offer to use, or why not. `allocator` is the result of opening GBM (absent node, failure).
+pub fn choose_dmabuf(
+    offer: Option<DmabufOffer>,
+    allocator: Result<(), &DmabufUnavailable>,
+    linux_dmabuf_global: bool,
+) -> Result<(DmabufOffer, PixelFormat), DmabufUnavailable> {
+    let offer = offer.ok_or(DmabufUnavailable::NotOffered)?;
+    allocator.map_err(Clone::clone)?;
+    if !linux_dmabuf_global {
+        return Err(DmabufUnavailable::NoLinuxDmabufGlobal);
+    }
+    let format = PixelFormat::from_drm_fourcc(offer.fourcc).ok_or(DmabufUnavailable::UnknownFormat(offer.fourcc))?;
+    Ok((offer, format))
+}
+
+/// GBM on a render node.
+pub struct GbmAllocator {
+    device: gbm::Device<File>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for GbmAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GbmAllocator").field("path", &self.path).finish()
+    }
+}
+
+impl GbmAllocator {
+    /// Open GBM on this machine's render node.
+    pub fn open_default() -> Result<GbmAllocator, DmabufUnavailable> {
+        let path = find_render_node(Path::new(DRI_DIR)).ok_or(DmabufUnavailable::NoRenderNode)?;
+        GbmAllocator::open(&path)
+    }
+
+    pub fn open(path: &Path) -> Result<GbmAllocator, DmabufUnavailable> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| DmabufUnavailable::Gbm(format!("{}: {e}", path.display())))?;
+        let device = gbm::Device::new(file).map_err(|e| DmabufUnavailable::Gbm(e.to_string()))?;
+        Ok(GbmAllocator { device, path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A GBM buffer object exported to the compositor as a wl_buffer.
+pub struct DmabufBuffer {
+    bo: gbm::BufferObject<()>,
+    buffer: WlBuffer,
+    layout: FrameLayout,
+}
+
+impl std::fmt::Debug for DmabufBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmabufBuffer").field("layout", &self.layout).finish()
+    }
+}
+
+impl DmabufBuffer {
+    /// Allocate a linear buffer for `offer` and wrap it in a wl_buffer (create_immed).
+    pub fn new<D>(
+        alloc: &GbmAllocator,
+        offer: DmabufOffer,
+        format: PixelFormat,
+        linux_dmabuf: &ZwpLinuxDmabufV1,
+        qh: &QueueHandle<D>,
+    ) -> Result<DmabufBuffer, BufferError>
+    where
+        D: Dispatch<WlBuffer, BufferData> + Dispatch<ZwpLinuxBufferParamsV1, BufferData> + 'static,
+    {
+        let fourcc = gbm::Format::try_from(offer.fourcc)
+            .map_err(|_| BufferError::Dmabuf(format!("unknown fourcc {:#x}", offer.fourcc)))?;
+        let bo = alloc
+            .device
+            .create_buffer_object_with_modifiers2::<()>(
+                offer.width,
+                offer.height,
+                fourcc,
+                std::iter::once(gbm::Modifier::Linear),
+                gbm::BufferObjectFlags::RENDERING,
+            )
+            .map_err(|e| BufferError::Dmabuf(format!("gbm_bo_create {}x{}: {e}", offer.width, offer.height)))?;
+        let modifier: u64 = bo.modifier().into();
+        let params = linux_dmabuf.create_params(qh, BufferData);
+        for plane in 0..bo.plane_count() as i32 {
+            let fd = bo.fd_for_plane(plane).map_err(|e| BufferError::Dmabuf(format!("export plane {plane}: {e}")))?;
+            params.add(
+                fd.as_fd(),
+                plane as u32,
+                bo.offset(plane),
+                bo.stride_for_plane(plane),
+                (modifier >> 32) as u32,
+                modifier as u32,
+            );
+        }
+        let buffer = params.create_immed(
+            offer.width as i32,
+            offer.height as i32,
+            offer.fourcc,
+            zwp_linux_buffer_params_v1::Flags::empty(),
+            qh,
+            BufferData,
+        );
+        params.destroy();
+        let layout = FrameLayout { width: offer.width, height: offer.height, stride: bo.stride(), format };
+        Ok(DmabufBuffer { bo, buffer, layout })
+    }
+
+    pub fn layout(&self) -> FrameLayout {
+        self.layout
+    }
+
+    pub fn wl_buffer(&self) -> &WlBuffer {
+        &self.buffer
+    }
+
+    /// Map for reading and run `f(data, stride)`.
+    pub fn with_mapped<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, BufferError> {
+        let (w, h) = (self.layout.width, self.layout.height);
+        self.bo.map(0, 0, w, h, |m| f(m.buffer(), m.stride())).map_err(|e| BufferError::Dmabuf(format!("map: {e}")))
+    }
+}
+
+impl Drop for DmabufBuffer {
+    fn drop(&mut self) {
+        self.buffer.destroy();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_render_node_wins() {
+        assert_eq!(pick_render_node(["card0", "renderD129", "renderD128", "by-path"]), Some("renderD128".into()));
+        assert_eq!(pick_render_node(["card0", "by-path"]), None);
+        assert_eq!(pick_render_node(["renderDx"]), None);
+    }
+
+    #[test]
+    fn missing_render_node_dir_is_none() {
+        assert_eq!(find_render_node(Path::new("/nonexistent/dri")), None);
+    }
+
+    #[test]
+    fn dmabuf_choice_explains_each_refusal() {
+        let offer = DmabufOffer { fourcc: PixelFormat::Xrgb8888.drm_fourcc(), width: 64, height: 64 };
+        assert_eq!(choose_dmabuf(None, Ok(()), true), Err(DmabufUnavailable::NotOffered));
+        let no_node = DmabufUnavailable::NoRenderNode;
+        assert_eq!(choose_dmabuf(Some(offer), Err(&no_node), true), Err(DmabufUnavailable::NoRenderNode));
+        assert_eq!(choose_dmabuf(Some(offer), Ok(()), false), Err(DmabufUnavailable::NoLinuxDmabufGlobal));
+        let odd = DmabufOffer { fourcc: 0x1234_5678, ..offer };
+        assert_eq!(choose_dmabuf(Some(odd), Ok(()), true), Err(DmabufUnavailable::UnknownFormat(0x1234_5678)));
+        assert_eq!(choose_dmabuf(Some(offer), Ok(()), true), Ok((offer, PixelFormat::Xrgb8888)));
+    }
+}

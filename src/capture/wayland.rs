@@ -1,0 +1,301 @@
+//! Wayland core of the capture thread: finding and connecting to the display, the registry, outputs
+//! (wl_output v4 + xdg-output through smithay-client-toolkit), wl_shm, and a dispatch loop with a deadline
+//! and a stop flag so that no call can hang.
+//!
+//! `WlState` is the one state object of the capture thread's event queue; protocol files (screencopy, …)
+//! add their own `Dispatch` impls for it.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use smithay_client_toolkit::output::{OutputHandler, OutputState};
+use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
+use smithay_client_toolkit::shm::{Shm, ShmHandler};
+use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
+use wayland_client::globals::{GlobalList, registry_queue_init};
+use wayland_client::protocol::wl_output::WlOutput;
+use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
+
+use super::CaptureError;
+
+/// Interface names we look for in the registry.
+pub const SCREENCOPY_IFACE: &str = "zwlr_screencopy_manager_v1";
+pub const EXT_IMAGE_COPY_IFACE: &str = "ext_image_copy_capture_manager_v1";
+pub const LINUX_DMABUF_IFACE: &str = "zwp_linux_dmabuf_v1";
+
+/// Where the compositor's socket is, from the environment (`WAYLAND_DISPLAY`, relative to
+/// `XDG_RUNTIME_DIR` unless absolute).
+pub fn display_from_env() -> Result<PathBuf, CaptureError> {
+    let display = std::env::var_os("WAYLAND_DISPLAY").filter(|d| !d.is_empty()).ok_or(CaptureError::NoDisplay)?;
+    let display = PathBuf::from(display);
+    if display.is_absolute() {
+        return Ok(display);
+    }
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()).ok_or(CaptureError::NoDisplay)?;
+    Ok(PathBuf::from(runtime).join(display))
+}
+
+/// Connect to the compositor at `socket`.
+pub fn connect(socket: &Path) -> Result<Connection, CaptureError> {
+    let stream =
+        UnixStream::connect(socket).map_err(|source| CaptureError::Connect { path: socket.to_owned(), source })?;
+    Connection::from_socket(stream).map_err(|e| CaptureError::CompositorGone(e.to_string()))
+}
+
+/// State of the capture thread's Wayland event queue.
+pub struct WlState {
+    pub registry: RegistryState,
+    pub outputs: OutputState,
+    pub shm: Shm,
+    /// Names of outputs whose global went away since the last `take_destroyed_outputs`.
+    destroyed_outputs: Vec<String>,
+    /// Protocol state of the screencopy source.
+    pub screencopy: super::screencopy::ScreencopyEvents,
+}
+
+impl std::fmt::Debug for WlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WlState").finish_non_exhaustive()
+    }
+}
+
+/// A connected session: connection, event queue, state and the global list.
+pub struct WlSession {
+    pub conn: Connection,
+    pub queue: EventQueue<WlState>,
+    pub state: WlState,
+    pub globals: GlobalList,
+}
+
+impl std::fmt::Debug for WlSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WlSession").finish_non_exhaustive()
+    }
+}
+
+/// One output as `list-outputs` reports it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OutputDesc {
+    pub name: String,
+    pub description: Option<String>,
+    pub make: String,
+    pub model: String,
+    /// Current mode in physical pixels.
+    pub width: i32,
+    pub height: i32,
+    pub refresh_mhz: i32,
+    pub scale: i32,
+    /// Position in the compositor's logical space.
+    pub x: i32,
+    pub y: i32,
+    pub logical_width: Option<i32>,
+    pub logical_height: Option<i32>,
+    pub transform: String,
+    /// Capture sources this output can be captured with.
+    pub sources: Vec<&'static str>,
+}
+
+impl WlSession {
+    /// Connect, read the registry and wait until every output has described itself.
+    pub fn connect(socket: &Path) -> Result<WlSession, CaptureError> {
+        let conn = connect(socket)?;
+        let (globals, mut queue) = registry_queue_init::<WlState>(&conn).map_err(|e| gone_or_protocol(&e))?;
+        let qh = queue.handle();
+        let shm = Shm::bind(&globals, &qh)
+            .map_err(|e| CaptureError::MissingGlobal(format!("the compositor offers no wl_shm: {e}")))?;
+        let mut state = WlState {
+            registry: RegistryState::new(&globals),
+            outputs: OutputState::new(&globals, &qh),
+            shm,
+            destroyed_outputs: Vec::new(),
+            screencopy: Default::default(),
+        };
+        // First round trip: wl_output/xdg_output objects bound; second: their done events.
+        for _ in 0..2 {
+            queue.roundtrip(&mut state).map_err(|e| dispatch_error(&e))?;
+        }
+        Ok(WlSession { conn, queue, state, globals })
+    }
+
+    /// Whether the compositor offers a global with this interface name.
+    pub fn has_global(&self, interface: &str) -> bool {
+        self.globals.contents().with_list(|list| list.iter().any(|g| g.interface == interface))
+    }
+
+    /// All outputs with a name, in the compositor's order.
+    pub fn outputs(&self) -> Vec<(WlOutput, OutputDesc)> {
+        let mut sources = Vec::new();
+        if self.has_global(EXT_IMAGE_COPY_IFACE) {
+            sources.push("ext-image-copy");
+        }
+        if self.has_global(SCREENCOPY_IFACE) {
+            sources.push("screencopy");
+        }
+        let mut v: Vec<(u32, WlOutput, OutputDesc)> = self
+            .state
+            .outputs
+            .outputs()
+            .filter_map(|o| {
+                let info = self.state.outputs.info(&o)?;
+                let mode = info.modes.iter().find(|m| m.current).or(info.modes.first());
+                let (width, height, refresh_mhz) =
+                    mode.map(|m| (m.dimensions.0, m.dimensions.1, m.refresh_rate)).unwrap_or((0, 0, 0));
+                let (x, y) = info.logical_position.unwrap_or(info.location);
+                let desc = OutputDesc {
+                    name: info.name.clone()?,
+                    description: info.description.clone(),
+                    make: info.make.clone(),
+                    model: info.model.clone(),
+                    width,
+                    height,
+                    refresh_mhz,
+                    scale: info.scale_factor,
+                    x,
+                    y,
+                    logical_width: info.logical_size.map(|s| s.0),
+                    logical_height: info.logical_size.map(|s| s.1),
+                    transform: format!("{:?}", info.transform),
+                    sources: sources.clone(),
+                };
+                Some((info.id, o, desc))
+            })
+            .collect();
+        v.sort_by_key(|(id, _, _)| *id);
+        v.into_iter().map(|(_, o, d)| (o, d)).collect()
+    }
+
+    /// The output called `name`, or the first output when `name` is `None`.
+    pub fn find_output(&self, name: Option<&str>) -> Result<(WlOutput, OutputDesc), CaptureError> {
+        let outputs = self.outputs();
+        match name {
+            None => outputs.into_iter().next().ok_or(CaptureError::NoOutputs),
+            Some(n) => {
+                let names: Vec<String> = outputs.iter().map(|(_, d)| d.name.clone()).collect();
+                outputs
+                    .into_iter()
+                    .find(|(_, d)| d.name == n)
+                    .ok_or_else(|| CaptureError::UnknownOutput { name: n.to_owned(), available: names })
+            }
+        }
+    }
+
+    pub fn handle(&self) -> QueueHandle<WlState> {
+        self.queue.handle()
+    }
+
+    /// Dispatch events until `done(state)` is true (→ `Ok(true)`), the deadline passes or `stop` is set
+    /// (→ `Ok(false)`). Never blocks longer than 50 ms without checking `stop`.
+    pub fn dispatch_until(
+        &mut self,
+        deadline: Instant,
+        stop: &AtomicBool,
+        mut done: impl FnMut(&mut WlState) -> Result<bool, CaptureError>,
+    ) -> Result<bool, CaptureError> {
+        loop {
+            self.queue.dispatch_pending(&mut self.state).map_err(|e| dispatch_error(&e))?;
+            if done(&mut self.state)? {
+                return Ok(true);
+            }
+            self.queue.flush().map_err(|e| gone_or_protocol(&e))?;
+            let now = Instant::now();
+            if stop.load(Ordering::Relaxed) || now >= deadline {
+                return Ok(false);
+            }
+            let Some(guard) = self.queue.prepare_read() else { continue };
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            let ready = {
+                let fd = guard.connection_fd();
+                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                let ts =
+                    rustix::event::Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
+                match rustix::event::poll(&mut fds, Some(&ts)) {
+                    Ok(n) => n > 0,
+                    Err(rustix::io::Errno::INTR) => false,
+                    Err(e) => return Err(CaptureError::CompositorGone(e.to_string())),
+                }
+            };
+            if ready {
+                match guard.read() {
+                    Ok(_) => {}
+                    Err(wayland_client::backend::WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    }
+                    Err(e) => return Err(gone_or_protocol(&e)),
+                }
+            }
+        }
+    }
+
+    /// Names of outputs removed since the last call.
+    pub fn take_destroyed_outputs(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.state.destroyed_outputs)
+    }
+
+    /// The socket fd (for tests that check it stays open).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+}
+
+pub(crate) fn gone_or_protocol(e: &dyn std::fmt::Display) -> CaptureError {
+    let msg = e.to_string();
+    if msg.contains("protocol error") || msg.contains("Protocol error") {
+        CaptureError::Protocol(msg)
+    } else {
+        CaptureError::CompositorGone(msg)
+    }
+}
+
+fn dispatch_error(e: &wayland_client::DispatchError) -> CaptureError {
+    match e {
+        wayland_client::DispatchError::Backend(wayland_client::backend::WaylandError::Protocol(p)) => {
+            CaptureError::Protocol(p.to_string())
+        }
+        wayland_client::DispatchError::Backend(b) => CaptureError::CompositorGone(b.to_string()),
+        other => CaptureError::Protocol(other.to_string()),
+    }
+}
+
+impl OutputHandler for WlState {
+    fn output_state(&mut self) -> &mut OutputState {
+        &mut self.outputs
+    }
+
+    fn new_output(&mut self, _: &Connection, _: &QueueHandle<Self>, output: WlOutput) {
+        if let Some(info) = self.outputs.info(&output) {
+            tracing::debug!(name = ?info.name, "output added");
+        }
+    }
+
+    fn update_output(&mut self, _: &Connection, _: &QueueHandle<Self>, output: WlOutput) {
+        if let Some(info) = self.outputs.info(&output) {
+            let mode = info.modes.iter().find(|m| m.current).map(|m| m.dimensions);
+            tracing::debug!(name = ?info.name, ?mode, "output changed");
+        }
+    }
+
+    fn output_destroyed(&mut self, _: &Connection, _: &QueueHandle<Self>, output: WlOutput) {
+        let name = self.outputs.info(&output).and_then(|i| i.name).unwrap_or_else(|| format!("{}", output.id()));
+        tracing::info!(%name, "output removed");
+        self.destroyed_outputs.push(name);
+    }
+}
+
+impl ShmHandler for WlState {
+    fn shm_state(&mut self) -> &mut Shm {
+        &mut self.shm
+    }
+}
+
+impl ProvidesRegistryState for WlState {
+    fn registry(&mut self) -> &mut RegistryState {
+        &mut self.registry
+    }
+    registry_handlers![OutputState];
+}
+
+delegate_dispatch2!(WlState);
+delegate_registry!(WlState);

@@ -1,0 +1,182 @@
+//! Raw command-line flags exactly as clap parses them. Nothing here is validated beyond what clap checks;
+//! [`crate::config::Config::resolve`] turns these plus the config file into one validated `Config`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Stream a Wayland desktop to any browser over WebRTC.
+#[derive(Debug, Parser)]
+#[command(name = "wl-webrtc", version, about, long_about = None, propagate_version = true)]
+#[command(args_conflicts_with_subcommands = false, subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// With --headless: the program (and its arguments) to run inside the private desktop.
+    #[arg(last = true, value_name = "CMD")]
+    pub child: Vec<String>,
+}
+
+/// Flags accepted before or after any subcommand.
+#[derive(Debug, Args, Default, Clone)]
+pub struct GlobalArgs {
+    /// Config file (TOML). Default: $XDG_CONFIG_HOME/wl-webrtc/config.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output (monitor) to capture, by name, e.g. DP-1 or HEADLESS-1. Default: the first output.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub output: Option<String>,
+
+    /// Capture source.
+    #[arg(long, global = true, value_enum)]
+    pub source: Option<SourceArg>,
+
+    /// Frame-rate cap (frames per second).
+    #[arg(long, global = true, value_name = "N")]
+    pub fps: Option<u32>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing env-filter directive.
+    /// RUST_LOG, when set, wins over this.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Start a private headless desktop of this size (WxH or WxH@HZ) and stream it instead of the current
+    /// session. The program after `--` runs inside it; everything is torn down on exit.
+    #[arg(long, global = true, value_name = "WxH[@HZ]")]
+    pub headless: Option<String>,
+}
+
+/// `--source` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    Auto,
+    Screencopy,
+    ExtImageCopy,
+    Pipewire,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture continuously and report the frame rate (the default command; streaming is built on it).
+    Start(StartArgs),
+    /// Capture N frames and report latency, frame rate and damage.
+    Capture(CaptureArgs),
+    /// List the outputs of the Wayland session.
+    ListOutputs(ListOutputsArgs),
+    /// Print configuration.
+    Config(ConfigArgs),
+    /// A Wayland client that paints a known test pattern on an output (for tests and demos).
+    TestPattern(TestPatternArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct StartArgs {
+    /// With --headless: the program (and its arguments) to run inside the private desktop.
+    #[arg(last = true, value_name = "CMD")]
+    pub child: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Number of frames to capture.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub frames: u64,
+
+    /// Save the last frame as PNG.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+
+    /// Print one JSON object with the results instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop waiting when no new frame (no damage) arrives for this many seconds.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub idle_timeout: f64,
+
+    /// With --headless: the program (and its arguments) to run inside the private desktop.
+    #[arg(last = true, value_name = "CMD")]
+    pub child: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListOutputsArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the commented default configuration file.
+    #[arg(long, conflicts_with = "print")]
+    pub print_default: bool,
+    /// Print the effective configuration (file + flags) as TOML.
+    #[arg(long)]
+    pub print: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestPatternArgs {
+    /// What to paint.
+    #[arg(long, value_enum, default_value_t = PatternKind::Quadrants)]
+    pub pattern: PatternKind,
+}
+
+/// Test patterns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PatternKind {
+    /// Four coloured quadrants (red, green / blue, yellow), painted once.
+    Quadrants,
+    /// The quadrants with a white bar that moves every frame (only the bar is damaged).
+    MovingBar,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn headless_child_after_double_dash() {
+        let cli =
+            Cli::try_parse_from(["wl-webrtc", "--headless", "1280x720", "--", "foot", "-e", "top"]).expect("parse");
+        assert_eq!(cli.global.headless.as_deref(), Some("1280x720"));
+        assert_eq!(cli.child, ["foot", "-e", "top"]);
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn global_flags_after_subcommand() {
+        let cli = Cli::try_parse_from(["wl-webrtc", "capture", "--frames", "3", "--output", "DP-1", "--", "foot"])
+            .expect("parse");
+        assert_eq!(cli.global.output.as_deref(), Some("DP-1"));
+        match cli.command {
+            Some(Command::Capture(c)) => {
+                assert_eq!(c.frames, 3);
+                assert_eq!(c.child, ["foot"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_flag_is_an_error() {
+        assert!(Cli::try_parse_from(["wl-webrtc", "--source", "x11"]).is_err());
+        assert!(Cli::try_parse_from(["wl-webrtc", "--frobnicate"]).is_err());
+    }
+}

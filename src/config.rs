@@ -1,0 +1,332 @@
+//! The one validated `Config`: defaults, then the TOML file, then command-line flags, resolved once.
+//!
+//! Every later stage reads `Config` and never looks at raw flags or the file again. Validation errors name
+//! the offending key or flag and say what is accepted.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{GlobalArgs, SourceArg};
+
+/// The commented default configuration file (also printed by `wl-webrtc config --print-default`).
+pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
+
+/// Log filter used when neither flags, the file nor RUST_LOG say otherwise.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Unprivileged account the private compositor runs as when wl-webrtc runs as root.
+pub const DEFAULT_HEADLESS_USER: &str = "wlwebrtc";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{what}: {msg}")]
+    Invalid { what: String, msg: String },
+}
+
+fn invalid(what: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { what: what.to_owned(), msg: msg.into() }
+}
+
+/// Capture source selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// ext-image-copy-capture if offered, else wlr-screencopy, else PipeWire.
+    #[default]
+    Auto,
+    Screencopy,
+    ExtImageCopy,
+    Pipewire,
+}
+
+impl From<SourceArg> for SourceKind {
+    fn from(a: SourceArg) -> Self {
+        match a {
+            SourceArg::Auto => SourceKind::Auto,
+            SourceArg::Screencopy => SourceKind::Screencopy,
+            SourceArg::ExtImageCopy => SourceKind::ExtImageCopy,
+            SourceArg::Pipewire => SourceKind::Pipewire,
+        }
+    }
+}
+
+/// Size and refresh of a private headless desktop: `WxH` or `WxH@HZ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadlessMode {
+    pub width: u32,
+    pub height: u32,
+    pub refresh_hz: u32,
+}
+
+impl HeadlessMode {
+    pub const DEFAULT_REFRESH_HZ: u32 = 60;
+
+    pub fn parse(s: &str) -> Result<HeadlessMode, String> {
+        let (size, hz) = match s.split_once('@') {
+            Some((size, hz)) => {
+                let hz = hz.trim_end_matches("Hz").trim_end_matches("hz");
+                let hz: u32 = hz.parse().map_err(|_| format!("refresh rate {hz:?} is not a whole number"))?;
+                (size, hz)
+            }
+            None => (s, Self::DEFAULT_REFRESH_HZ),
+        };
+        let (w, h) = size.split_once(['x', 'X']).ok_or_else(|| format!("{s:?} is not WxH or WxH@HZ"))?;
+        let width: u32 = w.parse().map_err(|_| format!("width {w:?} is not a number"))?;
+        let height: u32 = h.parse().map_err(|_| format!("height {h:?} is not a number"))?;
+        if !(64..=8192).contains(&width) || !(64..=8192).contains(&height) {
+            return Err(format!("{width}x{height} is outside 64..=8192 in either dimension"));
+        }
+        if !(1..=240).contains(&hz) {
+            return Err(format!("refresh {hz} Hz is outside 1..=240"));
+        }
+        Ok(HeadlessMode { width, height, refresh_hz: hz })
+    }
+}
+
+impl std::fmt::Display for HeadlessMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}@{}", self.width, self.height, self.refresh_hz)
+    }
+}
+
+/// The config file as written (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    output: Option<String>,
+    source: Option<SourceKind>,
+    fps: Option<u32>,
+    log_level: Option<String>,
+    #[serde(default)]
+    headless: FileHeadless,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHeadless {
+    mode: Option<String>,
+    user: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Output to capture; `None` = the first one the compositor lists.
+    pub output: Option<String>,
+    pub source: SourceKind,
+    /// Frame-rate cap.
+    pub fps: u32,
+    /// tracing env-filter directive.
+    pub log_filter: String,
+    /// Start a private headless desktop of this mode.
+    pub headless: Option<HeadlessMode>,
+    /// Account the private compositor runs as when we are root.
+    pub headless_user: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            output: None,
+            source: SourceKind::Auto,
+            fps: 60,
+            log_filter: DEFAULT_LOG_FILTER.to_owned(),
+            headless: None,
+            headless_user: DEFAULT_HEADLESS_USER.to_owned(),
+        }
+    }
+}
+
+/// Default config file location: `$XDG_CONFIG_HOME/wl-webrtc/config.toml` (or `~/.config/...`).
+pub fn default_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("wl-webrtc").join("config.toml"))
+}
+
+impl Config {
+    /// Defaults ← file (explicit `--config`, else the default path if it exists) ← flags.
+    pub fn resolve(args: &GlobalArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => Some(read_file(path)?),
+            None => match default_config_path() {
+                Some(path) if path.exists() => Some(read_file(&path)?),
+                _ => None,
+            },
+        };
+        Config::from_parts(file.as_ref(), args)
+    }
+
+    /// Parse a TOML string alone (flags absent); used for the template check and tests.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file = parse_file(text, Path::new("<string>"))?;
+        Config::from_parts(Some(&file), &GlobalArgs::default())
+    }
+
+    fn from_parts(file: Option<&FileConfig>, args: &GlobalArgs) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        if let Some(f) = file {
+            if let Some(o) = &f.output {
+                cfg.output = Some(o.clone());
+            }
+            if let Some(s) = f.source {
+                cfg.source = s;
+            }
+            if let Some(fps) = f.fps {
+                cfg.fps = fps;
+            }
+            if let Some(l) = &f.log_level {
+                cfg.log_filter = l.clone();
+            }
+            if let Some(m) = &f.headless.mode {
+                cfg.headless = Some(HeadlessMode::parse(m).map_err(|e| invalid("headless.mode", e))?);
+            }
+            if let Some(u) = &f.headless.user {
+                cfg.headless_user = u.clone();
+            }
+        }
+        if let Some(o) = &args.output {
+            cfg.output = Some(o.clone());
+        }
+        if let Some(s) = args.source {
+            cfg.source = s.into();
+        }
+        if let Some(fps) = args.fps {
+            cfg.fps = fps;
+        }
+        match (args.log_level.as_ref(), args.verbose) {
+            (Some(l), _) => cfg.log_filter = l.clone(),
+            (None, 1) => cfg.log_filter = "debug".to_owned(),
+            (None, n) if n >= 2 => cfg.log_filter = "trace".to_owned(),
+            _ => {}
+        }
+        if let Some(h) = &args.headless {
+            cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=240).contains(&self.fps) {
+            return Err(invalid("fps", format!("{} is outside 1..=240", self.fps)));
+        }
+        if matches!(&self.output, Some(o) if o.trim().is_empty()) {
+            return Err(invalid("output", "must not be empty"));
+        }
+        if self.headless_user.is_empty() {
+            return Err(invalid("headless.user", "must not be empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_filter)
+            .map_err(|e| invalid("log level", format!("{:?}: {e}", self.log_filter)))?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (same keys as the file).
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        if let Some(o) = &self.output {
+            s += &format!("output = {}\n", toml_str(o));
+        }
+        let source = match self.source {
+            SourceKind::Auto => "auto",
+            SourceKind::Screencopy => "screencopy",
+            SourceKind::ExtImageCopy => "ext-image-copy",
+            SourceKind::Pipewire => "pipewire",
+        };
+        s += &format!(
+            "source = \"{source}\"\nfps = {}\nlog_level = {}\n\n[headless]\n",
+            self.fps,
+            toml_str(&self.log_filter)
+        );
+        if let Some(m) = &self.headless {
+            s += &format!("mode = \"{m}\"\n");
+        }
+        s += &format!("user = {}\n", toml_str(&self.headless_user));
+        s
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_defaults() {
+        assert_eq!(Config::from_toml(DEFAULT_CONFIG_TEMPLATE).expect("template"), Config::default());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let cfg = Config {
+            output: Some("DP-1".into()),
+            source: SourceKind::Screencopy,
+            fps: 30,
+            log_filter: "debug".into(),
+            headless: Some(HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }),
+            headless_user: "someone".into(),
+        };
+        assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = parse_file("output = \"A\"\nfps = 30\nsource = \"pipewire\"\n", Path::new("t")).expect("parse");
+        let args = GlobalArgs { output: Some("B".into()), verbose: 1, ..Default::default() };
+        let cfg = Config::from_parts(Some(&file), &args).expect("resolve");
+        assert_eq!(cfg.output.as_deref(), Some("B"));
+        assert_eq!(cfg.fps, 30);
+        assert_eq!(cfg.source, SourceKind::Pipewire);
+        assert_eq!(cfg.log_filter, "debug");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::from_toml("fps = 0").expect_err("fps 0");
+        assert!(err.to_string().contains("fps"), "{err}");
+        let err = Config::from_toml("colour = 1").expect_err("unknown key");
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = Config::from_toml("source = \"x11\"").expect_err("bad source");
+        assert!(err.to_string().contains("x11"), "{err}");
+        let args = GlobalArgs { headless: Some("big".into()), ..Default::default() };
+        let err = Config::from_parts(None, &args).expect_err("bad mode");
+        assert!(err.to_string().contains("--headless"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let args = GlobalArgs { config: Some("/nonexistent/wl-webrtc.toml".into()), ..Default::default() };
+        let err = Config::resolve(&args).expect_err("missing file");
+        assert!(err.to_string().contains("/nonexistent/wl-webrtc.toml"), "{err}");
+    }
+
+    #[test]
+    fn headless_mode_parsing() {
+        assert_eq!(HeadlessMode::parse("1920x1080"), Ok(HeadlessMode { width: 1920, height: 1080, refresh_hz: 60 }));
+        assert_eq!(HeadlessMode::parse("3840x2160@30"), Ok(HeadlessMode { width: 3840, height: 2160, refresh_hz: 30 }));
+        assert_eq!(HeadlessMode::parse("800X600@75Hz").map(|m| m.refresh_hz), Ok(75));
+        for bad in ["1920", "axb", "10x10", "1920x1080@0", "1920x1080@fast", "99999x100"] {
+            assert!(HeadlessMode::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! wl-webrtc: stream a Wayland desktop to any browser over WebRTC.
+//!
+//! Layout (see README's Architecture section): `capture` talks to the compositor on the capture thread,
+//! `buffer` owns the memory frames land in, `frame` is the shared vocabulary, `headless` runs a private
+//! desktop, `app` wires commands together, `config`/`cli` turn flags and files into one `Config`.
+
+pub mod app;
+pub mod buffer;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod frame;
+pub mod headless;
+pub mod metrics;
+pub mod pattern;

@@ -1,0 +1,299 @@
+//! `wl-webrtc test-pattern`: a small Wayland client that covers an output with known content, so captured
+//! (and later streamed) pixels can be checked. A wlr-layer-shell overlay surface anchored to all edges, so
+//! it covers exactly one output and follows its mode changes.
+//!
+//! Patterns: four quadrants (red, green / blue, yellow: colour order and orientation are both visible), and
+//! the same with a white bar that moves on every frame callback, damaging only the bar.
+
+use smithay_client_toolkit::compositor::{CompositorHandler, CompositorState, FrameCallbackData};
+use smithay_client_toolkit::output::{OutputHandler, OutputState};
+use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
+use smithay_client_toolkit::shell::WaylandSurface;
+use smithay_client_toolkit::shell::wlr_layer::{
+    Anchor, KeyboardInteractivity, Layer, LayerShell, LayerShellHandler, LayerSurface, LayerSurfaceConfigure,
+};
+use smithay_client_toolkit::shm::{Shm, ShmHandler, slot::SlotPool};
+use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
+use wayland_client::globals::registry_queue_init;
+use wayland_client::protocol::{wl_output, wl_shm, wl_surface};
+use wayland_client::{Connection, QueueHandle};
+
+use crate::capture::wayland;
+use crate::cli::PatternKind;
+use crate::frame::PixelFormat;
+
+/// Quadrant colours, top-left, top-right, bottom-left, bottom-right.
+pub const QUADRANTS: [[u8; 3]; 4] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]];
+/// Colour of the moving bar.
+pub const BAR: [u8; 3] = [255, 255, 255];
+/// Width of the moving bar in pixels.
+pub const BAR_WIDTH: u32 = 64;
+/// Pixels the bar advances per frame.
+pub const BAR_STEP: u32 = 16;
+
+/// Expected colour at (x, y) of the quadrant pattern of a `width`×`height` output.
+pub fn quadrant_colour(width: u32, height: u32, x: u32, y: u32) -> [u8; 3] {
+    let right = usize::from(x >= width / 2);
+    let bottom = usize::from(y >= height / 2);
+    QUADRANTS[bottom * 2 + right]
+}
+
+/// Paint the pattern into an XRGB8888 canvas; returns the bar's x range when there is one.
+pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, frame: u64) -> Option<(u32, u32)> {
+    let stride = width as usize * 4;
+    let mut px = [[0u8; 4]; 4];
+    for (i, c) in QUADRANTS.iter().enumerate() {
+        PixelFormat::Xrgb8888.from_rgb8(*c, &mut px[i]);
+    }
+    let mut bar_px = [0u8; 4];
+    PixelFormat::Xrgb8888.from_rgb8(BAR, &mut bar_px);
+    let bar = match kind {
+        PatternKind::Quadrants => None,
+        PatternKind::MovingBar if width > BAR_WIDTH => {
+            let x0 = ((frame * u64::from(BAR_STEP)) % u64::from(width - BAR_WIDTH)) as u32;
+            Some((x0, x0 + BAR_WIDTH))
+        }
+        PatternKind::MovingBar => None,
+    };
+    // Build the top and bottom rows once, then copy them: fast even in debug builds.
+    let make_row = |half: usize| -> Vec<u8> {
+        let mut row = Vec::with_capacity(stride);
+        for x in 0..width {
+            let on_bar = bar.is_some_and(|(a, b)| x >= a && x < b);
+            row.extend_from_slice(if on_bar { &bar_px } else { &px[half * 2 + usize::from(x >= width / 2)] });
+        }
+        row
+    };
+    let (top, bottom) = (make_row(0), make_row(1));
+    for (y, row) in canvas.chunks_exact_mut(stride).take(height as usize).enumerate() {
+        row.copy_from_slice(if (y as u32) < height / 2 { &top } else { &bottom });
+    }
+    bar
+}
+
+struct App {
+    registry: RegistryState,
+    outputs: OutputState,
+    compositor: CompositorState,
+    shm: Shm,
+    pool: Option<SlotPool>,
+    layer: Option<LayerSurface>,
+    kind: PatternKind,
+    size: (u32, u32),
+    frame: u64,
+    last_bar: Option<(u32, u32)>,
+    closed: bool,
+    error: Option<String>,
+}
+
+/// Run the test-pattern client on `output` (first output when `None`) until the compositor closes it.
+pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind) -> anyhow::Result<()> {
+    let conn = wayland::connect(socket)?;
+    let (globals, mut queue) = registry_queue_init::<App>(&conn)?;
+    let qh = queue.handle();
+    let layer_shell = LayerShell::bind(&globals, &qh)
+        .map_err(|e| anyhow::anyhow!("the compositor has no wlr-layer-shell (needed by test-pattern): {e}"))?;
+    let mut app = App {
+        registry: RegistryState::new(&globals),
+        outputs: OutputState::new(&globals, &qh),
+        compositor: CompositorState::bind(&globals, &qh)?,
+        shm: Shm::bind(&globals, &qh)?,
+        pool: None,
+        layer: None,
+        kind,
+        size: (0, 0),
+        frame: 0,
+        last_bar: None,
+        closed: false,
+        error: None,
+    };
+    queue.roundtrip(&mut app)?;
+    queue.roundtrip(&mut app)?;
+    let named: Vec<(wl_output::WlOutput, String)> = app
+        .outputs
+        .outputs()
+        .filter_map(|o| {
+            let name = app.outputs.info(&o)?.name?;
+            Some((o, name))
+        })
+        .collect();
+    let names: Vec<String> = named.iter().map(|(_, n)| n.clone()).collect();
+    let (target, name) = match output {
+        None => named.into_iter().next().ok_or(crate::capture::CaptureError::NoOutputs)?,
+        Some(want) => named
+            .into_iter()
+            .find(|(_, n)| n == want)
+            .ok_or_else(|| crate::capture::CaptureError::UnknownOutput { name: want.to_owned(), available: names })?,
+    };
+    let surface = app.compositor.create_surface(&qh);
+    let layer =
+        layer_shell.create_layer_surface(&qh, surface, Layer::Overlay, Some("wl-webrtc-test-pattern"), Some(&target));
+    layer.set_anchor(Anchor::TOP | Anchor::BOTTOM | Anchor::LEFT | Anchor::RIGHT);
+    layer.set_exclusive_zone(-1);
+    layer.set_keyboard_interactivity(KeyboardInteractivity::None);
+    layer.set_size(0, 0);
+    layer.commit();
+    app.layer = Some(layer);
+    tracing::info!(output = %name, ?kind, "test pattern running");
+    while !app.closed {
+        queue.blocking_dispatch(&mut app)?;
+        if let Some(e) = app.error.take() {
+            anyhow::bail!(e);
+        }
+    }
+    Ok(())
+}
+
+impl App {
+    fn draw(&mut self, qh: &QueueHandle<Self>) {
+        let (w, h) = self.size;
+        if w == 0 || h == 0 {
+            return;
+        }
+        let stride = w as i32 * 4;
+        let pool = match &mut self.pool {
+            Some(p) => p,
+            None => match SlotPool::new((w * h * 4) as usize, &self.shm) {
+                Ok(p) => self.pool.insert(p),
+                Err(e) => {
+                    self.error = Some(format!("cannot create shm pool: {e}"));
+                    return;
+                }
+            },
+        };
+        let (buffer, canvas) = match pool.create_buffer(w as i32, h as i32, stride, wl_shm::Format::Xrgb8888) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error = Some(format!("cannot create buffer: {e}"));
+                return;
+            }
+        };
+        let bar = paint(canvas, w, h, self.kind, self.frame);
+        let Some(layer) = &self.layer else { return };
+        let surface = layer.wl_surface();
+        match (self.frame, bar, self.last_bar) {
+            (0, ..) | (_, None, _) | (_, _, None) => surface.damage_buffer(0, 0, w as i32, h as i32),
+            (_, Some((a, b)), Some((c, d))) => {
+                surface.damage_buffer(a as i32, 0, (b - a) as i32, h as i32);
+                surface.damage_buffer(c as i32, 0, (d - c) as i32, h as i32);
+            }
+        }
+        self.last_bar = bar;
+        if self.kind == PatternKind::MovingBar {
+            surface.frame(qh, FrameCallbackData(surface.clone()));
+        }
+        if let Err(e) = buffer.attach_to(surface) {
+            self.error = Some(format!("cannot attach buffer: {e}"));
+            return;
+        }
+        surface.commit();
+        self.frame += 1;
+    }
+}
+
+impl CompositorHandler for App {
+    fn scale_factor_changed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &wl_surface::WlSurface, _: i32) {}
+    fn transform_changed(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: wl_output::Transform,
+    ) {
+    }
+    fn frame(&mut self, _: &Connection, qh: &QueueHandle<Self>, _: &wl_surface::WlSurface, _: u32) {
+        self.draw(qh);
+    }
+    fn surface_enter(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: &wl_output::WlOutput,
+    ) {
+    }
+    fn surface_leave(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: &wl_output::WlOutput,
+    ) {
+    }
+}
+
+impl LayerShellHandler for App {
+    fn closed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &LayerSurface) {
+        self.closed = true;
+    }
+
+    fn configure(
+        &mut self,
+        _: &Connection,
+        qh: &QueueHandle<Self>,
+        _: &LayerSurface,
+        cfg: LayerSurfaceConfigure,
+        _: u32,
+    ) {
+        if cfg.new_size != self.size {
+            self.size = cfg.new_size;
+            self.last_bar = None;
+            println!("configured {}x{}", cfg.new_size.0, cfg.new_size.1);
+            self.draw(qh);
+        } else if self.kind == PatternKind::Quadrants {
+            self.draw(qh);
+        }
+    }
+}
+
+impl OutputHandler for App {
+    fn output_state(&mut self) -> &mut OutputState {
+        &mut self.outputs
+    }
+    fn new_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+    fn update_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+    fn output_destroyed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+}
+
+impl ShmHandler for App {
+    fn shm_state(&mut self) -> &mut Shm {
+        &mut self.shm
+    }
+}
+
+impl ProvidesRegistryState for App {
+    fn registry(&mut self) -> &mut RegistryState {
+        &mut self.registry
+    }
+    registry_handlers![OutputState];
+}
+
+delegate_dispatch2!(App);
+delegate_registry!(App);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quadrants_paint_where_expected() {
+        let (w, h) = (8u32, 6u32);
+        let mut canvas = vec![0u8; (w * h * 4) as usize];
+        paint(&mut canvas, w, h, PatternKind::Quadrants, 0);
+        for (x, y) in [(0, 0), (7, 0), (0, 5), (7, 5), (3, 2), (4, 3)] {
+            let off = ((y * w + x) * 4) as usize;
+            assert_eq!(PixelFormat::Xrgb8888.to_rgb8(&canvas[off..off + 4]), quadrant_colour(w, h, x, y), "({x},{y})");
+        }
+    }
+
+    #[test]
+    fn bar_moves_each_frame() {
+        let (w, h) = (256u32, 4u32);
+        let mut canvas = vec![0u8; (w * h * 4) as usize];
+        let a = paint(&mut canvas, w, h, PatternKind::MovingBar, 0).expect("bar");
+        let b = paint(&mut canvas, w, h, PatternKind::MovingBar, 1).expect("bar");
+        assert_eq!(b.0, a.0 + BAR_STEP);
+        let off = (b.0 * 4) as usize;
+        assert_eq!(PixelFormat::Xrgb8888.to_rgb8(&canvas[off..off + 4]), BAR);
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests against a real headless Sway (started and stopped per test by `support::Fixture`).
+//! One test binary, one module per area.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod capture;
+mod cli;
+mod lifecycle;
+mod outputs;
