@@ -354,6 +354,43 @@ impl FrameInfo {
     }
 }
 
+/// A BT.709 limited-range NV12 picture: a full-resolution Y plane and a half-resolution interleaved UV plane.
+///
+/// NV12 needs even dimensions: the planes cover `padded_width()`×`padded_height()` (the visible size rounded
+/// up to even; the extra column/row repeats the last visible one) and the encoder crops back to
+/// `width`×`height`. Rows are `stride` bytes apart in both planes (a multiple of 64 for SIMD).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nv12Frame {
+    /// Visible width in pixels (may be odd).
+    pub width: u32,
+    /// Visible height in pixels (may be odd).
+    pub height: u32,
+    /// Bytes between rows, in both planes.
+    pub stride: usize,
+    /// `stride * padded_height()` bytes.
+    pub y: Vec<u8>,
+    /// `stride * padded_height() / 2` bytes: U, V pairs.
+    pub uv: Vec<u8>,
+}
+
+impl Nv12Frame {
+    /// A black frame of this visible size.
+    pub fn new(width: u32, height: u32) -> Nv12Frame {
+        let pw = width.next_multiple_of(2) as usize;
+        let ph = height.next_multiple_of(2) as usize;
+        let stride = pw.next_multiple_of(64);
+        Nv12Frame { width, height, stride, y: vec![16; stride * ph], uv: vec![128; stride * ph / 2] }
+    }
+
+    pub const fn padded_width(&self) -> u32 {
+        self.width.next_multiple_of(2)
+    }
+
+    pub const fn padded_height(&self) -> u32 {
+        self.height.next_multiple_of(2)
+    }
+}
+
 /// RGB value at (x, y) in display orientation (y-invert applied) of a mapped frame.
 pub fn pixel_rgb(data: &[u8], layout: &FrameLayout, y_invert: bool, x: u32, y: u32) -> Option<[u8; 3]> {
     if x >= layout.width || y >= layout.height {
