@@ -204,6 +204,8 @@ pub struct CaptureReport {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p95: Option<f64>,
     pub latency_ms_max: Option<f64>,
+    /// Compositor presentation → frame ready in our process (the copy's own cost), median.
+    pub age_ms_p50: Option<f64>,
     /// Mean share of each frame that was damaged (0..1).
     pub damage_mean: f64,
     /// Every distinct size seen, in order.
@@ -223,7 +225,7 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
     let mut cap = open_capture(cfg, &desk.socket)?;
     let idle = Duration::from_secs_f64(a.idle_timeout);
     let mut pacer = Pacer::new(cfg.fps);
-    let (mut latencies, mut damage) = (Vec::new(), Vec::new());
+    let (mut latencies, mut damage, mut ages) = (Vec::new(), Vec::new(), Vec::new());
     let mut sizes: Vec<[u32; 2]> = Vec::new();
     let (mut first_at, mut last): (Option<Instant>, Option<FrameInfo>) = (None, None);
     let mut timed_out = false;
@@ -253,6 +255,7 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
             sizes.push([w, h]);
         }
         latencies.push(metrics::ms(info.latency()));
+        ages.extend(info.age.map(metrics::ms));
         damage.push(share);
         first_at.get_or_insert(info.ready_at);
         last = Some(info);
@@ -288,6 +291,7 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
         latency_ms_p50: metrics::percentile(&latencies, 50.0),
         latency_ms_p95: metrics::percentile(&latencies, 95.0),
         latency_ms_max: metrics::percentile(&latencies, 100.0),
+        age_ms_p50: metrics::percentile(&ages, 50.0),
         damage_mean: damage.iter().sum::<f64>() / damage.len().max(1) as f64,
         sizes,
         buffer_allocations: counters.buffer_allocations,

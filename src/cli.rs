@@ -49,6 +49,10 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Encoder target bitrate in kbit/s (0 = automatic for the size and frame rate).
+    #[arg(long, global = true, value_name = "KBPS")]
+    pub bitrate: Option<u32>,
+
     /// Start a private headless desktop of this size (WxH or WxH@HZ) and stream it instead of the current
     /// session. The program after `--` runs inside it; everything is torn down on exit.
     #[arg(long, global = true, value_name = "WxH[@HZ]")]

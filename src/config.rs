@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{GlobalArgs, SourceArg};
+use crate::encode::{EncoderSettings, Profile, RateControl};
 
 /// The commented default configuration file (also printed by `wl-webrtc config --print-default`).
 pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
@@ -104,6 +105,30 @@ struct FileConfig {
     log_level: Option<String>,
     #[serde(default)]
     headless: FileHeadless,
+    #[serde(default)]
+    encoder: FileEncoder,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEncoder {
+    bitrate_kbps: Option<u32>,
+    rate_control: Option<RateControl>,
+    profile: Option<Profile>,
+    threads: Option<u32>,
+    intra_refresh: Option<bool>,
+}
+
+/// Encoder configuration (size and rate come from the capture).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EncoderConfig {
+    /// Target bitrate; `None` = automatic for the size and rate.
+    pub bitrate_kbps: Option<u32>,
+    pub rate_control: RateControl,
+    pub profile: Profile,
+    /// Encoder threads; 0 = automatic.
+    pub threads: u32,
+    pub intra_refresh: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +152,7 @@ pub struct Config {
     pub headless: Option<HeadlessMode>,
     /// Account the private compositor runs as when we are root.
     pub headless_user: String,
+    pub encoder: EncoderConfig,
 }
 
 impl Default for Config {
@@ -138,6 +164,7 @@ impl Default for Config {
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             headless: None,
             headless_user: DEFAULT_HEADLESS_USER.to_owned(),
+            encoder: EncoderConfig::default(),
         }
     }
 }
@@ -191,6 +218,12 @@ impl Config {
             if let Some(u) = &f.headless.user {
                 cfg.headless_user = u.clone();
             }
+            let e = &f.encoder;
+            cfg.encoder.bitrate_kbps = e.bitrate_kbps.filter(|&b| b != 0);
+            cfg.encoder.rate_control = e.rate_control.unwrap_or_default();
+            cfg.encoder.profile = e.profile.unwrap_or_default();
+            cfg.encoder.threads = e.threads.unwrap_or(0);
+            cfg.encoder.intra_refresh = e.intra_refresh.unwrap_or(false);
         }
         if let Some(o) = &args.output {
             cfg.output = Some(o.clone());
@@ -207,6 +240,9 @@ impl Config {
             (None, n) if n >= 2 => cfg.log_filter = "trace".to_owned(),
             _ => {}
         }
+        if let Some(b) = args.bitrate {
+            cfg.encoder.bitrate_kbps = (b != 0).then_some(b);
+        }
         if let Some(h) = &args.headless {
             cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);
         }
@@ -220,6 +256,12 @@ impl Config {
         }
         if matches!(&self.output, Some(o) if o.trim().is_empty()) {
             return Err(invalid("output", "must not be empty"));
+        }
+        if matches!(self.encoder.bitrate_kbps, Some(b) if !(100..=500_000).contains(&b)) {
+            return Err(invalid("bitrate", "must be 100..=500000 kbit/s (or 0 for automatic)"));
+        }
+        if self.encoder.threads > 64 {
+            return Err(invalid("encoder.threads", "must be 0 (automatic) ..= 64"));
         }
         if self.headless_user.is_empty() {
             return Err(invalid("headless.user", "must not be empty"));
@@ -250,8 +292,37 @@ impl Config {
             s += &format!("mode = \"{m}\"\n");
         }
         s += &format!("user = {}\n", toml_str(&self.headless_user));
+        let e = &self.encoder;
+        s += &format!(
+            "\n[encoder]\nbitrate_kbps = {}\nrate_control = {}\nprofile = {}\nthreads = {}\nintra_refresh = {}\n",
+            e.bitrate_kbps.unwrap_or(0),
+            enum_toml(&e.rate_control),
+            enum_toml(&e.profile),
+            e.threads,
+            e.intra_refresh
+        );
         s
     }
+
+    /// Encoder settings for a capture of this size.
+    pub fn encoder_settings(&self, width: u32, height: u32) -> EncoderSettings {
+        let e = &self.encoder;
+        EncoderSettings {
+            width,
+            height,
+            fps: self.fps,
+            bitrate_kbps: e.bitrate_kbps.unwrap_or_else(|| EncoderSettings::auto_bitrate_kbps(width, height, self.fps)),
+            rate_control: e.rate_control,
+            threads: e.threads,
+            profile: e.profile,
+            intra_refresh: e.intra_refresh,
+        }
+    }
+}
+
+/// A serde enum value (kebab-case string) as a TOML string literal.
+fn enum_toml<T: Serialize>(v: &T) -> String {
+    toml::Value::try_from(v).map(|v| v.to_string()).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
 fn toml_str(s: &str) -> String {
@@ -285,6 +356,13 @@ mod tests {
             log_filter: "debug".into(),
             headless: Some(HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }),
             headless_user: "someone".into(),
+            encoder: EncoderConfig {
+                bitrate_kbps: Some(4000),
+                rate_control: RateControl::Vbr,
+                profile: Profile::Main,
+                threads: 2,
+                intra_refresh: true,
+            },
         };
         assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);
     }

@@ -343,6 +343,8 @@ pub struct FrameInfo {
     pub ready_at: Instant,
     /// The compositor's presentation timestamp (CLOCK_MONOTONIC), when it sent one.
     pub presented: Option<Duration>,
+    /// Presentation → ready: how old the frame already was when we got it.
+    pub age: Option<Duration>,
     /// Sequence number within the capture session, starting at 0.
     pub seq: u64,
 }
@@ -389,6 +391,12 @@ impl Nv12Frame {
     pub const fn padded_height(&self) -> u32 {
         self.height.next_multiple_of(2)
     }
+}
+
+/// Now on CLOCK_MONOTONIC, the clock compositors stamp presentation times with.
+pub fn monotonic_now() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// RGB value at (x, y) in display orientation (y-invert applied) of a mapped frame.

@@ -13,3 +13,5 @@ pub mod frame;
 pub mod headless;
 pub mod metrics;
 pub mod pattern;
+pub mod convert;
+pub mod encode;

@@ -71,6 +71,53 @@ pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, fram
     bar
 }
 
+/// A synthetic desktop-like XRGB8888 frame for encoder tests and benchmarks: a gradient wallpaper, two
+/// "windows" with text-like stripes, and a box that moves with `t` (so consecutive frames differ the way a
+/// desktop does: mostly static, some motion, sharp edges).
+pub fn synthetic_desktop(width: u32, height: u32, t: u32) -> Vec<u8> {
+    let (w, h) = (width as usize, height as usize);
+    let mut out = vec![0u8; w * h * 4];
+    let put = |out: &mut [u8], x: usize, y: usize, rgb: [u8; 3]| {
+        let o = (y * w + x) * 4;
+        out[o..o + 4].copy_from_slice(&[rgb[2], rgb[1], rgb[0], 0xff]);
+    };
+    for y in 0..h {
+        for x in 0..w {
+            let r = (x * 255 / w.max(1)) as u8;
+            let b = (y * 255 / h.max(1)) as u8;
+            put(&mut out, x, y, [r / 2 + 40, 60, b / 2 + 80]);
+        }
+    }
+    // Windows with title bars and "text" rows.
+    for (wx, wy, ww, wh) in [(w / 10, h / 8, w / 2, h / 2), (w / 2, h / 3, w * 2 / 5, h / 2)] {
+        for y in wy..(wy + wh).min(h) {
+            for x in wx..(wx + ww).min(w) {
+                let title = y < wy + 24;
+                let text_row = (y - wy) % 18 < 10 && !title;
+                let glyph = ((x * 7 + y * 3) / 5) % 9 < 5 && (x - wx) % 60 < 48;
+                let rgb = if title {
+                    [50, 80, 140]
+                } else if text_row && glyph {
+                    [20, 20, 20]
+                } else {
+                    [235, 235, 230]
+                };
+                put(&mut out, x, y, rgb);
+            }
+        }
+    }
+    // The moving box.
+    let side = (h / 6).max(1);
+    let bx = (t as usize * 12) % w.saturating_sub(side).max(1);
+    let by = h / 2 + ((t as usize * 5) % (h / 3).max(1)).min(h.saturating_sub(side + h / 2));
+    for y in by..(by + side).min(h) {
+        for x in bx..(bx + side).min(w) {
+            put(&mut out, x, y, [230, 120, 30]);
+        }
+    }
+    out
+}
+
 struct App {
     registry: RegistryState,
     outputs: OutputState,

@@ -399,6 +399,7 @@ impl ScreencopyCapture {
             requested_at,
             ready_at: Instant::now(),
             presented: (!presented.is_zero()).then_some(presented),
+            age: (!presented.is_zero()).then(|| crate::frame::monotonic_now().saturating_sub(presented)),
             seq: self.seq,
         };
         self.seq += 1;

@@ -1,0 +1,1 @@
+//! RGB → NV12 conversion (being written).

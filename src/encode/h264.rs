@@ -1,0 +1,1 @@
+//! Annex-B NAL splitting and SPS parsing (being written).
