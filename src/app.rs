@@ -212,6 +212,13 @@ pub struct CaptureReport {
     pub sizes: Vec<[u32; 2]>,
     pub buffer_allocations: u64,
     pub failed_frames: u64,
+    /// Frames encoded (with --encode) and their total size.
+    pub encoded_frames: u64,
+    pub encoded_bytes: u64,
+    /// Average bitrate of the encoded stream over the capture span.
+    pub encoded_kbps: Option<f64>,
+    pub convert_ms_p50: Option<f64>,
+    pub encode_ms_p50: Option<f64>,
     /// Capture stopped because no new frame arrived within --idle-timeout.
     pub timed_out: bool,
     pub png: Option<PathBuf>,
@@ -229,6 +236,14 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
     let mut sizes: Vec<[u32; 2]> = Vec::new();
     let (mut first_at, mut last): (Option<Instant>, Option<FrameInfo>) = (None, None);
     let mut timed_out = false;
+    let mut encode = match &a.encode {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            Some((crate::media::MediaStage::new(cfg), std::io::BufWriter::new(file)))
+        }
+        None => None,
+    };
+    let (mut convert_ms, mut encode_ms, mut encoded_bytes) = (Vec::new(), Vec::new(), 0u64);
     while (latencies.len() as u64) < a.frames && !stop.load(Ordering::Relaxed) {
         if let Some(why) = desk.ended() {
             tracing::warn!("{why}");
@@ -240,6 +255,17 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
             break;
         };
         pacer.frame_delivered(info.requested_at);
+        if let Some((stage, out)) = encode.as_mut() {
+            let layout = info.layout;
+            let (encoded, times) = cap.with_pixels(|data, stride| {
+                let layout = crate::frame::FrameLayout { stride, ..layout };
+                stage.process(data, &layout, info.y_invert, &info.damage, info.ready_at)
+            })??;
+            std::io::Write::write_all(out, &encoded.data).context("cannot write the encoded stream")?;
+            encoded_bytes += encoded.data.len() as u64;
+            convert_ms.push(metrics::ms(times.convert));
+            encode_ms.push(metrics::ms(times.encode));
+        }
         let (w, h) = (info.layout.width, info.layout.height);
         let share = info.damage.fraction(w, h);
         if !a.json {
@@ -275,6 +301,9 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
         })?
         .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    if let Some((_, out)) = encode.as_mut() {
+        std::io::Write::flush(out).context("cannot write the encoded stream")?;
+    }
     let frames = latencies.len() as u64;
     let span = first_at.map(|f| last.ready_at.saturating_duration_since(f)).unwrap_or_default();
     let counters = cap.counters();
@@ -296,6 +325,12 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
         sizes,
         buffer_allocations: counters.buffer_allocations,
         failed_frames: counters.failed_frames,
+        encoded_frames: encode_ms.len() as u64,
+        encoded_bytes,
+        encoded_kbps: (!encode_ms.is_empty() && !span.is_zero())
+            .then(|| encoded_bytes as f64 * 8.0 / 1000.0 / span.as_secs_f64()),
+        convert_ms_p50: metrics::percentile(&convert_ms, 50.0),
+        encode_ms_p50: metrics::percentile(&encode_ms, 50.0),
         timed_out,
         png: a.png.clone(),
     };

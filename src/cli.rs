@@ -103,6 +103,10 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Convert and encode every frame with x264 and write the H.264 elementary stream (Annex-B) to FILE.
+    #[arg(long, value_name = "FILE.h264")]
+    pub encode: Option<PathBuf>,
+
     /// Stop waiting when no new frame (no damage) arrives for this many seconds.
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub idle_timeout: f64,

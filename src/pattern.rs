@@ -88,19 +88,19 @@ pub fn synthetic_desktop(width: u32, height: u32, t: u32) -> Vec<u8> {
             put(&mut out, x, y, [r / 2 + 40, 60, b / 2 + 80]);
         }
     }
-    // Windows with title bars and "text" rows.
-    for (wx, wy, ww, wh) in [(w / 10, h / 8, w / 2, h / 2), (w / 2, h / 3, w * 2 / 5, h / 2)] {
+    // Windows: title bar, white page, lines of "text" (1-pixel strokes in 8x16 cells, ragged line ends).
+    for (wi, (wx, wy, ww, wh)) in
+        [(w / 10, h / 8, w / 2, h / 2), (w / 2, h / 3, w * 2 / 5, h / 2)].into_iter().enumerate()
+    {
         for y in wy..(wy + wh).min(h) {
             for x in wx..(wx + ww).min(w) {
-                let title = y < wy + 24;
-                let text_row = (y - wy) % 18 < 10 && !title;
-                let glyph = ((x * 7 + y * 3) / 5) % 9 < 5 && (x - wx) % 60 < 48;
-                let rgb = if title {
+                let (lx, ly) = (x - wx, y - wy);
+                let rgb = if ly < 24 {
                     [50, 80, 140]
-                } else if text_row && glyph {
-                    [20, 20, 20]
+                } else if glyph_pixel(wi, lx, ly - 24, ww) {
+                    [25, 25, 30]
                 } else {
-                    [235, 235, 230]
+                    [250, 250, 248]
                 };
                 put(&mut out, x, y, rgb);
             }
@@ -116,6 +116,29 @@ pub fn synthetic_desktop(width: u32, height: u32, t: u32) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Whether pixel (x, y) of a text area is ink: 8x16 character cells, each glyph a few 1-pixel strokes
+/// picked by a hash of its cell, lines of varying length, so the texture is that of real text.
+fn glyph_pixel(seed: usize, x: usize, y: usize, area_width: usize) -> bool {
+    let (cx, cy, px, py) = (x / 8, y / 16, x % 8, y % 16);
+    let hash = |a: usize| {
+        let mut v = (a as u64 ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        v ^= v >> 31;
+        v
+    };
+    let line = hash(seed * 7919 + cy);
+    let line_len = (area_width / 8) * (40 + (line % 60) as usize) / 100;
+    if cx < 1 || cx >= line_len || line % 9 == 0 {
+        return false; // margin, end of line, empty line
+    }
+    let g = hash(seed * 104_729 + cy * 1000 + cx);
+    if g % 6 == 0 || !(1..7).contains(&px) || !(3..13).contains(&py) {
+        return false; // space between words, cell padding
+    }
+    let vertical = |col: usize, bit: u64| px == col && g >> bit & 1 == 1;
+    let horizontal = |row: usize, bit: u64| py == row && g >> bit & 1 == 1;
+    vertical(1, 8) || vertical(5, 9) || vertical(3, 10) || horizontal(3, 11) || horizontal(7, 12) || horizontal(12, 13)
 }
 
 struct App {

@@ -1,1 +1,120 @@
-//! RGB → NV12 conversion (being written).
+//! RGB → NV12 colour conversion (BT.709, limited range), the step between capture and the encoder.
+//!
+//! This module owns the converters and their scratch memory, nothing else: it reads a mapped frame (any
+//! [`PixelFormat`](crate::frame::PixelFormat), any stride, top-down or `y_invert`ed) and writes into an
+//! [`Nv12Frame`] the caller keeps between frames. With [`Damage::Rects`] only the damaged 2×2 chroma blocks
+//! are rewritten, so the caller's frame must persist from one call to the next.
+//!
+//! * [`cpu::CpuConverter`] is the fast path: SIMD kernels from `yuvutils-rs`, fed straight from the mapped
+//!   buffer for XRGB/ARGB/XBGR/ABGR8888 and RGB/BGR888 and through a small reused row band for everything
+//!   else (other byte orders, 10-bit, 565, `y_invert`). It never
+//!   allocates per frame in steady state (scratch grows to the largest band seen, then stays).
+//! * [`reference::reference_to_nv12`] is the slow, obviously-correct scalar definition every fast path is
+//!   tested against (within ±1 per sample).
+//!
+//! Colour definition: Y = 16 + 219·(Kr·R + Kg·G + Kb·B)/255 with Kr = 0.2126, Kb = 0.0722; each chroma sample
+//! is computed from the average R, G, B of its 2×2 block (not the average of four Cb/Cr values), Cb/Cr in
+//! 16..=240 centred at 128. Odd sizes are padded by repeating the last column/row (see [`Nv12Frame`]).
+//!
+//! Damage rectangles are in display orientation (capture already flips them for `y_invert` frames).
+
+pub mod cpu;
+pub mod reference;
+
+use crate::frame::{Damage, FrameLayout, Nv12Frame};
+
+pub use cpu::CpuConverter;
+
+/// Why a frame could not be converted. The output frame is left in an unspecified but valid state.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Zero size, or a stride too small for one row of the format.
+    #[error("invalid frame layout: {width}x{height}, stride {stride}, format {format}")]
+    InvalidLayout { width: u32, height: u32, stride: u32, format: crate::frame::PixelFormat },
+    /// The mapped buffer is shorter than the layout says.
+    #[error("source buffer holds {got} bytes but a {width}x{height} frame with this stride needs {need}")]
+    SourceTooShort { need: usize, got: usize, width: u32, height: u32 },
+    /// The frame is too large to address on this platform.
+    #[error("frame size overflows the address space")]
+    TooLarge,
+    /// The SIMD library rejected the planes (a bug in this module, reported rather than panicking).
+    #[error("yuvutils rejected the conversion: {0}")]
+    Yuv(#[from] yuvutils_rs::YuvError),
+    /// An internal bounds check failed (a bug in this module, reported rather than panicking).
+    #[error("internal converter bounds check failed: {0}")]
+    Internal(&'static str),
+}
+
+/// Check that `src` can hold a frame of `layout`; returns the minimum number of bytes it must have
+/// (`stride * (height - 1) + width * bpp`: the last row needs no padding).
+pub(crate) fn check_source(src: &[u8], layout: &FrameLayout) -> Result<usize, ConvertError> {
+    if !layout.is_consistent() {
+        return Err(ConvertError::InvalidLayout {
+            width: layout.width,
+            height: layout.height,
+            stride: layout.stride,
+            format: layout.format,
+        });
+    }
+    let row = (layout.width as usize).checked_mul(layout.format.bytes_per_pixel()).ok_or(ConvertError::TooLarge)?;
+    let need = (layout.stride as usize)
+        .checked_mul(layout.height as usize - 1)
+        .and_then(|v| v.checked_add(row))
+        .ok_or(ConvertError::TooLarge)?;
+    // The NV12 planes must be addressable too (stride and sizes are computed in usize).
+    let pw = (layout.width as usize).next_multiple_of(64);
+    pw.checked_mul(layout.height as usize + 1).ok_or(ConvertError::TooLarge)?;
+    if src.len() < need {
+        return Err(ConvertError::SourceTooShort { need, got: src.len(), width: layout.width, height: layout.height });
+    }
+    Ok(need)
+}
+
+/// Whether `out` is an intact NV12 frame of this visible size (sizes match, planes long enough).
+pub(crate) fn fits(out: &Nv12Frame, layout: &FrameLayout) -> bool {
+    let pw = out.padded_width() as usize;
+    let ph = out.padded_height() as usize;
+    out.width == layout.width
+        && out.height == layout.height
+        && out.stride >= pw
+        && out.stride.checked_mul(ph).is_some_and(|n| out.y.len() >= n)
+        && out.stride.checked_mul(ph / 2).is_some_and(|n| out.uv.len() >= n)
+        && u32::try_from(out.stride).is_ok()
+}
+
+/// Every way this crate can turn captured RGB into NV12.
+#[derive(Debug)]
+pub enum Converter {
+    /// SIMD conversion on the CPU ([`cpu::CpuConverter`]).
+    Cpu(cpu::CpuConverter),
+}
+
+impl Converter {
+    /// A CPU converter with empty scratch (it sizes itself on the first frame).
+    pub fn cpu() -> Converter {
+        Converter::Cpu(cpu::CpuConverter::new())
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Converter::Cpu(_) => "cpu",
+        }
+    }
+
+    /// Convert `src` (laid out as `layout`, rows bottom-up when `y_invert`) into `out`, touching only the
+    /// 2×2 blocks covered by `damage`. If `out` is not a frame of the layout's size it is replaced by a fresh
+    /// one and everything is converted. See [`cpu::CpuConverter::convert`].
+    pub fn convert(
+        &mut self,
+        src: &[u8],
+        layout: &FrameLayout,
+        y_invert: bool,
+        damage: &Damage,
+        out: &mut Nv12Frame,
+    ) -> Result<(), ConvertError> {
+        match self {
+            Converter::Cpu(c) => c.convert(src, layout, y_invert, damage, out),
+        }
+    }
+}

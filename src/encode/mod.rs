@@ -38,7 +38,7 @@ pub enum RateControl {
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderSettings {
-    /// Visible size (may be odd; the encoder pads to even and crops in the SPS).
+    /// Visible size (may be odd: H.264 4:2:0 cannot signal odd sizes, so the stream is the padded even size).
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -70,6 +70,7 @@ pub struct EncodedFrame {
     pub capture_ts: Instant,
     /// Sequence number of this encoder's output, from 0.
     pub seq: u64,
+    /// Coded size (even).
     pub width: u32,
     pub height: u32,
 }

@@ -2,7 +2,8 @@
 //!
 //! Settings: ultrafast + zerolatency (no lookahead, no frame delay, sliced threads), no B-frames, infinite
 //! keyint with IDR only on request, SPS/PPS repeated before every IDR, one-frame VBV, BT.709 limited-range
-//! VUI. Odd sizes are padded to even by the converter and cropped back with the SPS crop rectangle.
+//! VUI. H.264 4:2:0 crops in units of 2 pixels, so an odd size cannot be signalled: odd sizes are encoded
+//! at the padded (even) size, whose extra column/row repeats the last visible one (see `Nv12Frame`).
 //! All `unsafe` of the encoder lives here; the handle is owned by [`X264Encoder`] and closed on drop.
 
 use std::ffi::CString;
@@ -57,8 +58,6 @@ fn params_for(s: &EncoderSettings) -> Result<sys::x264_param_t, EncodeError> {
     let (pw, ph) = (s.width.next_multiple_of(2), s.height.next_multiple_of(2));
     p.i_width = pw as i32;
     p.i_height = ph as i32;
-    p.crop_rect.i_right = (pw - s.width) as i32;
-    p.crop_rect.i_bottom = (ph - s.height) as i32;
     p.i_csp = sys::X264_CSP_NV12 as i32;
     p.i_bitdepth = 8;
     p.i_threads = s.threads as i32;
@@ -76,6 +75,8 @@ fn params_for(s: &EncoderSettings) -> Result<sys::x264_param_t, EncodeError> {
     p.b_repeat_headers = 1;
     p.b_annexb = 1;
     p.b_aud = 0;
+    // ultrafast turns CABAC off; Main is only worth having with it.
+    p.b_cabac = i32::from(s.profile == Profile::Main);
     p.vui.i_colorprim = 1; // BT.709
     p.vui.i_transfer = 1;
     p.vui.i_colmatrix = 1;
@@ -178,8 +179,8 @@ impl Encoder for X264Encoder {
             idr: is_idr,
             capture_ts,
             seq: self.seq,
-            width: s.width,
-            height: s.height,
+            width: frame.padded_width(),
+            height: frame.padded_height(),
         };
         if is_idr {
             self.keyframe_pending = false;
@@ -223,7 +224,7 @@ impl Drop for X264Encoder {
     }
 }
 
-#[cfg(all(test, any()))] // enabled once encode::h264 lands
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::encode::h264;
@@ -284,16 +285,15 @@ mod tests {
     }
 
     #[test]
-    fn odd_size_is_cropped_in_the_sps_and_profile_is_constrained_baseline() {
+    fn odd_size_is_padded_to_even_and_profile_is_constrained_baseline() {
         let mut enc = X264Encoder::new(settings(321, 241)).expect("open");
         let f = Nv12Frame::new(321, 241);
         let out = enc.encode(&f, Instant::now(), false).expect("encode");
-        let sps = h264::split_annexb(&out.data)
-            .into_iter()
-            .find(|n| n.nal_type == h264::NalType::Sps)
-            .expect("SPS in IDR");
+        let sps =
+            h264::split_annexb(&out.data).into_iter().find(|n| n.nal_type == h264::NalType::Sps).expect("SPS in IDR");
         let sps = h264::parse_sps(sps.data).expect("parse SPS");
-        assert_eq!((sps.width, sps.height), (321, 241));
+        assert_eq!((sps.width, sps.height), (322, 242));
+        assert_eq!((out.width, out.height), (322, 242));
         assert!(sps.is_constrained_baseline(), "{}", sps.profile_name());
     }
 
@@ -344,5 +344,21 @@ mod tests {
         assert!(after * 3 < before, "bytes per 20 frames: before {before}, after {after}");
         assert_eq!(enc.settings().bitrate_kbps, 500);
         assert_eq!(enc.encode(&f, now, false).expect("encode").seq, 80, "same encoder, no restart");
+    }
+
+    #[test]
+    fn intra_refresh_and_threads_are_accepted() {
+        let s =
+            EncoderSettings { intra_refresh: true, threads: 2, rate_control: RateControl::Vbr, ..settings(320, 240) };
+        let mut enc = X264Encoder::new(s).expect("open");
+        let mut f = Nv12Frame::new(320, 240);
+        let now = Instant::now();
+        let idrs: Vec<bool> = (0..10)
+            .map(|t| {
+                moving(&mut f, t);
+                enc.encode(&f, now, false).expect("encode").idr
+            })
+            .collect();
+        assert!(idrs[0] && idrs[1..].iter().all(|i| !i), "one IDR, then refresh waves: {idrs:?}");
     }
 }

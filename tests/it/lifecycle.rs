@@ -91,3 +91,22 @@ fn killed_instance_leaves_no_compositor_behind() {
     drop(f);
     assert_nothing_left(&prefix, true);
 }
+
+#[test]
+fn headless_runs_as_the_caller_when_not_root() {
+    // As root, run the binary as the unprivileged account (scripts/setup creates it) to take the non-root
+    // path: sway runs as the caller, with a runtime dir of its own.
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "wlwebrtc", "--regid", "wlwebrtc", "--init-groups", "--"]).arg(bin());
+        c
+    } else {
+        Command::new(bin())
+    };
+    cmd.args(["--headless", "320x240@30", "list-outputs", "--json"]).env_remove("XDG_RUNTIME_DIR");
+    let out = crate::support::output_within(cmd, Duration::from_secs(30));
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((v[0]["width"].as_i64(), v[0]["refresh_mhz"].as_i64()), (Some(320), Some(30000)));
+}

@@ -6,5 +6,6 @@ mod support;
 
 mod capture;
 mod cli;
+mod encode;
 mod lifecycle;
 mod outputs;

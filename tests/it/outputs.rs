@@ -37,3 +37,15 @@ fn list_outputs_text_names_every_output() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("HEADLESS-1") && text.contains("640x480@60.000Hz"), "{text}");
 }
+
+#[test]
+fn every_shm_format_the_compositor_offers_maps_to_a_pixel_format() {
+    let f = Fixture::start(320, 240, 60);
+    let session = f.session();
+    let formats = session.state.shm.formats();
+    assert!(formats.len() >= 14, "sway offers 14 shm formats, saw {formats:?}");
+    for fmt in formats {
+        let code = *fmt as u32;
+        assert!(wl_webrtc::frame::PixelFormat::from_wl_shm(code).is_some(), "unmapped wl_shm format {fmt:?}");
+    }
+}

@@ -1,0 +1,77 @@
+//! RGB → NV12 conversion speed: full 1080p and 2160p frames for the common capture formats, plus a 1080p
+//! XRGB8888 frame with 5 % damage. Run with `cargo bench --bench convert`.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Duration;
+use wl_webrtc::convert::Converter;
+use wl_webrtc::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat, Rect};
+
+/// A deterministic, busy test picture (gradients plus noise) in `format`.
+fn source(format: PixelFormat, width: u32, height: u32) -> (Vec<u8>, FrameLayout) {
+    let bpp = format.bytes_per_pixel();
+    let stride = width as usize * bpp;
+    let mut data = vec![0u8; stride * height as usize];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for y in 0..height as usize {
+        for x in 0..width as usize {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = (seed >> 59) as u8;
+            let rgb =
+                [(x * 255 / width as usize) as u8 ^ noise, (y * 255 / height as usize) as u8, noise.wrapping_mul(8)];
+            format.from_rgb8(rgb, &mut data[y * stride + x * bpp..]);
+        }
+    }
+    (data, FrameLayout { width, height, stride: stride as u32, format })
+}
+
+fn full_frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("convert_full");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    for (w, h) in [(1920, 1080), (3840, 2160)] {
+        // 2160p XR30 takes >10 ms a frame on a small machine: fewer samples keep the whole run near a minute.
+        group.sample_size(if h > 1080 { 10 } else { 20 });
+        for format in [
+            PixelFormat::Xrgb8888,
+            PixelFormat::Xbgr8888,
+            PixelFormat::Argb8888,
+            PixelFormat::Abgr8888,
+            PixelFormat::Xrgb2101010,
+        ] {
+            let (data, layout) = source(format, w, h);
+            let mut conv = Converter::cpu();
+            let mut out = Nv12Frame::new(w, h);
+            group.bench_with_input(BenchmarkId::new(format.to_string(), format!("{w}x{h}")), &data, |b, data| {
+                b.iter(|| {
+                    conv.convert(black_box(data), &layout, false, &Damage::Full, &mut out).expect("convert");
+                    black_box(&out);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn damaged_frame(c: &mut Criterion) {
+    let mut group = c.benchmark_group("convert_damage");
+    group.sample_size(50).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let (w, h) = (1920, 1080);
+    let (data, layout) = source(PixelFormat::Xrgb8888, w, h);
+    // A text area, a toolbar and a cursor: 80000 + 20000 + 4096 px ≈ 5 % of the frame.
+    let damage =
+        Damage::Rects(vec![Rect::new(301, 417, 800, 100), Rect::new(0, 1040, 500, 40), Rect::new(1501, 99, 64, 64)]);
+    let fraction = damage.fraction(w, h);
+    let mut conv = Converter::cpu();
+    let mut out = Nv12Frame::new(w, h);
+    conv.convert(&data, &layout, false, &Damage::Full, &mut out).expect("convert");
+    group.bench_function(BenchmarkId::new("XR24", format!("{w}x{h}_{:.1}pct", fraction * 100.0)), |b| {
+        b.iter(|| {
+            conv.convert(black_box(&data), &layout, false, &damage, &mut out).expect("convert");
+            black_box(&out);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, full_frames, damaged_frame);
+criterion_main!(benches);
