@@ -87,8 +87,9 @@ fn cli_per_frame(frames: &[Nv12Frame], s: EncoderSettings) -> Option<f64> {
         .ok()?;
     std::fs::remove_dir_all(&dir).ok();
     let text = String::from_utf8_lossy(&out.stderr);
-    // "encoded 120 frames, 151.23 fps, 8712.34 kb/s"
-    let fps: f64 = text.split("frames, ").nth(1)?.split(" fps").next()?.trim().parse().ok()?;
+    // The summary line "encoded 120 frames, 151.23 fps, 8712.34 kb/s" (not the progress lines before it).
+    let summary = text.lines().rev().find(|l| l.starts_with("encoded "))?;
+    let fps: f64 = summary.split("frames, ").nth(1)?.split(" fps").next()?.trim().parse().ok()?;
     Some(1000.0 / fps)
 }
 
@@ -98,7 +99,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1]
 }
 
-fn side_by_side(all: &[(&str, Vec<Nv12Frame>, EncoderSettings)]) {
+fn side_by_side(all: &[(&str, Vec<Nv12Frame>, EncoderSettings)], write_table: bool) {
     let mut table = String::from(
         "| size | frames | ours p50 ms | ours mean ms | x264 CLI mean ms | ours / CLI (mean) |\n|---|---|---|---|---|---|\n",
     );
@@ -117,12 +118,17 @@ fn side_by_side(all: &[(&str, Vec<Nv12Frame>, EncoderSettings)]) {
         );
     }
     println!("\nEncode, ultrafast/zerolatency, CBR at the automatic bitrate, threads auto:\n{table}");
-    let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-encode.md"), &table);
+    if write_table {
+        let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-encode.md"), &table);
+    }
 }
 
 fn main() {
-    let all: Vec<_> = SIZES.iter().map(|&(name, w, h, n)| (name, frames(w, h, n), settings(w, h))).collect();
-    side_by_side(&all);
+    // `cargo bench` passes --bench; under `cargo test --all-targets` this is a quick smoke run on small frames.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let sizes: &[(&str, u32, u32, usize)] = if bench { &SIZES } else { &[("240p-smoke", 320, 240, 8)] };
+    let all: Vec<_> = sizes.iter().map(|&(name, w, h, n)| (name, frames(w, h, n), settings(w, h))).collect();
+    side_by_side(&all, bench);
 
     let mut c = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(8)).configure_from_args();
     let mut g = c.benchmark_group("encode");

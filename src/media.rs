@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::convert::cpu::CpuConverter;
+use crate::convert::Converter;
 use crate::encode::x264::X264Encoder;
 use crate::encode::{EncodedFrame, Encoder};
 use crate::frame::{Damage, FrameLayout, Nv12Frame};
@@ -32,14 +32,14 @@ pub struct StageTimes {
 #[derive(Debug)]
 pub struct MediaStage {
     cfg: Config,
-    converter: CpuConverter,
+    converter: Converter,
     nv12: Nv12Frame,
     encoder: Option<X264Encoder>,
 }
 
 impl MediaStage {
     pub fn new(cfg: &Config) -> MediaStage {
-        MediaStage { cfg: cfg.clone(), converter: CpuConverter::new(), nv12: Nv12Frame::new(2, 2), encoder: None }
+        MediaStage { cfg: cfg.clone(), converter: Converter::cpu(), nv12: Nv12Frame::new(2, 2), encoder: None }
     }
 
     /// Convert the damaged part of `pixels` and encode the frame.
