@@ -259,7 +259,7 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
             let layout = info.layout;
             let (encoded, times) = cap.with_pixels(|data, stride| {
                 let layout = crate::frame::FrameLayout { stride, ..layout };
-                stage.process(data, &layout, info.y_invert, &info.damage, info.ready_at)
+                stage.process(data, &layout, info.y_invert, &info.damage, info.ready_at, false)
             })??;
             std::io::Write::write_all(out, &encoded.data).context("cannot write the encoded stream")?;
             encoded_bytes += encoded.data.len() as u64;
@@ -357,36 +357,135 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// The main job. Until streaming lands it captures continuously and logs the rate once a second.
-fn start(cfg: &Config, a: &StartArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
+/// The main job: serve the viewer page and signaling, and stream the desktop to every viewer.
+fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
     let mut desk = Desktop::open(cfg, &a.child)?;
-    let mut cap = open_capture(cfg, &desk.socket)?;
+    // Open capture here so that a wrong output or a missing protocol fails before we serve anything.
+    let cap = open_capture(cfg, &desk.socket)?;
+    let output = cap.output().name.clone();
+    let token: Option<Arc<str>> = cfg.server.auth_required().then(|| {
+        Arc::from(cfg.server.token.clone().unwrap_or_else(crate::signaling::auth::generate_token).as_str())
+    });
+    let transport = crate::transport::webrtc::TransportConfig {
+        udp_addrs: cfg.server.media_udp_addrs(),
+        ice_servers: cfg.server.ice_servers.clone(),
+        nat_1to1_ip: cfg.server.nat_1to1_ip,
+    };
+    let hub = crate::server::Hub::new(cfg, transport, Arc::clone(stop));
+    if let Ok(mut o) = hub.output.lock() {
+        *o = Some(output.clone());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(cfg.server.listen))
+        .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    let query = token.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();
+    println!("wl-webrtc: streaming {output} at http://{addr}/{query}");
+    tracing::info!(%addr, %output, auth = token.is_some(), "serving");
+
+    let media = {
+        let (cfg, hub) = (cfg.clone(), Arc::clone(&hub));
+        std::thread::Builder::new().name("media".into()).spawn(move || media_loop(cap, &cfg, &hub))?
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let state = crate::signaling::http::AppState { hub: Arc::clone(&hub), token, shutdown: shutdown_rx };
+    let router = crate::signaling::http::router(state);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = ended_rx.await;
+            })
+            .await;
+    });
+    // Watch for the end: a signal, the media thread ending (capture error), or the desktop ending.
+    let why = rt.block_on(async {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return "signal".to_owned();
+            }
+            if media.is_finished() {
+                return "capture ended".to_owned();
+            }
+            if let Some(why) = desk.ended() {
+                return why;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tracing::info!("shutting down: {why}");
+    let _ = shutdown_tx.send(true);
+    hub.remove_all();
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = ended_tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    });
+    stop.store(true, Ordering::Relaxed);
+    let media_result = media.join().map_err(|_| anyhow::anyhow!("the media thread panicked"))?;
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(desk);
+    media_result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Capture → convert → encode → publish, while anyone watches. Returns on stop or a capture error.
+fn media_loop(mut cap: ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub) -> anyhow::Result<()> {
+    let mut stage = crate::media::MediaStage::new(cfg);
     let mut pacer = Pacer::new(cfg.fps);
-    let (mut window_start, mut frames, mut lat) = (Instant::now(), 0u64, Vec::new());
-    tracing::info!(output = %cap.output().name, "capturing; Ctrl-C stops");
+    let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
+    let stop = &hub.stop;
     while !stop.load(Ordering::Relaxed) {
-        if let Some(why) = desk.ended() {
-            tracing::info!("{why}; shutting down");
-            break;
+        if hub.viewers() == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
         pacer.wait(stop);
-        if let Some(info) = cap.next_frame(Duration::from_millis(250), stop)? {
-            pacer.frame_delivered(info.requested_at);
-            frames += 1;
-            lat.push(metrics::ms(info.latency()));
+        let encoded = match cap.next_frame(Duration::from_millis(100), stop)? {
+            Some(info) => {
+                pacer.frame_delivered(info.requested_at);
+                let idr = hub.take_keyframe(Instant::now());
+                let layout = info.layout;
+                let res = cap.with_pixels(|data, stride| {
+                    let layout = crate::frame::FrameLayout { stride, ..layout };
+                    stage.process(data, &layout, info.y_invert, &info.damage, info.ready_at, idr)
+                })?;
+                if let Ok(mut st) = hub.stats.lock() {
+                    st.frames_captured += 1;
+                    (st.width, st.height) = (layout.width, layout.height);
+                }
+                res.map(|(frame, _)| frame)
+            }
+            // Static screen: a viewer that needs a keyframe gets the last picture again as an IDR.
+            None if hub.take_keyframe(Instant::now()) => match stage.reencode_idr(Instant::now()) {
+                Some(r) => r,
+                None => continue,
+            },
+            None => continue,
+        };
+        match encoded {
+            Ok(frame) => {
+                window_frames += 1;
+                window_bytes += frame.data.len() as u64;
+                if let Ok(mut st) = hub.stats.lock() {
+                    st.frames_encoded += 1;
+                    st.keyframes += u64::from(frame.idr);
+                }
+                hub.publish(frame);
+            }
+            Err(e) => tracing::warn!("frame dropped: {e}"),
         }
-        if window_start.elapsed() >= Duration::from_secs(1) {
-            let secs = window_start.elapsed().as_secs_f64();
-            tracing::info!(
-                fps = format_args!("{:.1}", frames as f64 / secs),
-                latency_ms_p50 = format_args!("{:.2}", metrics::percentile(&lat, 50.0).unwrap_or(0.0)),
-                "capture"
-            );
-            (window_start, frames) = (Instant::now(), 0);
-            lat.clear();
+        let secs = window_start.elapsed().as_secs_f64();
+        if secs >= 1.0 {
+            if let Ok(mut st) = hub.stats.lock() {
+                st.fps = window_frames as f64 / secs;
+                st.bitrate_kbps = window_bytes as f64 * 8.0 / 1000.0 / secs;
+            }
+            (window_start, window_frames, window_bytes) = (Instant::now(), 0, 0);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -53,6 +53,18 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "KBPS")]
     pub bitrate: Option<u32>,
 
+    /// HTTP address for the viewer page, signaling and API (HOST:PORT). Non-loopback addresses need a token.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Access token viewers must present (generated and printed when listening beyond loopback).
+    #[arg(long, global = true, value_name = "TOKEN", env = "WL_WEBRTC_TOKEN")]
+    pub token: Option<String>,
+
+    /// Serve a non-loopback address without a token (anyone who can reach it can watch).
+    #[arg(long, global = true)]
+    pub no_auth: bool,
+
     /// Start a private headless desktop of this size (WxH or WxH@HZ) and stream it instead of the current
     /// session. The program after `--` runs inside it; everything is torn down on exit.
     #[arg(long, global = true, value_name = "WxH[@HZ]")]

@@ -14,7 +14,7 @@ use crate::encode::{EncoderSettings, Profile, RateControl};
 pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
 
 /// Log filter used when neither flags, the file nor RUST_LOG say otherwise.
-pub const DEFAULT_LOG_FILTER: &str = "info";
+pub const DEFAULT_LOG_FILTER: &str = "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,webrtc=warn";
 
 /// Unprivileged account the private compositor runs as when wl-webrtc runs as root.
 pub const DEFAULT_HEADLESS_USER: &str = "wlwebrtc";
@@ -107,6 +107,73 @@ struct FileConfig {
     headless: FileHeadless,
     #[serde(default)]
     encoder: FileEncoder,
+    #[serde(default)]
+    server: FileServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    listen: Option<String>,
+    token: Option<String>,
+    no_auth: Option<bool>,
+    max_viewers: Option<usize>,
+    ice_servers: Option<Vec<String>>,
+    nat_1to1_ip: Option<String>,
+    udp_addrs: Option<Vec<String>>,
+}
+
+/// Default signaling address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// HTTP/WebRTC server configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    /// Access token; `None` with a non-loopback `listen` and no `no_auth` means "generate one".
+    pub token: Option<String>,
+    /// Explicitly serve without a token on a non-loopback address.
+    pub no_auth: bool,
+    pub max_viewers: usize,
+    /// STUN/TURN URLs for ICE.
+    pub ice_servers: Vec<String>,
+    /// Public IPv4/IPv6 to advertise for host candidates (1:1 NAT).
+    pub nat_1to1_ip: Option<std::net::IpAddr>,
+    /// UDP sockets for media; empty = automatic (127.0.0.1 when listening on loopback, else also 0.0.0.0).
+    pub udp_addrs: Vec<std::net::SocketAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+            no_auth: false,
+            max_viewers: 8,
+            ice_servers: Vec::new(),
+            nat_1to1_ip: None,
+            udp_addrs: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Whether clients must present a token.
+    pub fn auth_required(&self) -> bool {
+        self.token.is_some() || (!self.listen.ip().is_loopback() && !self.no_auth)
+    }
+
+    /// UDP addresses for ICE host candidates.
+    pub fn media_udp_addrs(&self) -> Vec<std::net::SocketAddr> {
+        if !self.udp_addrs.is_empty() {
+            return self.udp_addrs.clone();
+        }
+        let mut v = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+        if !self.listen.ip().is_loopback() {
+            v.push(std::net::SocketAddr::new(self.listen.ip(), 0));
+        }
+        v
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +220,7 @@ pub struct Config {
     /// Account the private compositor runs as when we are root.
     pub headless_user: String,
     pub encoder: EncoderConfig,
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -165,6 +233,7 @@ impl Default for Config {
             headless: None,
             headless_user: DEFAULT_HEADLESS_USER.to_owned(),
             encoder: EncoderConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -224,6 +293,22 @@ impl Config {
             cfg.encoder.profile = e.profile.unwrap_or_default();
             cfg.encoder.threads = e.threads.unwrap_or(0);
             cfg.encoder.intra_refresh = e.intra_refresh.unwrap_or(false);
+            let sv = &f.server;
+            if let Some(l) = &sv.listen {
+                cfg.server.listen = parse_listen(l).map_err(|e| invalid("server.listen", e))?;
+            }
+            cfg.server.token = sv.token.clone().filter(|t| !t.is_empty());
+            cfg.server.no_auth = sv.no_auth.unwrap_or(false);
+            cfg.server.max_viewers = sv.max_viewers.unwrap_or(cfg.server.max_viewers);
+            cfg.server.ice_servers = sv.ice_servers.clone().unwrap_or_default();
+            if let Some(ip) = &sv.nat_1to1_ip {
+                cfg.server.nat_1to1_ip =
+                    Some(ip.parse().map_err(|_| invalid("server.nat_1to1_ip", format!("{ip:?} is not an IP address")))?);
+            }
+            for a in sv.udp_addrs.iter().flatten() {
+                let addr = a.parse().map_err(|_| invalid("server.udp_addrs", format!("{a:?} is not IP:PORT")))?;
+                cfg.server.udp_addrs.push(addr);
+            }
         }
         if let Some(o) = &args.output {
             cfg.output = Some(o.clone());
@@ -242,6 +327,15 @@ impl Config {
         }
         if let Some(b) = args.bitrate {
             cfg.encoder.bitrate_kbps = (b != 0).then_some(b);
+        }
+        if let Some(l) = &args.listen {
+            cfg.server.listen = parse_listen(l).map_err(|e| invalid("--listen", e))?;
+        }
+        if let Some(t) = &args.token {
+            cfg.server.token = Some(t.clone());
+        }
+        if args.no_auth {
+            cfg.server.no_auth = true;
         }
         if let Some(h) = &args.headless {
             cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);
@@ -262,6 +356,20 @@ impl Config {
         }
         if self.encoder.threads > 64 {
             return Err(invalid("encoder.threads", "must be 0 (automatic) ..= 64"));
+        }
+        if self.server.max_viewers == 0 || self.server.max_viewers > 1000 {
+            return Err(invalid("server.max_viewers", "must be 1..=1000"));
+        }
+        if matches!(&self.server.token, Some(t) if t.len() < 8 || t.contains(char::is_whitespace)) {
+            return Err(invalid("token", "must be at least 8 characters without spaces"));
+        }
+        if self.server.no_auth && self.server.token.is_some() {
+            return Err(invalid("--no-auth", "conflicts with a configured token"));
+        }
+        for url in &self.server.ice_servers {
+            if !(url.starts_with("stun:") || url.starts_with("turn:") || url.starts_with("turns:")) {
+                return Err(invalid("server.ice_servers", format!("{url:?} is not a stun:/turn:/turns: URL")));
+            }
         }
         if self.headless_user.is_empty() {
             return Err(invalid("headless.user", "must not be empty"));
@@ -293,6 +401,25 @@ impl Config {
         }
         s += &format!("user = {}\n", toml_str(&self.headless_user));
         let e = &self.encoder;
+        let sv = &self.server;
+        s += &format!(
+            "\n[server]\nlisten = \"{}\"\nno_auth = {}\nmax_viewers = {}\n",
+            sv.listen, sv.no_auth, sv.max_viewers
+        );
+        if let Some(t) = &sv.token {
+            s += &format!("token = {}\n", toml_str(t));
+        }
+        if !sv.ice_servers.is_empty() {
+            let urls: Vec<String> = sv.ice_servers.iter().map(|u| toml_str(u)).collect();
+            s += &format!("ice_servers = [{}]\n", urls.join(", "));
+        }
+        if let Some(ip) = sv.nat_1to1_ip {
+            s += &format!("nat_1to1_ip = \"{ip}\"\n");
+        }
+        if !sv.udp_addrs.is_empty() {
+            let a: Vec<String> = sv.udp_addrs.iter().map(|a| format!("\"{a}\"")).collect();
+            s += &format!("udp_addrs = [{}]\n", a.join(", "));
+        }
         s += &format!(
             "\n[encoder]\nbitrate_kbps = {}\nrate_control = {}\nprofile = {}\nthreads = {}\nintra_refresh = {}\n",
             e.bitrate_kbps.unwrap_or(0),
@@ -318,6 +445,15 @@ impl Config {
             intra_refresh: e.intra_refresh,
         }
     }
+}
+
+/// `HOST:PORT`, `:PORT` or `PORT` (loopback when no host is given).
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)"))
 }
 
 /// A serde enum value (kebab-case string) as a TOML string literal.
@@ -362,6 +498,15 @@ mod tests {
                 profile: Profile::Main,
                 threads: 2,
                 intra_refresh: true,
+            },
+            server: ServerConfig {
+                listen: "0.0.0.0:9000".parse().expect("addr"),
+                token: Some("secret-token".into()),
+                no_auth: false,
+                max_viewers: 3,
+                ice_servers: vec!["stun:127.0.0.1:3478".into()],
+                nat_1to1_ip: Some("203.0.113.1".parse().expect("ip")),
+                udp_addrs: vec!["127.0.0.1:40000".parse().expect("addr")],
             },
         };
         assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);

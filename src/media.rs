@@ -50,6 +50,7 @@ impl MediaStage {
         y_invert: bool,
         damage: &Damage,
         capture_ts: Instant,
+        force_idr: bool,
     ) -> Result<(EncodedFrame, StageTimes), MediaError> {
         let resized = (self.nv12.width, self.nv12.height) != (layout.width, layout.height);
         let damage = if resized { &Damage::Full } else { damage };
@@ -69,9 +70,16 @@ impl MediaStage {
                 slot.insert(X264Encoder::new(settings)?)
             }
         };
-        let out = encoder.encode(&self.nv12, capture_ts, false)?;
+        let out = encoder.encode(&self.nv12, capture_ts, force_idr)?;
         let t2 = Instant::now();
         Ok((out, StageTimes { convert: t1 - t0, encode: t2 - t1 }))
+    }
+
+    /// Encode the last converted picture again as an IDR (a viewer needs a keyframe while the screen is
+    /// static and no new frame comes). `None` before the first frame.
+    pub fn reencode_idr(&mut self, capture_ts: Instant) -> Option<Result<EncodedFrame, MediaError>> {
+        let encoder = self.encoder.as_mut()?;
+        Some(encoder.encode(&self.nv12, capture_ts, true).map_err(MediaError::from))
     }
 
     pub fn encoder(&mut self) -> Option<&mut X264Encoder> {

@@ -6,7 +6,7 @@ use crate::support::{Fixture, assert_no_panic, bin, output_within};
 #[test]
 fn unknown_output_lists_available_outputs() {
     let f = Fixture::start(640, 480, 60);
-    for sub in [&["capture", "--frames", "1"][..], &["start"][..]] {
+    for sub in [&["capture", "--frames", "1"][..], &["start", "--listen", "127.0.0.1:0"][..]] {
         let mut args = sub.to_vec();
         args.extend(["--output", "DP-404"]);
         let out = output_within(f.cli(&args), Duration::from_secs(20));

@@ -8,7 +8,7 @@ use crate::support::{assert_no_panic, bin, processes_with_runtime_dir, wait_outp
 /// Start `wl-webrtc --headless ... start -- wl-webrtc test-pattern` and wait until its desktop runs.
 fn start_headless_instance() -> (std::process::Child, String) {
     let child = Command::new(bin())
-        .args(["--headless", "640x480", "start", "--"])
+        .args(["--headless", "640x480", "--listen", "127.0.0.1:0", "start", "--"])
         .arg(bin())
         .args(["test-pattern", "--pattern", "moving-bar"])
         .stdin(Stdio::null())
@@ -65,7 +65,7 @@ fn sigint_tears_down_the_private_desktop() {
 #[test]
 fn program_exit_ends_the_headless_session() {
     let child = Command::new(bin())
-        .args(["--headless", "640x480", "--", "sh", "-c", "sleep 1"])
+        .args(["--headless", "640x480", "--listen", "127.0.0.1:0", "--", "sh", "-c", "sleep 1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

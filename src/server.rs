@@ -1,0 +1,232 @@
+//! The streaming session: one capture+media thread producing `EncodedFrame`s, fanned out to every viewer
+//! through a broadcast channel (the frames' `Bytes` are shared, never copied), and the viewer tasks.
+//!
+//! Nobody watching → the media thread does not capture at all. A new viewer, a PLI/FIR, or a viewer that
+//! fell behind asks for a keyframe; the `KeyframeLimiter` turns bursts into one IDR per interval.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::config::Config;
+use crate::control::KeyframeLimiter;
+use crate::encode::EncodedFrame;
+use crate::transport::webrtc::{Peer, PeerEvent, TransportConfig, TransportError};
+
+/// Frames buffered per viewer before it counts as lagging (then it waits for the next IDR).
+const FANOUT_DEPTH: usize = 8;
+/// At most one forced IDR per this interval.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Live numbers for `/api/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamStats {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub bitrate_kbps: f64,
+    pub frames_captured: u64,
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+}
+
+/// `/api/status` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub sessions: usize,
+    pub viewers: usize,
+    pub output: Option<String>,
+    pub stream: StreamStats,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("too many viewers (max {0})")]
+    Full(usize),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Shared state of a streaming session.
+#[derive(Debug)]
+pub struct Hub {
+    frames: broadcast::Sender<EncodedFrame>,
+    keyframes: Mutex<KeyframeLimiter>,
+    viewers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    viewer_count: AtomicUsize,
+    next_id: AtomicU64,
+    max_viewers: usize,
+    transport: TransportConfig,
+    pub stats: Mutex<StreamStats>,
+    pub output: Mutex<Option<String>>,
+    /// Set on shutdown: the media thread and every viewer task end.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Hub {
+    pub fn new(cfg: &Config, transport: TransportConfig, stop: Arc<AtomicBool>) -> Arc<Hub> {
+        let (frames, _) = broadcast::channel(FANOUT_DEPTH);
+        Arc::new(Hub {
+            frames,
+            keyframes: Mutex::new(KeyframeLimiter::new(KEYFRAME_INTERVAL)),
+            viewers: Mutex::new(HashMap::new()),
+            viewer_count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            max_viewers: cfg.server.max_viewers,
+            transport,
+            stats: Mutex::new(StreamStats::default()),
+            output: Mutex::new(None),
+            stop,
+        })
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.viewer_count.load(Ordering::Relaxed)
+    }
+
+    pub fn request_keyframe(&self) {
+        if let Ok(mut k) = self.keyframes.lock() {
+            k.request();
+        }
+    }
+
+    /// Media thread: should the frame about to be encoded be an IDR?
+    pub fn take_keyframe(&self, now: Instant) -> bool {
+        self.keyframes.lock().map(|mut k| k.poll(now)).unwrap_or(false)
+    }
+
+    /// Media thread: hand a frame to every viewer.
+    pub fn publish(&self, frame: EncodedFrame) {
+        let _ = self.frames.send(frame);
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            sessions: 1,
+            viewers: self.viewers(),
+            output: self.output.lock().ok().and_then(|o| o.clone()),
+            stream: self.stats.lock().map(|s| s.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Answer a viewer's offer and start streaming to it. Returns the viewer id and the SDP answer.
+    pub async fn add_viewer(self: &Arc<Self>, offer: &str) -> Result<(u64, String, Arc<Peer>), HubError> {
+        // Reserve a slot first so concurrent offers cannot exceed the limit.
+        let prev = self.viewer_count.fetch_add(1, Ordering::SeqCst);
+        if prev >= self.max_viewers {
+            self.viewer_count.fetch_sub(1, Ordering::SeqCst);
+            return Err(HubError::Full(self.max_viewers));
+        }
+        let mut peer = match Peer::answer(offer, &self.transport).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.viewer_count.fetch_sub(1, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        if let Ok(mut v) = self.viewers.lock() {
+            v.insert(id, cancel_tx);
+        }
+        let answer = std::mem::take(&mut peer.answer);
+        let events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::unbounded_channel().1);
+        let peer = Arc::new(peer);
+        tracing::info!(viewer = id, viewers = self.viewers(), "viewer joined");
+        tokio::spawn(Arc::clone(self).run_viewer(id, Arc::clone(&peer), events, cancel_rx));
+        Ok((id, answer, peer))
+    }
+
+    /// End a viewer (DELETE on its WHEP resource, WebSocket closed, bye). False if unknown.
+    pub fn remove_viewer(&self, id: u64) -> bool {
+        let tx = self.viewers.lock().ok().and_then(|mut v| v.remove(&id));
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// End every viewer (shutdown).
+    pub fn remove_all(&self) {
+        let all: Vec<_> = self.viewers.lock().map(|mut v| v.drain().collect()).unwrap_or_default();
+        for (_, tx) in all {
+            let _ = tx.send(());
+        }
+    }
+
+    async fn run_viewer(
+        self: Arc<Self>,
+        id: u64,
+        peer: Arc<Peer>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+        mut cancel: oneshot::Receiver<()>,
+    ) {
+        let mut frames = self.frames.subscribe();
+        let mut sender = peer.sender();
+        let track = peer.track();
+        let mut connected = false;
+        let mut need_idr = true;
+        let mut sent = 0u64;
+        let rtcp = async {
+            while Peer::keyframe_requested(&track).await.is_some() {
+                tracing::debug!(viewer = id, "keyframe request (PLI/FIR)");
+                self.request_keyframe();
+            }
+        };
+        tokio::pin!(rtcp);
+        let mut stop_poll = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = &mut cancel => break,
+                _ = stop_poll.tick() => {
+                    if self.stop.load(Ordering::Relaxed) { break; }
+                }
+                ev = events.recv() => match ev {
+                    Some(PeerEvent::Connected) => {
+                        connected = true;
+                        need_idr = true;
+                        self.request_keyframe();
+                        tracing::info!(viewer = id, "viewer connected");
+                    }
+                    Some(PeerEvent::KeyframeRequest) => self.request_keyframe(),
+                    Some(PeerEvent::Gone) | None => break,
+                },
+                () = &mut rtcp => {}
+                f = frames.recv() => match f {
+                    Ok(frame) => {
+                        if !connected || (need_idr && !frame.idr) {
+                            continue;
+                        }
+                        need_idr = false;
+                        if let Err(e) = sender.send(&frame).await {
+                            tracing::debug!(viewer = id, "send failed: {e}");
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(viewer = id, skipped = n, "viewer fell behind; waiting for a keyframe");
+                        need_idr = true;
+                        self.request_keyframe();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        if let Ok(mut v) = self.viewers.lock() {
+            v.remove(&id);
+        }
+        peer.close().await;
+        let left = self.viewer_count.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        tracing::info!(viewer = id, frames = sent, viewers = left, "viewer left");
+    }
+}

@@ -1,0 +1,2 @@
+//! Media transport to viewers.
+pub mod webrtc;

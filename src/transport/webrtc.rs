@@ -1,0 +1,494 @@
+//! One WebRTC peer per viewer on webrtc-rs 0.21: H.264 (packetization-mode 1) video, sent from the shared
+//! encoder's frames without copying them (the `Bytes` of an `EncodedFrame` are sliced into RTP payloads).
+//!
+//! Order matters in webrtc-rs 0.21 (measured): codecs are registered before the default interceptors, the
+//! track is added only after the remote offer is applied (else header-extension ids are wrong and the
+//! browser drops every packet), mDNS is off (it fails in a namespace without multicast), and candidates come
+//! from the UDP sockets we bind (`127.0.0.1:0` gives a loopback candidate). RTCP keyframe requests reach us
+//! through a small interceptor that marks PLI/FIR for the application.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::packetizer::Payloader;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
+};
+
+use crate::encode::EncodedFrame;
+
+/// RTP payload size (fits any path MTU with SRTP and extension overhead).
+const RTP_MTU: usize = 1200;
+/// How long to wait for ICE gathering before answering with what we have.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+/// 90 kHz RTP clock for video.
+const VIDEO_CLOCK: u64 = 90_000;
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+pub const ABS_CAPTURE_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
+
+/// H.264 codecs offered to browsers: Constrained Baseline and Main, packetization-mode 1.
+pub const H264_FMTP: [(u8, &str); 2] = [
+    (102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
+    (104, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("WebRTC: {0}")]
+    Webrtc(#[from] webrtc::error::Error),
+    #[error("invalid SDP offer: {0}")]
+    BadOffer(String),
+    #[error("the offer has no H.264 video we can send (need packetization-mode=1 42e01f or 4d001f)")]
+    NoH264,
+}
+
+/// Transport settings from the config.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Local addresses to bind UDP sockets on (each gives host candidates).
+    pub udp_addrs: Vec<SocketAddr>,
+    /// STUN/TURN server URLs.
+    pub ice_servers: Vec<String>,
+    /// Public address to advertise instead of the bound one (1:1 NAT).
+    pub nat_1to1_ip: Option<IpAddr>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ice_servers: Vec::new(),
+            nat_1to1_ip: None,
+        }
+    }
+}
+
+/// What a peer tells the rest of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    Connected,
+    /// The browser asked for a keyframe (PLI/FIR), or the peer fell behind and needs one.
+    KeyframeRequest,
+    /// The connection failed or closed: free everything.
+    Gone,
+}
+
+struct Handler {
+    gathered: tokio::sync::watch::Sender<bool>,
+    events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(%state, "peer connection state");
+        let ev = match state {
+            RTCPeerConnectionState::Connected => PeerEvent::Connected,
+            RTCPeerConnectionState::Failed
+            | RTCPeerConnectionState::Disconnected
+            | RTCPeerConnectionState::Closed => PeerEvent::Gone,
+            _ => return,
+        };
+        let _ = self.events.send(ev);
+    }
+}
+
+/// Marks incoming PLI/FIR for delivery to the application (they stop in the interceptor chain otherwise).
+#[derive(Default)]
+struct KeyframeRequestForwarder {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            })
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
+    H264_FMTP
+        .iter()
+        .map(|&(pt, fmtp)| RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: VIDEO_CLOCK as u32,
+                channels: 0,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: pt,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A negotiated viewer connection.
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    /// Events from this peer (connected, keyframe requests, gone).
+    pub events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+    /// The SDP answer to send back.
+    pub answer: String,
+    payload_type: u8,
+    ssrc: u32,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("pt", &self.payload_type).field("ssrc", &self.ssrc).finish_non_exhaustive()
+    }
+}
+
+/// Quick checks of an offer before handing it to the WebRTC stack.
+pub fn validate_offer(sdp: &str) -> Result<(), TransportError> {
+    if !sdp.starts_with("v=0") {
+        return Err(TransportError::BadOffer("SDP must start with v=0".into()));
+    }
+    if !sdp.lines().any(|l| l.starts_with("m=video")) {
+        return Err(TransportError::BadOffer("no video m-line: the viewer must offer to receive video".into()));
+    }
+    let h264 = sdp.lines().any(|l| l.starts_with("a=rtpmap:") && l.to_ascii_uppercase().contains("H264/90000"));
+    if !h264 {
+        return Err(TransportError::NoH264);
+    }
+    Ok(())
+}
+
+/// Replace the address of every host candidate with the 1:1 NAT address.
+pub fn rewrite_candidates(sdp: &str, public: IpAddr) -> String {
+    sdp.lines()
+        .map(|l| {
+            if let Some(rest) = l.strip_prefix("a=candidate:") {
+                let mut f: Vec<&str> = rest.split(' ').collect();
+                let public = public.to_string();
+                if f.len() > 7 && f[7] == "host" {
+                    f[4] = &public;
+                    return format!("a=candidate:{}\r\n", f.join(" "));
+                }
+                // Borrow ends here; fall through with the original line.
+            }
+            format!("{l}\r\n")
+        })
+        .collect()
+}
+
+impl Peer {
+    /// Answer a viewer's offer: build the peer, add the H.264 track, gather candidates.
+    pub async fn answer(offer: &str, cfg: &TransportConfig) -> Result<Peer, TransportError> {
+        validate_offer(offer)?;
+        let mut me = MediaEngine::default();
+        for codec in h264_codecs() {
+            me.register_codec(codec, RtpCodecKind::Video)?;
+        }
+        for uri in [PLAYOUT_DELAY_URI, ABS_CAPTURE_TIME_URI] {
+            me.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+                RtpCodecKind::Video,
+                None,
+            )?;
+        }
+        let registry = register_default_interceptors(Registry::new(), &mut me)?
+            .with(Slot::from(14_000), KeyframeRequestForwarder::default());
+        let setting = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(if cfg.ice_servers.is_empty() {
+                vec![]
+            } else {
+                vec![RTCIceServer { urls: cfg.ice_servers.clone(), ..Default::default() }]
+            })
+            .build();
+        let (gathered_tx, mut gathered_rx) = tokio::sync::watch::channel(false);
+        let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let handler = Arc::new(Handler { gathered: gathered_tx, events: ev_tx });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(me)
+            .with_setting_engine(setting)
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_udp_addrs(cfg.udp_addrs.clone())
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let result = async {
+            let offer = RTCSessionDescription::offer(offer.to_owned())
+                .map_err(|e| TransportError::BadOffer(e.to_string()))?;
+            pc.set_remote_description(offer).await.map_err(|e| TransportError::BadOffer(e.to_string()))?;
+            // After the offer (webrtc-rs 0.21: header-extension ids are fixed at add_track).
+            let ssrc = rand_ssrc();
+            let codec = h264_codecs().remove(0).rtp_codec;
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "wl-webrtc".to_owned(),
+                "desktop".to_owned(),
+                "desktop".to_owned(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec,
+                    ..Default::default()
+                }],
+            )));
+            let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
+            let answer = pc.create_answer(None).await?;
+            pc.set_local_description(answer).await?;
+            let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered_rx.wait_for(|g| *g)).await;
+            let params = sender.get_parameters().await?;
+            let codec = params.rtp_parameters.codecs.first().ok_or(TransportError::NoH264)?;
+            if !codec.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264) {
+                return Err(TransportError::NoH264);
+            }
+            let payload_type = codec.payload_type;
+            let local = pc.local_description().await.ok_or(TransportError::BadOffer("no local description".into()))?;
+            let mut answer = local.sdp;
+            if let Some(ip) = cfg.nat_1to1_ip {
+                answer = rewrite_candidates(&answer, ip);
+            }
+            Ok::<_, TransportError>((track, payload_type, ssrc, answer))
+        }
+        .await;
+        match result {
+            Ok((track, payload_type, ssrc, answer)) => {
+                Ok(Peer { pc, track, events: ev_rx, answer, payload_type, ssrc })
+            }
+            Err(e) => {
+                let _ = pc.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Add a trickled remote candidate.
+    pub async fn add_candidate(&self, candidate: String, mid: Option<String>, index: Option<u16>) -> Result<(), TransportError> {
+        let init = webrtc::peer_connection::RTCIceCandidateInit {
+            candidate,
+            sdp_mid: mid,
+            sdp_mline_index: index,
+            ..Default::default()
+        };
+        Ok(self.pc.add_ice_candidate(init).await?)
+    }
+
+    /// A sender that turns encoded frames into RTP for this peer.
+    pub fn sender(&self) -> RtpFrameSender {
+        RtpFrameSender {
+            track: Arc::clone(&self.track),
+            payloader: rtc::rtp::codec::h264::H264Payloader::default(),
+            payload_type: self.payload_type,
+            ssrc: self.ssrc,
+            seq: rand_ssrc() as u16,
+            ts_base: None,
+            ts_offset: rand_ssrc(),
+        }
+    }
+
+    /// Wait for the next RTCP keyframe request from the browser (None when the peer is closed).
+    pub async fn keyframe_requested(track: &TrackLocalStaticRTP) -> Option<()> {
+        loop {
+            if let TrackLocalEvent::OnRtcpPacket(_) = track.poll().await? {
+                return Some(());
+            }
+        }
+    }
+
+    pub fn track(&self) -> Arc<TrackLocalStaticRTP> {
+        Arc::clone(&self.track)
+    }
+
+    pub async fn close(&self) {
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!("closing peer: {e}");
+        }
+    }
+}
+
+fn rand_ssrc() -> u32 {
+    // Not security relevant: unique per process run is enough.
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut x = t.as_nanos() as u64 ^ (std::process::id() as u64) << 32;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x as u32
+}
+
+/// Packetizes encoded frames for one peer: RTP timestamps from capture time (exact 90 kHz), marker on the
+/// last packet of a frame, playout-delay 0/0 and abs-capture-time on every packet.
+pub struct RtpFrameSender {
+    track: Arc<TrackLocalStaticRTP>,
+    payloader: rtc::rtp::codec::h264::H264Payloader,
+    payload_type: u8,
+    ssrc: u32,
+    seq: u16,
+    ts_base: Option<Instant>,
+    ts_offset: u32,
+}
+
+impl std::fmt::Debug for RtpFrameSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtpFrameSender").field("ssrc", &self.ssrc).finish_non_exhaustive()
+    }
+}
+
+/// abs-capture-time: 64-bit NTP timestamp of capture (the short form without clock offset).
+#[derive(Debug, Clone, Copy)]
+struct AbsCaptureTime(u64);
+
+impl rtc::shared::marshal::MarshalSize for AbsCaptureTime {
+    fn marshal_size(&self) -> usize {
+        8
+    }
+}
+
+impl rtc::shared::marshal::Marshal for AbsCaptureTime {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let out = buf.get_mut(..8).ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?;
+        out.copy_from_slice(&self.0.to_be_bytes());
+        Ok(8)
+    }
+}
+
+/// NTP time (seconds since 1900 in 32.32 fixed point) of an `Instant`, via the wall clock.
+fn ntp_of(at: Instant) -> u64 {
+    let now_wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let age = Instant::now().saturating_duration_since(at);
+    let wall = now_wall.saturating_sub(age);
+    let secs = wall.as_secs() + 2_208_988_800;
+    let frac = (u64::from(wall.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+impl RtpFrameSender {
+    /// RTP timestamp of a capture instant: 90 kHz since the first frame this peer was sent.
+    pub fn rtp_timestamp(&mut self, capture: Instant) -> u32 {
+        let base = *self.ts_base.get_or_insert(capture);
+        let ticks = capture.saturating_duration_since(base).as_nanos() as u64 * VIDEO_CLOCK / 1_000_000_000;
+        self.ts_offset.wrapping_add(ticks as u32)
+    }
+
+    /// Send one access unit. Returns the number of RTP packets written.
+    pub async fn send(&mut self, frame: &EncodedFrame) -> Result<usize, TransportError> {
+        let payloads = self
+            .payloader
+            .payload(RTP_MTU, &frame.data)
+            .map_err(|e| TransportError::Webrtc(webrtc::error::Error::Other(e.to_string())))?;
+        let timestamp = self.rtp_timestamp(frame.capture_ts);
+        let n = payloads.len();
+        let abs = AbsCaptureTime(ntp_of(frame.capture_ts));
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let header = rtc::rtp::header::Header {
+                version: 2,
+                marker: i + 1 == n,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            };
+            self.seq = self.seq.wrapping_add(1);
+            let pkt = rtc::rtp::packet::Packet { header, payload };
+            let ext = [
+                rtc::rtp::extension::HeaderExtension::PlayoutDelay(
+                    rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension { min_delay: 0, max_delay: 0 },
+                ),
+                rtc::rtp::extension::HeaderExtension::Custom {
+                    uri: ABS_CAPTURE_TIME_URI.into(),
+                    extension: Box::new(abs),
+                },
+            ];
+            self.track.write_rtp_with_extensions(pkt, &ext).await?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_without_h264_video_are_refused() {
+        assert!(matches!(validate_offer("hello"), Err(TransportError::BadOffer(_))));
+        let audio_only = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert!(matches!(validate_offer(audio_only), Err(TransportError::BadOffer(_))));
+        let vp8 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert!(matches!(validate_offer(vp8), Err(TransportError::NoH264)));
+        let h264 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        assert!(validate_offer(h264).is_ok());
+    }
+
+    #[test]
+    fn nat_rewrite_touches_only_host_candidates() {
+        let sdp = "a=candidate:1 1 udp 2130706431 10.0.0.5 5000 typ host\r\na=candidate:2 1 udp 1 9.9.9.9 6000 typ srflx raddr 10.0.0.5 rport 5000\r\n";
+        let out = rewrite_candidates(sdp, "203.0.113.7".parse().expect("ip"));
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 5000 typ host\r\n"), "{out}");
+        assert!(out.contains("9.9.9.9 6000 typ srflx"), "{out}");
+    }
+
+    #[test]
+    fn ntp_time_is_after_1900_offset() {
+        let ntp = ntp_of(Instant::now());
+        assert!(ntp >> 32 > 2_208_988_800 + 1_700_000_000);
+    }
+}
