@@ -363,9 +363,10 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     // Open capture here so that a wrong output or a missing protocol fails before we serve anything.
     let cap = open_capture(cfg, &desk.socket)?;
     let output = cap.output().name.clone();
-    let token: Option<Arc<str>> = cfg.server.auth_required().then(|| {
-        Arc::from(cfg.server.token.clone().unwrap_or_else(crate::signaling::auth::generate_token).as_str())
-    });
+    let token: Option<Arc<str>> = cfg
+        .server
+        .auth_required()
+        .then(|| Arc::from(cfg.server.token.clone().unwrap_or_else(crate::signaling::auth::generate_token).as_str()));
     let transport = crate::transport::webrtc::TransportConfig {
         udp_addrs: cfg.server.media_udp_addrs(),
         ice_servers: cfg.server.ice_servers.clone(),

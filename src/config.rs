@@ -302,8 +302,9 @@ impl Config {
             cfg.server.max_viewers = sv.max_viewers.unwrap_or(cfg.server.max_viewers);
             cfg.server.ice_servers = sv.ice_servers.clone().unwrap_or_default();
             if let Some(ip) = &sv.nat_1to1_ip {
-                cfg.server.nat_1to1_ip =
-                    Some(ip.parse().map_err(|_| invalid("server.nat_1to1_ip", format!("{ip:?} is not an IP address")))?);
+                cfg.server.nat_1to1_ip = Some(
+                    ip.parse().map_err(|_| invalid("server.nat_1to1_ip", format!("{ip:?} is not an IP address")))?,
+                );
             }
             for a in sv.udp_addrs.iter().flatten() {
                 let addr = a.parse().map_err(|_| invalid("server.udp_addrs", format!("{a:?} is not IP:PORT")))?;

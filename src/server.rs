@@ -21,6 +21,8 @@ use crate::transport::webrtc::{Peer, PeerEvent, TransportConfig, TransportError}
 const FANOUT_DEPTH: usize = 8;
 /// At most one forced IDR per this interval.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
+/// Longest a single frame may take to hand to a peer's transport.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Live numbers for `/api/status`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -207,9 +209,17 @@ impl Hub {
                             continue;
                         }
                         need_idr = false;
-                        if let Err(e) = sender.send(&frame).await {
-                            tracing::debug!(viewer = id, "send failed: {e}");
-                            break;
+                        // Bounded: a peer whose connection stalls must not pin this task (or the viewer slot).
+                        match tokio::time::timeout(SEND_TIMEOUT, sender.send(&frame)).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                tracing::debug!(viewer = id, "send failed: {e}");
+                                break;
+                            }
+                            Err(_) => {
+                                tracing::info!(viewer = id, "peer stopped taking packets; dropping it");
+                                break;
+                            }
                         }
                         sent += 1;
                     }

@@ -91,7 +91,9 @@ async fn whep_post(State(st): State<AppState>, headers: HeaderMap, uri: Uri, bod
     }
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ctype.starts_with("application/sdp") {
-        return cors((StatusCode::UNSUPPORTED_MEDIA_TYPE, "WHEP offers must be Content-Type: application/sdp\n").into_response());
+        return cors(
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "WHEP offers must be Content-Type: application/sdp\n").into_response(),
+        );
     }
     let Ok(offer) = std::str::from_utf8(&body) else {
         return cors((StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8\n").into_response());

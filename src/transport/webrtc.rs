@@ -20,16 +20,15 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 use crate::encode::EncodedFrame;
@@ -107,9 +106,9 @@ impl PeerConnectionEventHandler for Handler {
         tracing::debug!(%state, "peer connection state");
         let ev = match state {
             RTCPeerConnectionState::Connected => PeerEvent::Connected,
-            RTCPeerConnectionState::Failed
-            | RTCPeerConnectionState::Disconnected
-            | RTCPeerConnectionState::Closed => PeerEvent::Gone,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Disconnected | RTCPeerConnectionState::Closed => {
+                PeerEvent::Gone
+            }
             _ => return,
         };
         let _ = self.events.send(ev);
@@ -173,10 +172,13 @@ fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
                 clock_rate: VIDEO_CLOCK as u32,
                 channels: 0,
                 sdp_fmtp_line: fmtp.to_owned(),
-                rtcp_feedback: vec![],
+                // NACK (retransmission), PLI and FIR (keyframe requests).
+                rtcp_feedback: [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+                    .into_iter()
+                    .map(|(typ, parameter)| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() })
+                    .collect(),
             },
             payload_type: pt,
-            ..Default::default()
         })
         .collect()
 }
@@ -249,9 +251,8 @@ impl Peer {
         }
         let registry = register_default_interceptors(Registry::new(), &mut me)?
             .with(Slot::from(14_000), KeyframeRequestForwarder::default());
-        let setting = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .build();
+        let setting =
+            SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
         let config = RTCConfigurationBuilder::new()
             .with_ice_servers(if cfg.ice_servers.is_empty() {
                 vec![]
@@ -273,8 +274,8 @@ impl Peer {
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let result = async {
-            let offer = RTCSessionDescription::offer(offer.to_owned())
-                .map_err(|e| TransportError::BadOffer(e.to_string()))?;
+            let offer =
+                RTCSessionDescription::offer(offer.to_owned()).map_err(|e| TransportError::BadOffer(e.to_string()))?;
             pc.set_remote_description(offer).await.map_err(|e| TransportError::BadOffer(e.to_string()))?;
             // After the offer (webrtc-rs 0.21: header-extension ids are fixed at add_track).
             let ssrc = rand_ssrc();
@@ -320,7 +321,12 @@ impl Peer {
     }
 
     /// Add a trickled remote candidate.
-    pub async fn add_candidate(&self, candidate: String, mid: Option<String>, index: Option<u16>) -> Result<(), TransportError> {
+    pub async fn add_candidate(
+        &self,
+        candidate: String,
+        mid: Option<String>,
+        index: Option<u16>,
+    ) -> Result<(), TransportError> {
         let init = webrtc::peer_connection::RTCIceCandidateInit {
             candidate,
             sdp_mid: mid,

@@ -4,8 +4,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod browser_smoke;
 mod capture;
 mod cli;
 mod encode;
 mod lifecycle;
 mod outputs;
+mod stream;

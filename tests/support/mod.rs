@@ -3,6 +3,10 @@
 //! is killed and waited for when it is dropped.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod http;
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::AtomicBool;

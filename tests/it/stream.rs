@@ -1,0 +1,313 @@
+//! Streaming to a real browser: Debian's headless Chromium, driven over CDP, receives the stream from a
+//! live `wl-webrtc start` against a headless Sway, all inside a private network namespace (only `lo`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wl_webrtc::cli::PatternKind;
+use wl_webrtc::pattern::quadrant_colour;
+
+use crate::support::Fixture;
+use crate::support::browser::Browser;
+use crate::support::netns::in_private_netns;
+
+/// Browser tests share two cores with sway, the server and x264: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A running `wl-webrtc start` pointed at a fixture desktop; stopped (SIGTERM) and reaped on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(f: &Fixture, extra: &[&str]) -> Server {
+        let mut cmd = f.cli(&["start", "--listen", "127.0.0.1:0"]);
+        cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn wl-webrtc start");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the URL line");
+        let url = line.split(" at ").nth(1).unwrap_or_else(|| panic!("no URL in {line:?}")).trim().to_owned();
+        let base = url.split('?').next().unwrap_or(&url).trim_end_matches('/').to_owned();
+        Server { child, base }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        http_get_json(&format!("{}/api/status", self.base))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.1 GET returning (status, body).
+fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn http_get_json(url: &str) -> serde_json::Value {
+    let (code, body) = http("GET", url, &[], "");
+    assert_eq!(code, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// Frames keep arriving (animated desktop).
+const DECODING: &str = "window.wlw && wlw.stats && wlw.stats.framesDecoded > 30 && wlw.stats.decoder !== ''";
+/// A picture arrived and was decoded (a static desktop sends only the first frames).
+const DECODED: &str = "window.wlw && wlw.stats && wlw.stats.framesDecoded > 0 && wlw.stats.decoder !== ''";
+
+/// The pixel of the playing video at (x, y) in video coordinates, as [r, g, b].
+fn video_pixel_js(x: u32, y: u32) -> String {
+    format!(
+        "(() => {{ const v = document.querySelector('video'); const c = document.createElement('canvas'); \
+         c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d'); g.drawImage(v, 0, 0); \
+         return Array.from(g.getImageData({x}, {y}, 1, 1).data.slice(0, 3)); }})()"
+    )
+}
+
+fn close_to(got: &serde_json::Value, want: [u8; 3]) -> bool {
+    let Some(a) = got.as_array() else { return false };
+    a.len() == 3 && a.iter().zip(want).all(|(g, w)| (g.as_i64().unwrap_or(-999) - i64::from(w)).abs() <= 40)
+}
+
+#[test]
+fn chromium_viewer_decodes_the_desktop_with_correct_pixels() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let f = Fixture::with_pattern(1280, 720, PatternKind::Quadrants);
+        let srv = Server::start(&f, &[]);
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        let t0 = Instant::now();
+        let stats = page.wait_for(DECODED, Duration::from_secs(20));
+        let first_frame = t0.elapsed();
+        let s1 = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(1500));
+        let s2 = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        eprintln!("first frame after {first_frame:?}; stats {stats}");
+        // A static screen sends nothing after the first frames: decoding may plateau but never regress.
+        assert!(s2 >= s1);
+        let st = page.eval("wlw.stats");
+        assert_eq!((st["width"].as_u64(), st["height"].as_u64()), (Some(1280), Some(720)), "{st}");
+        assert!(!st["decoder"].as_str().unwrap_or("").is_empty(), "decoderImplementation reported: {st}");
+        for (x, y) in [(320, 180), (960, 180), (320, 540), (960, 540)] {
+            let px = page.eval(&video_pixel_js(x, y));
+            assert!(close_to(&px, quadrant_colour(1280, 720, x, y)), "pixel ({x},{y}) = {px}");
+        }
+        assert_eq!(srv.status()["viewers"].as_u64(), Some(1));
+        // playout-delay and abs-capture-time were negotiated.
+        let answer = page.eval("wlw.pc.remoteDescription.sdp");
+        let answer = answer.as_str().unwrap_or("");
+        assert!(answer.contains("playout-delay") && answer.contains("abs-capture-time"), "{answer}");
+    });
+}
+
+#[test]
+fn chromium_keeps_decoding_an_animated_desktop() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let mut f = Fixture::start(1280, 720, 60);
+        f.spawn_pattern(PatternKind::MovingBar, None);
+        f.wait_for_pattern(1280, 720);
+        let srv = Server::start(&f, &[]);
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        page.wait_for(DECODING, Duration::from_secs(20));
+        let a = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        std::thread::sleep(Duration::from_secs(2));
+        let b = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        assert!(b > a + 30, "frames keep being decoded: {a} → {b}");
+        let st = page.eval("wlw.stats");
+        assert_eq!(st["framesDropped"].as_u64(), Some(0), "{st}");
+    });
+}
+
+#[test]
+fn whep_round_trip_with_a_real_peer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let mut f = Fixture::start(640, 480, 60);
+        f.spawn_pattern(PatternKind::MovingBar, None);
+        f.wait_for_pattern(640, 480);
+        let srv = Server::start(&f, &[]);
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/whep.html?gum=1", srv.base));
+        page.wait_for("window.whep && whep.state === 'negotiated'", Duration::from_secs(20));
+        assert_eq!(page.eval("whep.status").as_u64(), Some(201));
+        let loc = page.eval("whep.location");
+        assert!(loc.as_str().is_some_and(|l| l.starts_with("/whep/")), "Location: {loc}");
+        page.wait_for(
+            "whep.pc.getStats().then(r => { let n = 0; r.forEach(s => { if (s.type === 'inbound-rtp') n = s.framesDecoded; }); return n > 30; })",
+            Duration::from_secs(20),
+        );
+        assert_eq!(srv.status()["viewers"].as_u64(), Some(1));
+        assert_eq!(page.eval("whep.stop()").as_u64(), Some(200), "DELETE on the Location");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while srv.status()["viewers"].as_u64() != Some(0) {
+            assert!(Instant::now() < deadline, "viewer not freed after DELETE");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (code, _) = http("DELETE", &format!("{}{}", srv.base, loc.as_str().unwrap_or("")), &[], "");
+        assert_eq!(code, 404, "a deleted viewer is gone");
+    });
+}
+
+#[test]
+fn max_viewers_is_enforced_with_503() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let f = Fixture::with_pattern(320, 240, PatternKind::Quadrants);
+        let dir = std::env::temp_dir().join(format!("wl-webrtc-maxv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = dir.join("c.toml");
+        std::fs::write(&cfg, "[server]\nmax_viewers = 1\n").expect("write config");
+        let srv = Server::start(&f, &["--config", cfg.to_str().expect("utf-8")]);
+        let browser = Browser::launch();
+        let mut first = browser.new_page(&format!("{}/whep.html?gum=1", srv.base));
+        first.wait_for("window.whep && whep.state === 'negotiated'", Duration::from_secs(20));
+        let mut second = browser.new_page(&format!("{}/whep.html?gum=1", srv.base));
+        second.wait_for("window.whep && whep.state === 'refused'", Duration::from_secs(20));
+        assert_eq!(second.eval("whep.status").as_u64(), Some(503));
+        assert!(second.eval("whep.error").as_str().unwrap_or("").contains("too many viewers"));
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
+
+fn proc_counts(pid: u32) -> (usize, usize) {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (threads, fds)
+}
+
+#[test]
+fn three_viewers_decode_and_churn_leaves_no_leaks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let mut f = Fixture::start(640, 480, 30);
+        f.spawn_pattern(PatternKind::MovingBar, None);
+        f.wait_for_pattern(640, 480);
+        let srv = Server::start(&f, &[]);
+        let browser = Browser::launch();
+        let mut pages: Vec<_> = (0..3).map(|_| browser.new_page(&format!("{}/?gum=1", srv.base))).collect();
+        for p in &mut pages {
+            p.wait_for(DECODING, Duration::from_secs(30));
+        }
+        assert_eq!(srv.status()["viewers"].as_u64(), Some(3));
+        drop(pages);
+        let settle = |want: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while srv.status()["viewers"].as_u64() != Some(want) {
+                assert!(Instant::now() < deadline, "viewers did not settle at {want}: {}", srv.status());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        settle(0);
+        let before = proc_counts(srv.pid());
+        for _ in 0..20 {
+            let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+            page.wait_for("window.wlw && wlw.stats && wlw.stats.framesDecoded > 0", Duration::from_secs(20));
+            drop(page);
+            settle(0);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let after = proc_counts(srv.pid());
+        eprintln!("threads/fds before {before:?} after 20 cycles {after:?}");
+        assert!(after.0 <= before.0 + 2, "threads grew: {before:?} → {after:?}");
+        assert!(after.1 <= before.1 + 4, "fds grew: {before:?} → {after:?}");
+    });
+}
+
+#[test]
+fn malformed_signaling_gets_clear_errors_and_the_server_keeps_serving() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let f = Fixture::with_pattern(320, 240, PatternKind::Quadrants);
+        let srv = Server::start(&f, &["--token", "test-token-123"]);
+        let ws_url = format!("{}/ws?token=test-token-123", srv.base.replace("http://", "ws://"));
+        let expect_error = |payload: tungstenite::Message, needle: &str| {
+            let (mut ws, _) = tungstenite::connect(&ws_url).expect("ws connect");
+            ws.send(payload).expect("send");
+            let reply = ws.read().expect("reply");
+            let text = reply.into_text().expect("text").to_string();
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json reply");
+            assert_eq!(v["type"], "error", "{text}");
+            assert!(v["message"].as_str().unwrap_or("").contains(needle), "{text}");
+            // Then the server closes the socket.
+            loop {
+                match ws.read() {
+                    Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        expect_error(tungstenite::Message::text("{not json"), "malformed");
+        expect_error(tungstenite::Message::text(r#"{"type":"offer","sdp":"garbage"}"#), "v=0");
+        expect_error(
+            tungstenite::Message::text(format!(r#"{{"type":"offer","sdp":"{}"}}"#, "x".repeat(70_000))),
+            "limit",
+        );
+        expect_error(tungstenite::Message::binary(vec![1u8, 2, 3]), "binary");
+
+        // Wrong or missing token: 401 everywhere.
+        let wrong = format!("{}/ws?token=nope", srv.base.replace("http://", "ws://"));
+        match tungstenite::connect(&wrong) {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+            other => panic!("expected 401, got {other:?}"),
+        }
+        assert_eq!(http("GET", &format!("{}/api/status", srv.base), &[], "").0, 401);
+        let (code, _) = http("POST", &format!("{}/whep", srv.base), &[("Content-Type", "application/sdp")], "v=0");
+        assert_eq!(code, 401);
+        let bearer = [("Authorization", "Bearer test-token-123"), ("Content-Type", "application/sdp")];
+        let (code, body) = http("POST", &format!("{}/whep", srv.base), &bearer, "garbage");
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("v=0"), "{body}");
+        let (code, _) =
+            http("POST", &format!("{}/whep", srv.base), &[("Authorization", "Bearer test-token-123")], "v=0");
+        assert_eq!(code, 415, "WHEP needs application/sdp");
+
+        // Still serving: status works and a real viewer can connect.
+        let (code, body) = http("GET", &format!("{}/api/status?token=test-token-123", srv.base), &[], "");
+        assert_eq!(code, 200, "{body}");
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1&token=test-token-123", srv.base));
+        page.wait_for(DECODED, Duration::from_secs(20));
+    });
+}
