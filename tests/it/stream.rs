@@ -24,8 +24,14 @@ struct Server {
 
 impl Server {
     fn start(f: &Fixture, extra: &[&str]) -> Server {
-        let mut cmd = f.cli(&["start", "--listen", "127.0.0.1:0"]);
-        cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut args = vec!["start", "--listen", "127.0.0.1:0"];
+        args.extend(extra);
+        Server::start_with(f, &args)
+    }
+
+    fn start_with(f: &Fixture, args: &[&str]) -> Server {
+        let mut cmd = f.cli(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn wl-webrtc start");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -309,5 +315,31 @@ fn malformed_signaling_gets_clear_errors_and_the_server_keeps_serving() {
         let browser = Browser::launch();
         let mut page = browser.new_page(&format!("{}/?gum=1&token=test-token-123", srv.base));
         page.wait_for(DECODED, Duration::from_secs(20));
+    });
+}
+
+#[test]
+fn non_loopback_listen_requires_a_generated_token_unless_no_auth() {
+    in_private_netns(|| {
+        let f = Fixture::with_pattern(320, 240, PatternKind::Quadrants);
+        let mut cmd = f.cli(&["start", "--listen", "0.0.0.0:0"]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let srv = {
+            let mut child = cmd.spawn().expect("spawn");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("URL line");
+            let url = line.split(" at ").nth(1).expect("URL").trim().to_owned();
+            (Server { child, base: url.split('?').next().unwrap_or("").trim_end_matches('/').to_owned() }, url)
+        };
+        let (srv, url) = srv;
+        let token = url.split("?token=").nth(1).unwrap_or_else(|| panic!("no token in the printed URL {url}"));
+        assert!(token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit()), "generated token {token:?}");
+        assert_eq!(http("GET", &format!("{}/api/status", srv.base), &[], "").0, 401);
+        let bearer = format!("Bearer {token}");
+        assert_eq!(http("GET", &format!("{}/api/status", srv.base), &[("Authorization", &bearer)], "").0, 200);
+        drop(srv);
+
+        let open = Server::start_with(&f, &["start", "--listen", "0.0.0.0:0", "--no-auth"]);
+        assert_eq!(http("GET", &format!("{}/api/status", open.base), &[], "").0, 200, "--no-auth: open");
     });
 }
