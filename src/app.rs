@@ -18,6 +18,7 @@ use crate::capture::wayland::{self, WlSession};
 use crate::capture::{ResolvedSource, resolve_source};
 use crate::cli::{CaptureArgs, Cli, Command, ConfigArgs, ListOutputsArgs, StartArgs};
 use crate::config::{Config, DEFAULT_CONFIG_TEMPLATE};
+use crate::encode::EncodedFrame;
 use crate::frame::{FrameInfo, write_png};
 use crate::headless::{HeadlessDesktop, HeadlessOptions};
 use crate::metrics;
@@ -100,6 +101,8 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             capture(&cfg, &a, &stop)
         }
         Some(Command::ListOutputs(a)) => list_outputs(&cfg, &a),
+        Some(Command::Status(a)) => status(&cfg, a.json),
+        Some(Command::Stop) => stop_instance(&cfg),
         Some(Command::Config(a)) => print_config(&cfg, &a),
         Some(Command::TestPattern(a)) => {
             let socket = wayland::display_from_env()?;
@@ -107,6 +110,83 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Exit code when no instance answers at the listen address.
+const EXIT_NO_INSTANCE: u8 = 3;
+
+/// Query a running instance; `Ok(None)` when nothing listens there.
+fn query(cfg: &Config, method: &str, path: &str) -> anyhow::Result<Option<(u16, String)>> {
+    use crate::signaling::client;
+    let addr = client::reach(cfg.server.listen);
+    match client::request(addr, method, path, cfg.server.token.as_deref()) {
+        Ok((401, _)) => anyhow::bail!("the instance at {addr} needs a token: pass --token (or WL_WEBRTC_TOKEN)"),
+        Ok(r) => Ok(Some(r)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot reach {addr}: {e}")),
+    }
+}
+
+fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let addr = crate::signaling::client::reach(cfg.server.listen);
+    let Some((code, body)) = query(cfg, "GET", "/api/status")? else {
+        println!("no running instance at {addr}");
+        return Ok(ExitCode::from(EXIT_NO_INSTANCE));
+    };
+    if code != 200 {
+        anyhow::bail!("{addr} answered {code}: {}", body.trim());
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("the status document is not JSON")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = &v["stream"];
+    println!(
+        "wl-webrtc {} at {addr}: output {}, {} session(s), {} viewer(s)",
+        v["version"].as_str().unwrap_or("?"),
+        v["output"].as_str().unwrap_or("-"),
+        v["sessions"],
+        v["viewers"]
+    );
+    println!(
+        "stream {}x{} at {:.1} fps, {:.0} kbit/s; frames captured {}, encoded {}, dropped {}, keyframes {}",
+        s["width"],
+        s["height"],
+        s["fps"].as_f64().unwrap_or(0.0),
+        s["bitrate_kbps"].as_f64().unwrap_or(0.0),
+        s["frames_captured"],
+        s["frames_encoded"],
+        s["frames_dropped"],
+        s["keyframes"]
+    );
+    if let Some(stages) = v["latency_ms"].as_object() {
+        for (stage, l) in stages {
+            let ms = |k: &str| l[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+            println!("  {stage:<13} p50 {:>7} ms  p95 {:>7} ms", ms("p50_ms"), ms("p95_ms"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stop_instance(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let addr = crate::signaling::client::reach(cfg.server.listen);
+    let Some((code, body)) = query(cfg, "POST", "/api/shutdown")? else {
+        println!("no running instance at {addr}");
+        return Ok(ExitCode::from(EXIT_NO_INSTANCE));
+    };
+    if code != 202 {
+        anyhow::bail!("{addr} refused to stop ({code}): {}", body.trim());
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            println!("stopped the instance at {addr}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("the instance at {addr} accepted the request but is still listening after 15 s")
 }
 
 fn print_config(cfg: &Config, a: &ConfigArgs) -> anyhow::Result<ExitCode> {
@@ -437,6 +517,7 @@ fn media_loop(mut cap: ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub
     let mut pacer = Pacer::new(cfg.fps);
     let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
     let stop = &hub.stop;
+    let mut last_published: Option<EncodedFrame> = None;
     while !stop.load(Ordering::Relaxed) {
         if hub.viewers() == 0 {
             std::thread::sleep(Duration::from_millis(50));
@@ -453,15 +534,33 @@ fn media_loop(mut cap: ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub
                     stage.process(data, &layout, info.y_invert, &info.damage, info.ready_at, idr)
                 })?;
                 if let Ok(mut st) = hub.stats.lock() {
-                    st.frames_captured += 1;
                     (st.width, st.height) = (layout.width, layout.height);
                 }
+                hub.with_metrics(|m| {
+                    m.frames_captured += 1;
+                    m.observe("capture_wait", info.latency());
+                    if let Some(age) = info.age {
+                        m.observe("copy", age);
+                    }
+                    if let Ok((_, t)) = &res {
+                        m.observe("convert", t.convert);
+                        m.observe("encode", t.encode);
+                    }
+                });
                 res.map(|(frame, _)| frame)
             }
-            // Static screen: a viewer that needs a keyframe gets the last picture again as an IDR.
-            None if hub.take_keyframe(Instant::now()) => match stage.reencode_idr(Instant::now()) {
-                Some(r) => r,
-                None => continue,
+            // Static screen and a viewer needs a keyframe (a new viewer, or Chromium's periodic request when no
+            // frame came for a while): resend the last IDR if nothing followed it, else encode one.
+            None if hub.take_keyframe(Instant::now()) => match &last_published {
+                Some(f) if f.idr => {
+                    hub.publish(EncodedFrame { capture_ts: Instant::now(), ..f.clone() });
+                    hub.with_metrics(|m| m.keyframes_resent += 1);
+                    continue;
+                }
+                _ => match stage.reencode_idr(Instant::now()) {
+                    Some(r) => r,
+                    None => continue,
+                },
             },
             None => continue,
         };
@@ -469,13 +568,18 @@ fn media_loop(mut cap: ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub
             Ok(frame) => {
                 window_frames += 1;
                 window_bytes += frame.data.len() as u64;
-                if let Ok(mut st) = hub.stats.lock() {
-                    st.frames_encoded += 1;
-                    st.keyframes += u64::from(frame.idr);
-                }
+                hub.with_metrics(|m| {
+                    m.frames_encoded += 1;
+                    m.keyframes += u64::from(frame.idr);
+                    m.bytes_sent += frame.data.len() as u64;
+                });
+                last_published = Some(frame.clone());
                 hub.publish(frame);
             }
-            Err(e) => tracing::warn!("frame dropped: {e}"),
+            Err(e) => {
+                tracing::warn!("frame dropped: {e}");
+                hub.with_metrics(|m| m.frames_dropped += 1);
+            }
         }
         let secs = window_start.elapsed().as_secs_f64();
         if secs >= 1.0 {

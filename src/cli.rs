@@ -84,6 +84,10 @@ pub enum SourceArg {
 pub enum Command {
     /// Capture continuously and report the frame rate (the default command; streaming is built on it).
     Start(StartArgs),
+    /// Show a running instance's sessions, viewers, fps, bitrate and stage latencies (found by --listen).
+    Status(StatusArgs),
+    /// Ask a running instance (found by --listen) to shut down gracefully.
+    Stop,
     /// Capture N frames and report latency, frame rate and damage.
     Capture(CaptureArgs),
     /// List the outputs of the Wayland session.
@@ -126,6 +130,13 @@ pub struct CaptureArgs {
     /// With --headless: the program (and its arguments) to run inside the private desktop.
     #[arg(last = true, value_name = "CMD")]
     pub child: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status document as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -43,3 +43,160 @@ mod tests {
         assert_eq!(fps(1, Duration::from_secs(1)), 0.0);
     }
 }
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.024, 0.033, 0.050, 0.100, 0.250, 1.0];
+
+/// A latency distribution: Prometheus buckets plus the most recent samples for percentiles.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+    recent: std::collections::VecDeque<f64>,
+}
+
+/// Samples kept for percentiles.
+const RECENT: usize = 512;
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if s <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += s;
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(s * 1000.0);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Percentile of the recent samples, in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let v: Vec<f64> = self.recent.iter().copied().collect();
+        percentile(&v, p)
+    }
+
+    /// Prometheus exposition lines for this histogram with a `stage` label.
+    pub fn prometheus(&self, name: &str, stage: &str, out: &mut String) {
+        use std::fmt::Write;
+        for (le, n) in BUCKETS.iter().zip(self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{stage=\"{stage}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{stage=\"{stage}\"}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{stage=\"{stage}\"}} {}", self.count);
+    }
+}
+
+/// Pipeline stages with their own latency histogram.
+pub const STAGES: [&str; 5] = ["capture_wait", "copy", "convert", "encode", "send"];
+
+/// Live counters and per-stage latencies of a streaming session.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineMetrics {
+    pub frames_captured: u64,
+    pub frames_encoded: u64,
+    /// Frames not delivered: encode failures and frames a lagging viewer skipped.
+    pub frames_dropped: u64,
+    pub keyframes: u64,
+    /// Keyframe requests answered by resending the last IDR (static screen): no encode.
+    pub keyframes_resent: u64,
+    pub bytes_sent: u64,
+    /// Indexed like [`STAGES`].
+    pub stages: [Histogram; 5],
+}
+
+impl PipelineMetrics {
+    pub fn observe(&mut self, stage: &str, d: Duration) {
+        if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+            self.stages[i].observe(d);
+        }
+    }
+
+    /// `{stage: {p50_ms, p95_ms, count}}` for the status API.
+    pub fn stage_summary(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (name, h) in STAGES.iter().zip(&self.stages) {
+            m.insert(
+                (*name).to_owned(),
+                serde_json::json!({ "p50_ms": h.percentile_ms(50.0), "p95_ms": h.percentile_ms(95.0), "count": h.count() }),
+            );
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// Prometheus text exposition (with gauges passed in).
+    pub fn prometheus(&self, viewers: usize, fps: f64, bitrate_kbps: f64) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("wl_webrtc_frames_captured_total", "counter", "Frames captured.", self.frames_captured.to_string());
+        metric("wl_webrtc_frames_encoded_total", "counter", "Frames encoded.", self.frames_encoded.to_string());
+        metric("wl_webrtc_frames_dropped_total", "counter", "Frames not delivered.", self.frames_dropped.to_string());
+        metric("wl_webrtc_keyframes_total", "counter", "IDR frames encoded.", self.keyframes.to_string());
+        metric(
+            "wl_webrtc_keyframes_resent_total",
+            "counter",
+            "Keyframe requests answered by resending the last IDR.",
+            self.keyframes_resent.to_string(),
+        );
+        metric("wl_webrtc_encoded_bytes_total", "counter", "Encoded bytes produced.", self.bytes_sent.to_string());
+        metric("wl_webrtc_viewers", "gauge", "Connected viewers.", viewers.to_string());
+        metric("wl_webrtc_fps", "gauge", "Encoded frames per second (last second).", format!("{fps:.3}"));
+        metric("wl_webrtc_bitrate_kbps", "gauge", "Encoded bitrate (last second).", format!("{bitrate_kbps:.3}"));
+        let name = "wl_webrtc_stage_latency_seconds";
+        let _ = writeln!(s, "# HELP {name} Per-stage latency.\n# TYPE {name} histogram");
+        for (stage, h) in STAGES.iter().zip(&self.stages) {
+            h.prometheus(name, stage, &mut s);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_exposed() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(2));
+        let mut out = String::new();
+        h.prometheus("x", "encode", &mut out);
+        assert!(out.contains("x_bucket{stage=\"encode\",le=\"0.0005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{stage=\"encode\",le=\"0.004\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{stage=\"encode\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count{stage=\"encode\"} 3\n"), "{out}");
+        assert_eq!(h.percentile_ms(50.0), Some(3.0));
+    }
+
+    #[test]
+    fn pipeline_text_has_every_family() {
+        let mut m = PipelineMetrics { frames_captured: 5, ..Default::default() };
+        m.observe("convert", Duration::from_millis(1));
+        let text = m.prometheus(2, 60.0, 1000.0);
+        for needle in [
+            "wl_webrtc_frames_captured_total 5",
+            "wl_webrtc_frames_dropped_total 0",
+            "wl_webrtc_viewers 2",
+            "wl_webrtc_stage_latency_seconds_count{stage=\"convert\"} 1",
+            "# TYPE wl_webrtc_stage_latency_seconds histogram",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+        assert_eq!(m.stage_summary()["convert"]["count"], 1);
+    }
+}

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::config::Config;
 use crate::control::KeyframeLimiter;
 use crate::encode::EncodedFrame;
+use crate::metrics::PipelineMetrics;
 use crate::transport::webrtc::{Peer, PeerEvent, TransportConfig, TransportError};
 
 /// Frames buffered per viewer before it counts as lagging (then it waits for the next IDR).
@@ -24,7 +25,7 @@ const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
 /// Longest a single frame may take to hand to a peer's transport.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Live numbers for `/api/status`.
+/// Live gauges for `/api/status` (counters and latencies live in `PipelineMetrics`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamStats {
     pub width: u32,
@@ -33,7 +34,9 @@ pub struct StreamStats {
     pub bitrate_kbps: f64,
     pub frames_captured: u64,
     pub frames_encoded: u64,
+    pub frames_dropped: u64,
     pub keyframes: u64,
+    pub keyframes_resent: u64,
 }
 
 /// `/api/status` document.
@@ -44,6 +47,8 @@ pub struct Status {
     pub viewers: usize,
     pub output: Option<String>,
     pub stream: StreamStats,
+    /// Per-stage latency: `{stage: {p50_ms, p95_ms, count}}` for capture_wait, copy, convert, encode, send.
+    pub latency_ms: serde_json::Value,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,7 @@ pub struct Hub {
     max_viewers: usize,
     transport: TransportConfig,
     pub stats: Mutex<StreamStats>,
+    pub metrics: Mutex<PipelineMetrics>,
     pub output: Mutex<Option<String>>,
     /// Set on shutdown: the media thread and every viewer task end.
     pub stop: Arc<AtomicBool>,
@@ -82,6 +88,7 @@ impl Hub {
             max_viewers: cfg.server.max_viewers,
             transport,
             stats: Mutex::new(StreamStats::default()),
+            metrics: Mutex::new(PipelineMetrics::default()),
             output: Mutex::new(None),
             stop,
         })
@@ -108,12 +115,38 @@ impl Hub {
     }
 
     pub fn status(&self) -> Status {
+        let mut stream = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let latency_ms = match self.metrics.lock() {
+            Ok(m) => {
+                stream.frames_captured = m.frames_captured;
+                stream.frames_encoded = m.frames_encoded;
+                stream.frames_dropped = m.frames_dropped;
+                stream.keyframes = m.keyframes;
+                stream.keyframes_resent = m.keyframes_resent;
+                m.stage_summary()
+            }
+            Err(_) => serde_json::Value::Null,
+        };
         Status {
             version: env!("CARGO_PKG_VERSION"),
             sessions: 1,
             viewers: self.viewers(),
             output: self.output.lock().ok().and_then(|o| o.clone()),
-            stream: self.stats.lock().map(|s| s.clone()).unwrap_or_default(),
+            stream,
+            latency_ms,
+        }
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn prometheus(&self) -> String {
+        let (fps, kbps) = self.stats.lock().map(|s| (s.fps, s.bitrate_kbps)).unwrap_or_default();
+        self.metrics.lock().map(|m| m.prometheus(self.viewers(), fps, kbps)).unwrap_or_default()
+    }
+
+    /// Record something in the metrics.
+    pub fn with_metrics(&self, f: impl FnOnce(&mut PipelineMetrics)) {
+        if let Ok(mut m) = self.metrics.lock() {
+            f(&mut m);
         }
     }
 
@@ -210,8 +243,9 @@ impl Hub {
                         }
                         need_idr = false;
                         // Bounded: a peer whose connection stalls must not pin this task (or the viewer slot).
+                        let t = Instant::now();
                         match tokio::time::timeout(SEND_TIMEOUT, sender.send(&frame)).await {
-                            Ok(Ok(_)) => {}
+                            Ok(Ok(_)) => self.with_metrics(|m| m.observe("send", t.elapsed())),
                             Ok(Err(e)) => {
                                 tracing::debug!(viewer = id, "send failed: {e}");
                                 break;
@@ -225,6 +259,7 @@ impl Hub {
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(viewer = id, skipped = n, "viewer fell behind; waiting for a keyframe");
+                        self.with_metrics(|m| m.frames_dropped += n);
                         need_idr = true;
                         self.request_keyframe();
                     }

@@ -39,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/whep", post(whep_post).options(cors_preflight))
         .route("/whep/{id}", delete(whep_delete).options(cors_preflight))
         .route("/api/status", get(status))
+        .route("/api/shutdown", post(shutdown))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .with_state(state)
 }
@@ -74,6 +76,25 @@ async fn status(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Res
         return unauthorized();
     }
     Json(st.hub.status()).into_response()
+}
+
+async fn metrics(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    if !authorized(&st, &headers, &uri) {
+        return unauthorized();
+    }
+    let mut r = st.hub.prometheus().into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+/// `wl-webrtc stop`: ask this instance to shut down gracefully.
+async fn shutdown(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    if !authorized(&st, &headers, &uri) {
+        return unauthorized();
+    }
+    tracing::info!("shutdown requested through the API");
+    st.hub.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (StatusCode::ACCEPTED, "shutting down\n").into_response()
 }
 
 fn hub_error(e: &HubError) -> Response {

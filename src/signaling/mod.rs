@@ -8,5 +8,6 @@
 //! socket is closed; the server keeps serving everyone else.
 
 pub mod auth;
+pub mod client;
 pub mod http;
 pub mod messages;

@@ -63,6 +63,20 @@ fn sigint_tears_down_the_private_desktop() {
 }
 
 #[test]
+fn sigterm_exits_0_and_tears_down_the_private_desktop() {
+    let (child, prefix) = start_headless_instance();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).expect("pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM");
+    let out = wait_output(child, Duration::from_secs(15));
+    assert_no_panic(&out);
+    assert!(out.status.success(), "exit after SIGTERM: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_nothing_left(&prefix, true);
+}
+
+#[test]
 fn program_exit_ends_the_headless_session() {
     let child = Command::new(bin())
         .args(["--headless", "640x480", "--listen", "127.0.0.1:0", "--", "sh", "-c", "sleep 1"])

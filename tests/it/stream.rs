@@ -343,3 +343,63 @@ fn non_loopback_listen_requires_a_generated_token_unless_no_auth() {
         assert_eq!(http("GET", &format!("{}/api/status", open.base), &[], "").0, 200, "--no-auth: open");
     });
 }
+
+fn cli_at(srv: &Server, args: &[&str]) -> std::process::Output {
+    let listen = srv.base.trim_start_matches("http://").to_owned();
+    let mut cmd = std::process::Command::new(crate::support::bin());
+    cmd.args(["--listen", &listen]).args(args);
+    crate::support::output_within(cmd, Duration::from_secs(30))
+}
+
+#[test]
+fn idle_costs_nothing_status_and_metrics_are_live_and_stop_exits_0() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let f = Fixture::with_pattern(640, 480, PatternKind::Quadrants);
+        let mut srv = Server::start(&f, &[]);
+        // Nobody watching: nothing is captured.
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = cli_at(&srv, &["status", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+        assert_eq!((st["viewers"].as_u64(), st["stream"]["frames_captured"].as_u64()), (Some(0), Some(0)), "{st}");
+
+        // A viewer on a static desktop: the first frames, then nothing is encoded at all.
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        page.wait_for(DECODED, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(1000));
+        let s1 = srv.status()["stream"].clone();
+        std::thread::sleep(Duration::from_millis(4000));
+        let s2 = srv.status()["stream"].clone();
+        assert!(s1["frames_encoded"].as_u64() > Some(0), "the viewer got its first frame");
+        // Chromium asks for a keyframe when no frame came for ~3 s; those are answered by resending the IDR.
+        for k in ["frames_captured", "frames_encoded", "keyframes"] {
+            assert_eq!(s1[k], s2[k], "{k}: a static desktop captures and encodes nothing more ({s1} → {s2})");
+        }
+
+        let text = http("GET", &format!("{}/metrics", srv.base), &[], "").1;
+        for needle in ["wl_webrtc_frames_encoded_total ", "wl_webrtc_viewers 1", "stage=\"encode\""] {
+            assert!(text.contains(needle), "{needle} missing from /metrics:\n{text}");
+        }
+        let human = cli_at(&srv, &["status"]);
+        let human = String::from_utf8_lossy(&human.stdout);
+        assert!(human.contains("1 viewer(s)") && human.contains("encode"), "{human}");
+
+        drop(page);
+        let out = cli_at(&srv, &["stop"]);
+        assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            if let Some(s) = srv.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "server still running after stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(code.success(), "exit status after stop: {code:?}");
+        let out = cli_at(&srv, &["status"]);
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no running instance"));
+    });
+}
