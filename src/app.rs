@@ -467,7 +467,11 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
 
     let media = {
         let (cfg, hub) = (cfg.clone(), Arc::clone(&hub));
-        std::thread::Builder::new().name("media".into()).spawn(move || media_loop(cap, &cfg, &hub))?
+        let (socket, headless) = (desk.socket.clone(), desk.headless.is_some());
+        let reopen = move |cfg: &Config| open_capture(cfg, &socket);
+        std::thread::Builder::new()
+            .name("media".into())
+            .spawn(move || media_loop(cap, &reopen, headless, &cfg, &hub))?
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let state = crate::signaling::http::AppState { hub: Arc::clone(&hub), token, shutdown: shutdown_rx };
@@ -511,8 +515,58 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// Capture → convert → encode → publish, while anyone watches. Returns on stop or a capture error.
-fn media_loop(mut cap: ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub) -> anyhow::Result<()> {
+/// How often a lost capture (compositor or output gone) is retried.
+const CAPTURE_RETRY: Duration = Duration::from_secs(1);
+
+/// Capture → convert → encode → publish, while anyone watches. Returns on stop; on a capture error it returns
+/// only for a private headless desktop (whose compositor dying ends the program); otherwise the server keeps
+/// running, reports the loss in its status and reconnects when the compositor (and output) are back.
+fn media_loop(
+    cap: ScreencopyCapture,
+    reopen: &dyn Fn(&Config) -> anyhow::Result<ScreencopyCapture>,
+    headless: bool,
+    cfg: &Config,
+    hub: &crate::server::Hub,
+) -> anyhow::Result<()> {
+    let mut cap = Some(cap);
+    let mut last_try = Instant::now();
+    let stop = &hub.stop;
+    while !stop.load(Ordering::Relaxed) {
+        let step = match cap.as_mut() {
+            Some(c) => media_run(c, cfg, hub),
+            None => {
+                if last_try.elapsed() >= CAPTURE_RETRY {
+                    last_try = Instant::now();
+                    match reopen(cfg) {
+                        Ok(c) => {
+                            tracing::info!("capture is back");
+                            hub.set_capture_state("ok");
+                            hub.request_keyframe();
+                            cap = Some(c);
+                        }
+                        Err(e) => hub.set_capture_state(format!("lost: {e:#}")),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        match step {
+            Ok(()) => return Ok(()),
+            Err(e) if headless => return Err(e),
+            Err(e) => {
+                tracing::warn!("capture lost: {e:#}; the server keeps running and retries every second");
+                hub.set_capture_state(format!("lost: {e:#}"));
+                cap = None;
+                last_try = Instant::now();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The streaming loop over one capture; returns Ok on stop, Err when capture fails.
+fn media_run(cap: &mut ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub) -> anyhow::Result<()> {
     let mut stage = crate::media::MediaStage::new(cfg);
     let mut pacer = Pacer::new(cfg.fps);
     let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
@@ -520,6 +574,7 @@ fn media_loop(mut cap: ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub
     let mut last_published: Option<EncodedFrame> = None;
     while !stop.load(Ordering::Relaxed) {
         if hub.viewers() == 0 {
+            cap.check_alive()?;
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }

@@ -127,8 +127,19 @@ impl HeadlessDesktop {
             }
         }
 
-        let mut cmd = desk.base_command("sway");
-        cmd.arg("-c").arg(&config).stdin(Stdio::null()).stderr(log.try_clone().map_err(rt_err)?).stdout(log);
+        desk.spawn_sway(log)?;
+        tracing::info!(pid = desk.compositor_pid(), dir = %desk.runtime_dir.display(), mode = %m, "started private headless sway");
+        Ok(desk)
+    }
+
+    fn spawn_sway(&mut self, log: fs::File) -> Result<(), HeadlessError> {
+        let rt_err = |source| HeadlessError::RuntimeDir { path: self.runtime_dir.clone(), source };
+        let mut cmd = self.base_command("sway");
+        cmd.arg("-c")
+            .arg(self.runtime_dir.join("sway.config"))
+            .stdin(Stdio::null())
+            .stderr(log.try_clone().map_err(rt_err)?)
+            .stdout(log);
         cmd.env("WLR_BACKENDS", "headless")
             .env("WLR_LIBINPUT_NO_DEVICES", "1")
             .env("WLR_RENDERER", std::env::var("WLR_RENDERER").unwrap_or_else(|_| "pixman".into()));
@@ -136,10 +147,19 @@ impl HeadlessDesktop {
             io::ErrorKind::NotFound => HeadlessError::NotInstalled { program: "sway".into(), source },
             _ => HeadlessError::Spawn { program: "sway".into(), source },
         })?;
-        tracing::info!(pid = sway.id(), dir = %desk.runtime_dir.display(), mode = %m, "started private headless sway");
-        desk.sway = Some(sway);
-        desk.wait_for_sockets()?;
-        Ok(desk)
+        self.sway = Some(sway);
+        self.wait_for_sockets()
+    }
+
+    /// Start the compositor again in the same runtime dir (same socket path), e.g. after
+    /// [`HeadlessDesktop::kill_compositor`]: clients that reconnect by path find it again.
+    pub fn restart_compositor(&mut self) -> Result<(), HeadlessError> {
+        self.kill_compositor();
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.runtime_dir.join("sway.log"))
+            .map_err(|source| HeadlessError::RuntimeDir { path: self.runtime_dir.clone(), source })?;
+        self.spawn_sway(log)
     }
 
     /// A `Command` with the environment of the desktop (clean env, runtime dir, account) but no Wayland vars.

@@ -46,6 +46,8 @@ pub struct Status {
     pub sessions: usize,
     pub viewers: usize,
     pub output: Option<String>,
+    /// "ok", or "lost: <why>" while the compositor or output is gone (capture is retried every second).
+    pub capture: String,
     pub stream: StreamStats,
     /// Per-stage latency: `{stage: {p50_ms, p95_ms, count}}` for capture_wait, copy, convert, encode, send.
     pub latency_ms: serde_json::Value,
@@ -72,6 +74,7 @@ pub struct Hub {
     pub stats: Mutex<StreamStats>,
     pub metrics: Mutex<PipelineMetrics>,
     pub output: Mutex<Option<String>>,
+    pub capture_state: Mutex<String>,
     /// Set on shutdown: the media thread and every viewer task end.
     pub stop: Arc<AtomicBool>,
 }
@@ -90,6 +93,7 @@ impl Hub {
             stats: Mutex::new(StreamStats::default()),
             metrics: Mutex::new(PipelineMetrics::default()),
             output: Mutex::new(None),
+            capture_state: Mutex::new("ok".to_owned()),
             stop,
         })
     }
@@ -132,6 +136,7 @@ impl Hub {
             sessions: 1,
             viewers: self.viewers(),
             output: self.output.lock().ok().and_then(|o| o.clone()),
+            capture: self.capture_state.lock().map(|c| c.clone()).unwrap_or_default(),
             stream,
             latency_ms,
         }
@@ -141,6 +146,12 @@ impl Hub {
     pub fn prometheus(&self) -> String {
         let (fps, kbps) = self.stats.lock().map(|s| (s.fps, s.bitrate_kbps)).unwrap_or_default();
         self.metrics.lock().map(|m| m.prometheus(self.viewers(), fps, kbps)).unwrap_or_default()
+    }
+
+    pub fn set_capture_state(&self, state: impl Into<String>) {
+        if let Ok(mut c) = self.capture_state.lock() {
+            *c = state.into();
+        }
     }
 
     /// Record something in the metrics.

@@ -293,6 +293,16 @@ impl ScreencopyCapture {
         }
     }
 
+    /// Read pending events without asking for a frame: notices a vanished compositor or output while idle.
+    pub fn check_alive(&mut self) -> Result<(), CaptureError> {
+        let never = AtomicBool::new(false);
+        self.session.dispatch_until(Instant::now() + Duration::from_millis(1), &never, |_| Ok(false))?;
+        match self.session.take_destroyed_outputs().into_iter().find(|n| *n == self.output_desc.name) {
+            Some(name) => Err(CaptureError::OutputGone(name)),
+            None => Ok(()),
+        }
+    }
+
     /// Run `f(data, stride)` over the pixels of the last frame.
     pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
         let buf = self.buffer.as_mut().ok_or_else(|| CaptureError::Unsupported("no frame captured yet".into()))?;

@@ -403,3 +403,78 @@ fn idle_costs_nothing_status_and_metrics_are_live_and_stop_exits_0() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("no running instance"));
     });
 }
+
+const DECODED_NOW: &str = "wlw.pc.getStats().then(r => { let n = 0; r.forEach(s => { if (s.type === 'inbound-rtp') n = s.framesDecoded; }); return n; })";
+
+#[test]
+fn compositor_restart_keeps_the_server_up_and_streaming_resumes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let mut f = Fixture::start(640, 480, 60);
+        f.spawn_pattern(PatternKind::MovingBar, None);
+        f.wait_for_pattern(640, 480);
+        let srv = Server::start(&f, &[]);
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        page.wait_for(DECODING, Duration::from_secs(20));
+
+        f.desk.kill_compositor();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = srv.status(); // the API keeps answering
+            if st["capture"].as_str().unwrap_or("").starts_with("lost") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the loss was not reported: {st}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        f.desk.restart_compositor().expect("restart sway on the same socket");
+        f.spawn_pattern(PatternKind::MovingBar, None);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while srv.status()["capture"] != "ok" {
+            assert!(Instant::now() < deadline, "capture did not resume: {}", srv.status());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let a = page.eval(DECODED_NOW).as_u64().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let b = page.eval(DECODED_NOW).as_u64().unwrap_or(0);
+            if b > a + 30 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the same viewer did not get frames again ({a} → {b})");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(srv.status()["viewers"].as_u64(), Some(1), "the viewer stayed connected throughout");
+    });
+}
+
+#[test]
+fn output_mode_change_while_streaming_reaches_the_viewer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let mut f = Fixture::start(1280, 720, 60);
+        f.spawn_pattern(PatternKind::MovingBar, None);
+        f.wait_for_pattern(1280, 720);
+        let srv = Server::start(&f, &[]);
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        page.wait_for(DECODING, Duration::from_secs(20));
+        f.swaymsg(&["output", "HEADLESS-1", "mode", "--custom", "800x600@60Hz"]);
+        let size = "wlw.pc.getStats().then(r => { let v = null; r.forEach(s => { if (s.type === 'inbound-rtp') v = [s.frameWidth, s.frameHeight, s.framesDecoded]; }); return v; })";
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let at_new_size = loop {
+            let v = page.eval(size);
+            if v[0] == 800 && v[1] == 600 {
+                break v[2].as_u64().unwrap_or(0);
+            }
+            assert!(Instant::now() < deadline, "viewer never decoded 800x600: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let later = page.eval(size);
+        assert!(later[2].as_u64().unwrap_or(0) > at_new_size + 20, "decoding continues at the new size: {later}");
+        assert_eq!(srv.status()["stream"]["width"].as_u64(), Some(800));
+    });
+}
