@@ -104,6 +104,17 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         Some(Command::Status(a)) => status(&cfg, a.json),
         Some(Command::Stop) => stop_instance(&cfg),
         Some(Command::Config(a)) => print_config(&cfg, &a),
+        Some(Command::Generate(g)) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            match g.what {
+                crate::cli::Generated::Man => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                crate::cli::Generated::Completions { shell } => {
+                    clap_complete::generate(shell, &mut cmd, "wl-webrtc", &mut std::io::stdout())
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::TestPattern(a)) => {
             let socket = wayland::display_from_env()?;
             crate::pattern::run(&socket, cfg.output.as_deref(), a.pattern)?;

@@ -96,6 +96,25 @@ pub enum Command {
     Config(ConfigArgs),
     /// A Wayland client that paints a known test pattern on an output (for tests and demos).
     TestPattern(TestPatternArgs),
+    /// Print the man page (roff) or shell completions.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(subcommand)]
+    pub what: Generated,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generated {
+    /// The man page, in roff: `wl-webrtc generate man > wl-webrtc.1`.
+    Man,
+    /// Completions for a shell: `wl-webrtc generate completions bash > /etc/bash_completion.d/wl-webrtc`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args, Default)]

@@ -70,7 +70,15 @@ impl MediaStage {
                 slot.insert(X264Encoder::new(settings)?)
             }
         };
-        let out = encoder.encode(&self.nv12, capture_ts, force_idr)?;
+        let out = match encoder.encode(&self.nv12, capture_ts, force_idr) {
+            Ok(out) => out,
+            Err(e) => {
+                // Recovery: the next frame opens a fresh encoder, whose first frame is an IDR.
+                tracing::warn!("encoder failed ({e}); re-initialising it");
+                self.encoder = None;
+                return Err(e.into());
+            }
+        };
         let t2 = Instant::now();
         Ok((out, StageTimes { convert: t1 - t0, encode: t2 - t1 }))
     }

@@ -93,3 +93,21 @@ fn config_print_default_is_the_template_and_file_overrides_apply() {
     assert!(text.contains("fps = 30") && text.contains("output = \"FROM-FLAG\""), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn man_page_and_completions_are_generated() {
+    let run = |args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(args);
+        output_within(c, Duration::from_secs(20))
+    };
+    let man = run(&["generate", "man"]);
+    assert!(man.status.success());
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH wl-webrtc 1") && man.contains("headless"), "{man}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["generate", "completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("list-outputs"), "{shell} completions name subcommands");
+    }
+}
