@@ -476,13 +476,19 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     println!("wl-webrtc: streaming {output} at http://{addr}/{query}");
     tracing::info!(%addr, %output, auth = token.is_some(), "serving");
 
+    // Capture thread (Wayland, convert) → latest-picture slot → media thread (encode, publish).
+    let pipe = Arc::new(crate::media::PictureSlot::default());
     let media = {
-        let (cfg, hub) = (cfg.clone(), Arc::clone(&hub));
+        let (cfg, hub, pipe) = (cfg.clone(), Arc::clone(&hub), Arc::clone(&pipe));
         let (socket, headless) = (desk.socket.clone(), desk.headless.is_some());
         let reopen = move |cfg: &Config| open_capture(cfg, &socket);
         std::thread::Builder::new()
-            .name("media".into())
-            .spawn(move || media_loop(cap, &reopen, headless, &cfg, &hub))?
+            .name("capture".into())
+            .spawn(move || media_loop(cap, &reopen, headless, &cfg, &hub, &pipe))?
+    };
+    let encoder_thread = {
+        let (cfg, hub, pipe) = (cfg.clone(), Arc::clone(&hub), Arc::clone(&pipe));
+        std::thread::Builder::new().name("media".into()).spawn(move || encode_loop(&cfg, &hub, &pipe))?
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let state = crate::signaling::http::AppState { hub: Arc::clone(&hub), token, shutdown: shutdown_rx };
@@ -519,7 +525,8 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
         let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     });
     stop.store(true, Ordering::Relaxed);
-    let media_result = media.join().map_err(|_| anyhow::anyhow!("the media thread panicked"))?;
+    let media_result = media.join().map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
+    encoder_thread.join().map_err(|_| anyhow::anyhow!("the media thread panicked"))?;
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(desk);
     media_result?;
@@ -538,13 +545,14 @@ fn media_loop(
     headless: bool,
     cfg: &Config,
     hub: &crate::server::Hub,
+    pipe: &crate::media::PictureSlot,
 ) -> anyhow::Result<()> {
     let mut cap = Some(cap);
     let mut last_try = Instant::now();
     let stop = &hub.stop;
     while !stop.load(Ordering::Relaxed) {
         let step = match cap.as_mut() {
-            Some(c) => media_run(c, cfg, hub),
+            Some(c) => media_run(c, cfg, hub, pipe),
             None => {
                 if last_try.elapsed() >= CAPTURE_RETRY {
                     last_try = Instant::now();
@@ -577,12 +585,15 @@ fn media_loop(
 }
 
 /// The streaming loop over one capture; returns Ok on stop, Err when capture fails.
-fn media_run(cap: &mut ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub) -> anyhow::Result<()> {
-    let mut stage = crate::media::MediaStage::new(cfg);
+fn media_run(
+    cap: &mut ScreencopyCapture,
+    cfg: &Config,
+    hub: &crate::server::Hub,
+    pipe: &crate::media::PictureSlot,
+) -> anyhow::Result<()> {
+    let mut stage = crate::media::ConvertStage::default();
     let mut pacer = Pacer::new(cfg.fps);
-    let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
     let stop = &hub.stop;
-    let mut last_published: Option<EncodedFrame> = None;
     while !stop.load(Ordering::Relaxed) {
         if hub.viewers() == 0 {
             cap.check_alive()?;
@@ -590,43 +601,71 @@ fn media_run(cap: &mut ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub
             continue;
         }
         pacer.wait(stop);
-        let encoded = match cap.next_frame(Duration::from_millis(100), stop)? {
-            Some(info) => {
-                pacer.frame_delivered(info.requested_at);
-                let idr = hub.take_keyframe(Instant::now());
-                let layout = info.layout;
-                let res = cap.with_pixels(|data, stride| {
-                    let layout = crate::frame::FrameLayout { stride, ..layout };
-                    stage.process(data, &layout, info.y_invert, &info.damage, info.ready_at, idr)
-                })?;
-                if let Ok(mut st) = hub.stats.lock() {
-                    (st.width, st.height) = (layout.width, layout.height);
-                }
-                hub.with_metrics(|m| {
-                    m.frames_captured += 1;
-                    m.observe("capture_wait", info.latency());
-                    if let Some(age) = info.age {
-                        m.observe("copy", age);
-                    }
-                    if let Ok((_, t)) = &res {
-                        m.observe("convert", t.convert);
-                        m.observe("encode", t.encode);
-                    }
-                });
-                res.map(|(frame, _)| frame)
+        let Some(info) = cap.next_frame(Duration::from_millis(100), stop)? else { continue };
+        pacer.frame_delivered(info.requested_at);
+        let layout = info.layout;
+        let converted = cap.with_pixels(|data, stride| {
+            let layout = crate::frame::FrameLayout { stride, ..layout };
+            stage.convert(data, &layout, info.y_invert, &info.damage)
+        })?;
+        if let Ok(mut st) = hub.stats.lock() {
+            (st.width, st.height) = (layout.width, layout.height);
+        }
+        hub.with_metrics(|m| {
+            m.frames_captured += 1;
+            m.observe("capture_wait", info.latency());
+            if let Some(age) = info.age {
+                m.observe("copy", age);
             }
-            // Static screen and a viewer needs a keyframe (a new viewer, or Chromium's periodic request when no
-            // frame came for a while): resend the last IDR if nothing followed it, else encode one.
-            None if hub.take_keyframe(Instant::now()) => match &last_published {
-                Some(f) if f.idr => {
+            if let Ok(t) = &converted {
+                m.observe("convert", *t);
+            }
+        });
+        match converted {
+            Ok(_) => {
+                // Capture time = the compositor's presentation time, on our clock.
+                let capture_ts = info.age.and_then(|a| info.ready_at.checked_sub(a)).unwrap_or(info.ready_at);
+                if pipe.offer(stage.picture(), capture_ts) {
+                    hub.with_metrics(|m| m.frames_dropped += 1);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("frame dropped: {e}");
+                hub.with_metrics(|m| m.frames_dropped += 1);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The media thread: take the newest picture, encode, publish. On a static screen, a keyframe request is
+/// answered by resending the last IDR (nothing followed it) or encoding the last picture as an IDR.
+fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::PictureSlot) {
+    let mut stage = crate::media::EncodeStage::new(cfg);
+    let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
+    let mut last_published: Option<EncodedFrame> = None;
+    let mut last_picture: Option<crate::media::Picture> = None;
+    while !hub.stop.load(Ordering::Relaxed) {
+        let encoded = match pipe.take(Duration::from_millis(100)) {
+            Some(pic) => {
+                let idr = hub.take_keyframe(Instant::now());
+                let r = stage.encode(&pic.nv12, pic.capture_ts, idr);
+                if let Some(old) = last_picture.replace(pic) {
+                    pipe.recycle(old);
+                }
+                r.map(|(frame, t)| {
+                    hub.with_metrics(|m| m.observe("encode", t));
+                    frame
+                })
+            }
+            None if hub.take_keyframe(Instant::now()) => match (&last_published, &last_picture) {
+                (Some(f), _) if f.idr => {
                     hub.publish(EncodedFrame { capture_ts: Instant::now(), ..f.clone() });
                     hub.with_metrics(|m| m.keyframes_resent += 1);
                     continue;
                 }
-                _ => match stage.reencode_idr(Instant::now()) {
-                    Some(r) => r,
-                    None => continue,
-                },
+                (_, Some(p)) => stage.encode(&p.nv12, Instant::now(), true).map(|(f, _)| f),
+                _ => continue,
             },
             None => continue,
         };
@@ -656,7 +695,6 @@ fn media_run(cap: &mut ScreencopyCapture, cfg: &Config, hub: &crate::server::Hub
             (window_start, window_frames, window_bytes) = (Instant::now(), 0, 0);
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -384,6 +384,15 @@ impl Nv12Frame {
         Nv12Frame { width, height, stride, y: vec![16; stride * ph], uv: vec![128; stride * ph / 2] }
     }
 
+    /// Become a copy of `other`, reusing this frame's allocations (no allocation when sizes match).
+    pub fn copy_from(&mut self, other: &Nv12Frame) {
+        (self.width, self.height, self.stride) = (other.width, other.height, other.stride);
+        self.y.clear();
+        self.y.extend_from_slice(&other.y);
+        self.uv.clear();
+        self.uv.extend_from_slice(&other.uv);
+    }
+
     pub const fn padded_width(&self) -> u32 {
         self.width.next_multiple_of(2)
     }

@@ -48,32 +48,25 @@ fn assert_nothing_left(prefix: &str, check_dirs: bool) {
     assert!(dirs.is_empty(), "runtime dir left behind: {dirs:?}");
 }
 
-#[test]
-fn sigint_tears_down_the_private_desktop() {
+/// Send `sig` to a `--headless` instance: it must exit 0 and leave nothing behind.
+fn signal_tears_down(sig: rustix::process::Signal) {
     let (child, prefix) = start_headless_instance();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).expect("pid"),
-        rustix::process::Signal::INT,
-    )
-    .expect("SIGINT");
+    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).expect("pid"), sig)
+        .expect("signal");
     let out = wait_output(child, Duration::from_secs(15));
     assert_no_panic(&out);
-    assert!(out.status.success(), "exit after Ctrl-C: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exit after {sig:?}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     assert_nothing_left(&prefix, true);
 }
 
 #[test]
+fn sigint_tears_down_the_private_desktop() {
+    signal_tears_down(rustix::process::Signal::INT);
+}
+
+#[test]
 fn sigterm_exits_0_and_tears_down_the_private_desktop() {
-    let (child, prefix) = start_headless_instance();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).expect("pid"),
-        rustix::process::Signal::TERM,
-    )
-    .expect("SIGTERM");
-    let out = wait_output(child, Duration::from_secs(15));
-    assert_no_panic(&out);
-    assert!(out.status.success(), "exit after SIGTERM: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    assert_nothing_left(&prefix, true);
+    signal_tears_down(rustix::process::Signal::TERM);
 }
 
 #[test]

@@ -96,6 +96,16 @@ fn http_get_json(url: &str) -> serde_json::Value {
 }
 
 /// Frames keep arriving (animated desktop).
+/// Start a server on the fixture's desktop and a Chromium viewer on it; wait until `until` holds.
+fn watch(f: &Fixture, until: &str) -> (Server, Browser, crate::support::browser::Page) {
+    let srv = Server::start(f, &[]);
+    let browser = Browser::launch();
+    let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+    page.wait_for(until, Duration::from_secs(20));
+    (srv, browser, page)
+}
+
+/// Frames keep arriving (animated desktop).
 const DECODING: &str = "window.wlw && wlw.stats && wlw.stats.framesDecoded > 30 && wlw.stats.decoder !== ''";
 /// A picture arrived and was decoded (a static desktop sends only the first frames).
 const DECODED: &str = "window.wlw && wlw.stats && wlw.stats.framesDecoded > 0 && wlw.stats.decoder !== ''";
@@ -150,13 +160,8 @@ fn chromium_viewer_decodes_the_desktop_with_correct_pixels() {
 fn chromium_keeps_decoding_an_animated_desktop() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(1280, 720, 60);
-        f.spawn_pattern(PatternKind::MovingBar, None);
-        f.wait_for_pattern(1280, 720);
-        let srv = Server::start(&f, &[]);
-        let browser = Browser::launch();
-        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
-        page.wait_for(DECODING, Duration::from_secs(20));
+        let f = Fixture::with_pattern(1280, 720, PatternKind::MovingBar);
+        let (_srv, _browser, mut page) = watch(&f, DECODING);
         let a = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
         std::thread::sleep(Duration::from_secs(2));
         let b = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
@@ -170,9 +175,7 @@ fn chromium_keeps_decoding_an_animated_desktop() {
 fn whep_round_trip_with_a_real_peer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(640, 480, 60);
-        f.spawn_pattern(PatternKind::MovingBar, None);
-        f.wait_for_pattern(640, 480);
+        let f = Fixture::with_pattern(640, 480, PatternKind::MovingBar);
         let srv = Server::start(&f, &[]);
         let browser = Browser::launch();
         let mut page = browser.new_page(&format!("{}/whep.html?gum=1", srv.base));
@@ -227,9 +230,7 @@ fn proc_counts(pid: u32) -> (usize, usize) {
 fn three_viewers_decode_and_churn_leaves_no_leaks() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(640, 480, 30);
-        f.spawn_pattern(PatternKind::MovingBar, None);
-        f.wait_for_pattern(640, 480);
+        let f = Fixture::with_pattern(640, 480, PatternKind::MovingBar);
         let srv = Server::start(&f, &[]);
         let browser = Browser::launch();
         let mut pages: Vec<_> = (0..3).map(|_| browser.new_page(&format!("{}/?gum=1", srv.base))).collect();
@@ -410,13 +411,8 @@ const DECODED_NOW: &str = "wlw.pc.getStats().then(r => { let n = 0; r.forEach(s 
 fn compositor_restart_keeps_the_server_up_and_streaming_resumes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(640, 480, 60);
-        f.spawn_pattern(PatternKind::MovingBar, None);
-        f.wait_for_pattern(640, 480);
-        let srv = Server::start(&f, &[]);
-        let browser = Browser::launch();
-        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
-        page.wait_for(DECODING, Duration::from_secs(20));
+        let mut f = Fixture::with_pattern(640, 480, PatternKind::MovingBar);
+        let (srv, _browser, mut page) = watch(&f, DECODING);
 
         f.desk.kill_compositor();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -454,13 +450,8 @@ fn compositor_restart_keeps_the_server_up_and_streaming_resumes() {
 fn output_mode_change_while_streaming_reaches_the_viewer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(1280, 720, 60);
-        f.spawn_pattern(PatternKind::MovingBar, None);
-        f.wait_for_pattern(1280, 720);
-        let srv = Server::start(&f, &[]);
-        let browser = Browser::launch();
-        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
-        page.wait_for(DECODING, Duration::from_secs(20));
+        let f = Fixture::with_pattern(1280, 720, PatternKind::MovingBar);
+        let (srv, _browser, mut page) = watch(&f, DECODING);
         f.swaymsg(&["output", "HEADLESS-1", "mode", "--custom", "800x600@60Hz"]);
         let size = "wlw.pc.getStats().then(r => { let v = null; r.forEach(s => { if (s.type === 'inbound-rtp') v = [s.frameWidth, s.frameHeight, s.framesDecoded]; }); return v; })";
         let deadline = Instant::now() + Duration::from_secs(15);
