@@ -250,33 +250,28 @@ pub fn open_capture(cfg: &Config, socket: &std::path::Path) -> anyhow::Result<Sc
     }
 }
 
-/// Frame pacing for the `--fps` cap: the earliest time the next frame may be requested.
+/// `--fps` pacing: the decision is `control::FramePacer`'s; this only sleeps (in ≤ 50 ms steps, so a stop
+/// request is seen promptly).
 #[derive(Debug)]
-struct Pacer {
-    period: Duration,
-    next: Option<Instant>,
-}
+struct Pacer(crate::control::FramePacer);
 
 impl Pacer {
     fn new(fps: u32) -> Pacer {
-        Pacer { period: Duration::from_secs_f64(1.0 / f64::from(fps.max(1))), next: None }
+        Pacer(crate::control::FramePacer::new(fps))
     }
 
-    /// Sleep until the next frame may be requested (never longer than `max`, to stay responsive).
     fn wait(&mut self, stop: &AtomicBool) {
-        if let Some(next) = self.next {
-            while !stop.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= next {
-                    break;
-                }
-                std::thread::sleep((next - now).min(Duration::from_millis(50)));
+        loop {
+            let wait = self.0.wait_time(Instant::now());
+            if wait.is_zero() || stop.load(Ordering::Relaxed) {
+                return;
             }
+            std::thread::sleep(wait.min(Duration::from_millis(50)));
         }
     }
 
     fn frame_delivered(&mut self, requested_at: Instant) {
-        self.next = Some(requested_at + self.period);
+        self.0.frame_delivered(requested_at);
     }
 }
 
@@ -706,15 +701,5 @@ mod tests {
         let cfg = Config::default();
         let err = Desktop::open(&cfg, &["foot".into()]).expect_err("refused");
         assert!(err.to_string().contains("--headless"), "{err}");
-    }
-
-    #[test]
-    fn pacer_spaces_requests() {
-        let stop = AtomicBool::new(false);
-        let mut p = Pacer::new(100);
-        let t0 = Instant::now();
-        p.frame_delivered(t0);
-        p.wait(&stop);
-        assert!(t0.elapsed() >= Duration::from_millis(10));
     }
 }

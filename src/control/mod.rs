@@ -38,9 +38,48 @@ impl KeyframeLimiter {
     }
 }
 
+/// Frame pacing for the `--fps` cap: a frame may be requested one period after the previous request that
+/// delivered a frame. (Requests are what cost: the compositor completes them at its own next frame.)
+#[derive(Debug, Clone)]
+pub struct FramePacer {
+    period: Duration,
+    next: Option<Instant>,
+}
+
+impl FramePacer {
+    pub fn new(fps: u32) -> FramePacer {
+        FramePacer { period: Duration::from_secs_f64(1.0 / f64::from(fps.max(1))), next: None }
+    }
+
+    /// How long to wait at `now` before the next request (zero: go).
+    pub fn wait_time(&self, now: Instant) -> Duration {
+        self.next.map_or(Duration::ZERO, |next| next.saturating_duration_since(now))
+    }
+
+    /// A frame requested at `requested_at` arrived.
+    pub fn frame_delivered(&mut self, requested_at: Instant) {
+        self.next = Some(requested_at + self.period);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacer_caps_the_request_rate() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = FramePacer::new(50); // 20 ms period
+        assert_eq!(p.wait_time(ms(0)), Duration::ZERO, "first request at once");
+        p.frame_delivered(ms(0));
+        assert_eq!(p.wait_time(ms(5)), Duration::from_millis(15));
+        assert_eq!(p.wait_time(ms(20)), Duration::ZERO);
+        // A frame that took longer than a period (compositor at 30 Hz) allows the next request at once.
+        p.frame_delivered(ms(20));
+        assert_eq!(p.wait_time(ms(53)), Duration::ZERO);
+        assert_eq!(FramePacer::new(0).period, Duration::from_secs(1), "0 fps is treated as 1");
+    }
 
     #[test]
     fn bursts_collapse_to_one_idr_per_interval() {
