@@ -104,6 +104,7 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         Some(Command::Status(a)) => status(&cfg, a.json),
         Some(Command::Stop) => stop_instance(&cfg),
         Some(Command::Config(a)) => print_config(&cfg, &a),
+        Some(Command::Bench(b)) => bench(&cfg, &b),
         Some(Command::Generate(g)) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -121,6 +122,43 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
+    if b.frames == 0 {
+        anyhow::bail!("--frames must be at least 1");
+    }
+    let sizes = match &b.size {
+        Some(s) => {
+            let m = crate::config::HeadlessMode::parse(s).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+            vec![(m.width, m.height)]
+        }
+        None => vec![(1920, 1080), (3840, 2160)],
+    };
+    let mut rows = Vec::new();
+    for (w, h) in sizes {
+        match b.what {
+            crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames)?),
+            crate::cli::BenchWhat::Encode => rows.push(crate::bench::encode(w, h, b.frames, cfg.fps)?),
+        }
+    }
+    if b.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<8} {:<28} {:>10} {:>7} {:>9} {:>9}", "stage", "case", "size", "frames", "p50 ms", "mean ms");
+        for r in &rows {
+            println!(
+                "{:<8} {:<28} {:>10} {:>7} {:>9.3} {:>9.3}",
+                r.stage,
+                r.case,
+                format!("{}x{}", r.width, r.height),
+                r.frames,
+                r.p50_ms,
+                r.mean_ms
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit code when no instance answers at the listen address.

@@ -98,6 +98,33 @@ pub enum Command {
     TestPattern(TestPatternArgs),
     /// Print the man page (roff) or shell completions.
     Generate(GenerateArgs),
+    /// Time the CPU stages on this machine (synthetic desktop frames).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which stage.
+    #[arg(value_enum)]
+    pub what: BenchWhat,
+    /// Frame size (default: both 1920x1080 and 3840x2160).
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// Frames to time per case.
+    #[arg(long, default_value_t = 60)]
+    pub frames: usize,
+    /// Print a JSON array of rows.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bench` stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// RGB→NV12 conversion per pixel format.
+    Convert,
+    /// x264 encode of converted frames.
+    Encode,
 }
 
 #[derive(Debug, Args)]

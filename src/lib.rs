@@ -5,6 +5,7 @@
 //! desktop, `app` wires commands together, `config`/`cli` turn flags and files into one `Config`.
 
 pub mod app;
+pub mod bench;
 pub mod buffer;
 pub mod capture;
 pub mod cli;

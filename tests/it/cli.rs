@@ -111,3 +111,27 @@ fn man_page_and_completions_are_generated() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("list-outputs"), "{shell} completions name subcommands");
     }
 }
+
+#[test]
+fn bench_reports_per_stage_rows() {
+    for (what, rows) in [("convert", 4), ("encode", 1)] {
+        let mut c = Command::new(bin());
+        c.args(["bench", what, "--size", "320x240", "--frames", "3", "--json"]);
+        let out = output_within(c, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let a = v.as_array().expect("array");
+        assert_eq!(a.len(), rows, "{v}");
+        for r in a {
+            assert_eq!(
+                (r["width"].as_u64(), r["height"].as_u64(), r["frames"].as_u64()),
+                (Some(320), Some(240), Some(3))
+            );
+            assert!(r["p50_ms"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        }
+    }
+    let mut c = Command::new(bin());
+    c.args(["bench", "convert", "--frames", "0"]);
+    let out = output_within(c, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1));
+}
