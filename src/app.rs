@@ -168,7 +168,9 @@ const EXIT_NO_INSTANCE: u8 = 3;
 fn query(cfg: &Config, method: &str, path: &str) -> anyhow::Result<Option<(u16, String)>> {
     use crate::signaling::client;
     let addr = client::reach(cfg.server.listen);
-    match client::request(addr, method, path, cfg.server.token.as_deref()) {
+    let bearer = cfg.server.token.as_ref().map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+    match client::request(addr, method, path, &headers, "") {
         Ok((401, _)) => anyhow::bail!("the instance at {addr} needs a token: pass --token (or WL_WEBRTC_TOKEN)"),
         Ok(r) => Ok(Some(r)),
         Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) => Ok(None),

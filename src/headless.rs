@@ -293,14 +293,6 @@ impl HeadlessDesktop {
         }
     }
 
-    /// Stop a program started with [`HeadlessDesktop::spawn`] now (its whole process group) and wait for it.
-    pub fn stop_child(&mut self, pid: u32) {
-        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
-            let child = self.children.remove(i);
-            terminate_group(child);
-        }
-    }
-
     fn log_tail(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = fs::File::open(self.runtime_dir.join("sway.log")) {

@@ -190,10 +190,6 @@ impl EncodeStage {
             }
         }
     }
-
-    pub fn encoder(&mut self) -> Option<&mut X264Encoder> {
-        self.encoder.as_mut()
-    }
 }
 
 /// Convert + encode on one thread (`capture --encode`).

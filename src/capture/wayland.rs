@@ -5,7 +5,6 @@
 //! `WlState` is the one state object of the capture thread's event queue; protocol files (screencopy, …)
 //! add their own `Dispatch` impls for it.
 
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,11 +231,6 @@ impl WlSession {
     /// Names of outputs removed since the last call.
     pub fn take_destroyed_outputs(&mut self) -> Vec<String> {
         std::mem::take(&mut self.state.destroyed_outputs)
-    }
-
-    /// The socket fd (for tests that check it stays open).
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.conn.as_fd()
     }
 }
 

@@ -67,26 +67,12 @@ impl Drop for Server {
     }
 }
 
-/// Minimal HTTP/1.1 GET returning (status, body).
+/// One HTTP request to `url` (http://HOST:PORT/PATH) through the product's own client; (status, body).
 fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(host).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
-    }
-    req += "\r\n";
-    req += body;
-    s.write_all(req.as_bytes()).expect("write");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let addr = host.parse().unwrap_or_else(|_| panic!("{host} is not IP:PORT"));
+    wl_webrtc::signaling::client::request(addr, method, &path, headers, body).expect("HTTP request")
 }
 
 fn http_get_json(url: &str) -> serde_json::Value {
