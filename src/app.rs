@@ -683,6 +683,8 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
     while !hub.stop.load(Ordering::Relaxed) {
         let encoded = match pipe.take(Duration::from_millis(100)) {
             Some(pic) => {
+                let ceiling = stage.ceiling_kbps(pic.nv12.width, pic.nv12.height);
+                stage.set_bitrate(hub.target_bitrate(Instant::now(), ceiling));
                 let idr = hub.take_keyframe(Instant::now());
                 let r = stage.encode(&pic.nv12, pic.capture_ts, idr);
                 if let Some(old) = last_picture.replace(pic) {

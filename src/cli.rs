@@ -216,6 +216,9 @@ pub enum PatternKind {
     Quadrants,
     /// The quadrants with a white bar that moves every frame (only the bar is damaged).
     MovingBar,
+    /// Random 8×8 blocks, new every frame over the whole output: the worst case for the encoder (it needs
+    /// all the bitrate it is given).
+    Noise,
 }
 
 #[cfg(test)]

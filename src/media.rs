@@ -158,11 +158,23 @@ impl ConvertStage {
 pub struct EncodeStage {
     cfg: Config,
     encoder: Option<X264Encoder>,
+    /// Bitrate requested by the bitrate controller (`None`: the configured one).
+    target_kbps: Option<u32>,
 }
 
 impl EncodeStage {
     pub fn new(cfg: &Config) -> EncodeStage {
-        EncodeStage { cfg: cfg.clone(), encoder: None }
+        EncodeStage { cfg: cfg.clone(), encoder: None, target_kbps: None }
+    }
+
+    /// The configured bitrate for pictures of this size (the most the controller may ask for).
+    pub fn ceiling_kbps(&self, width: u32, height: u32) -> u32 {
+        self.cfg.encoder_settings(width, height).bitrate_kbps
+    }
+
+    /// Encode at `kbps` from the next frame on (live reconfiguration, no new IDR).
+    pub fn set_bitrate(&mut self, kbps: u32) {
+        self.target_kbps = Some(kbps.max(1));
     }
 
     pub fn encode(
@@ -175,11 +187,23 @@ impl EncodeStage {
         let encoder = match &mut self.encoder {
             Some(e) if (e.settings().width, e.settings().height) == (nv12.width, nv12.height) => e,
             slot => {
-                let settings = self.cfg.encoder_settings(nv12.width, nv12.height);
+                let mut settings = self.cfg.encoder_settings(nv12.width, nv12.height);
+                if let Some(kbps) = self.target_kbps {
+                    settings.bitrate_kbps = settings.bitrate_kbps.min(kbps);
+                }
                 tracing::info!(width = nv12.width, height = nv12.height, kbps = settings.bitrate_kbps, "opening x264");
                 slot.insert(X264Encoder::new(settings)?)
             }
         };
+        if let Some(kbps) = self.target_kbps
+            && kbps != encoder.settings().bitrate_kbps
+        {
+            tracing::debug!(from = encoder.settings().bitrate_kbps, to = kbps, "encoder bitrate");
+            if let Err(e) = encoder.set_bitrate(kbps) {
+                tracing::warn!("could not change the bitrate to {kbps} kbit/s: {e}");
+                self.target_kbps = Some(encoder.settings().bitrate_kbps);
+            }
+        }
         match encoder.encode(nv12, capture_ts, force_idr) {
             Ok(out) => Ok((out, t0.elapsed())),
             Err(e) => {

@@ -135,7 +135,7 @@ impl PipelineMetrics {
     }
 
     /// Prometheus text exposition (with gauges passed in).
-    pub fn prometheus(&self, viewers: usize, fps: f64, bitrate_kbps: f64) -> String {
+    pub fn prometheus(&self, viewers: usize, fps: f64, bitrate_kbps: f64, target_kbps: u32) -> String {
         use std::fmt::Write;
         let mut s = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
@@ -155,6 +155,12 @@ impl PipelineMetrics {
         metric("wl_webrtc_viewers", "gauge", "Connected viewers.", viewers.to_string());
         metric("wl_webrtc_fps", "gauge", "Encoded frames per second (last second).", format!("{fps:.3}"));
         metric("wl_webrtc_bitrate_kbps", "gauge", "Encoded bitrate (last second).", format!("{bitrate_kbps:.3}"));
+        metric(
+            "wl_webrtc_target_bitrate_kbps",
+            "gauge",
+            "Bitrate the encoder is set to (lowered by viewer feedback on congested links).",
+            target_kbps.to_string(),
+        );
         let name = "wl_webrtc_stage_latency_seconds";
         let _ = writeln!(s, "# HELP {name} Per-stage latency.\n# TYPE {name} histogram");
         for (stage, h) in STAGES.iter().zip(&self.stages) {
@@ -187,11 +193,12 @@ mod histogram_tests {
     fn pipeline_text_has_every_family() {
         let mut m = PipelineMetrics { frames_captured: 5, ..Default::default() };
         m.observe("convert", Duration::from_millis(1));
-        let text = m.prometheus(2, 60.0, 1000.0);
+        let text = m.prometheus(2, 60.0, 1000.0, 4000);
         for needle in [
             "wl_webrtc_frames_captured_total 5",
             "wl_webrtc_frames_dropped_total 0",
             "wl_webrtc_viewers 2",
+            "wl_webrtc_target_bitrate_kbps 4000",
             "wl_webrtc_stage_latency_seconds_count{stage=\"convert\"} 1",
             "# TYPE wl_webrtc_stage_latency_seconds histogram",
         ] {

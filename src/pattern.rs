@@ -38,9 +38,37 @@ pub fn quadrant_colour(width: u32, height: u32, x: u32, y: u32) -> [u8; 3] {
     QUADRANTS[bottom * 2 + right]
 }
 
+/// Side of the blocks of the noise pattern.
+const NOISE_BLOCK: usize = 8;
+
+/// Random grey-and-colour 8×8 blocks, a different set every frame (xorshift seeded by the frame number).
+fn paint_noise(canvas: &mut [u8], width: u32, height: u32, frame: u64) {
+    let stride = width as usize * 4;
+    let mut state = frame.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut row = vec![0u8; stride];
+    for band in canvas.chunks_mut(stride * NOISE_BLOCK).take((height as usize).div_ceil(NOISE_BLOCK)) {
+        for block in row.chunks_mut(4 * NOISE_BLOCK) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let [b, g, r, ..] = state.to_le_bytes();
+            for px in block.chunks_exact_mut(4) {
+                px.copy_from_slice(&[b, g, r, 0xff]);
+            }
+        }
+        for line in band.chunks_exact_mut(stride) {
+            line.copy_from_slice(&row);
+        }
+    }
+}
+
 /// Paint the pattern into an XRGB8888 canvas; returns the bar's x range when there is one.
 pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, frame: u64) -> Option<(u32, u32)> {
     let stride = width as usize * 4;
+    if kind == PatternKind::Noise {
+        paint_noise(canvas, width, height, frame);
+        return None;
+    }
     let mut px = [[0u8; 4]; 4];
     for (i, c) in QUADRANTS.iter().enumerate() {
         PixelFormat::Xrgb8888.from_rgb8(*c, &mut px[i]);
@@ -53,7 +81,7 @@ pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, fram
             let x0 = ((frame * u64::from(BAR_STEP)) % u64::from(width - BAR_WIDTH)) as u32;
             Some((x0, x0 + BAR_WIDTH))
         }
-        PatternKind::MovingBar => None,
+        PatternKind::MovingBar | PatternKind::Noise => None,
     };
     // Build the top and bottom rows once, then copy them: fast even in debug builds.
     let make_row = |half: usize| -> Vec<u8> {
@@ -249,7 +277,7 @@ impl App {
             }
         }
         self.last_bar = bar;
-        if self.kind == PatternKind::MovingBar {
+        if self.kind != PatternKind::Quadrants {
             surface.frame(qh, FrameCallbackData(surface.clone()));
         }
         if let Err(e) = buffer.attach_to(surface) {
@@ -354,6 +382,21 @@ mod tests {
             let off = ((y * w + x) * 4) as usize;
             assert_eq!(PixelFormat::Xrgb8888.to_rgb8(&canvas[off..off + 4]), quadrant_colour(w, h, x, y), "({x},{y})");
         }
+    }
+
+    #[test]
+    fn noise_changes_every_frame_and_fills_odd_sizes() {
+        let (w, h) = (37, 21);
+        let mut a = vec![0u8; w * h * 4];
+        let mut b = vec![0u8; w * h * 4];
+        assert_eq!(paint(&mut a, w as u32, h as u32, PatternKind::Noise, 1), None);
+        paint(&mut b, w as u32, h as u32, PatternKind::Noise, 2);
+        assert_ne!(a, b);
+        assert!(a.chunks_exact(4).all(|p| p[3] == 0xff), "every pixel painted");
+        // Blocks: pixels inside one 8×8 block are equal, neighbouring blocks (almost always) differ.
+        assert_eq!(a[0..4], a[7 * 4..8 * 4]);
+        assert_eq!(a[0..4], a[7 * w * 4..7 * w * 4 + 4]);
+        assert_ne!(a[0..4], a[8 * 4..9 * 4]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::Config;
-use crate::control::KeyframeLimiter;
+use crate::control::{BitrateController, KeyframeLimiter};
 use crate::encode::EncodedFrame;
 use crate::metrics::PipelineMetrics;
 use crate::transport::webrtc::{Peer, PeerEvent, TransportConfig, TransportError};
@@ -22,6 +22,10 @@ use crate::transport::webrtc::{Peer, PeerEvent, TransportConfig, TransportError}
 const FANOUT_DEPTH: usize = 8;
 /// At most one forced IDR per this interval.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
+/// The encoder is never driven below this by viewer feedback.
+const MIN_BITRATE_KBPS: u32 = 300;
+/// A new viewer's bandwidth estimate starts from a low default; it is ignored for this long.
+const FEEDBACK_GRACE: Duration = Duration::from_secs(5);
 /// Longest a single frame may take to hand to a peer's transport.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -37,6 +41,10 @@ pub struct StreamStats {
     pub frames_dropped: u64,
     pub keyframes: u64,
     pub keyframes_resent: u64,
+    /// The bitrate the encoder is set to now (below the configured one while viewer feedback says so).
+    pub target_bitrate_kbps: u32,
+    /// Lowest fresh receiver estimate (REMB) among the viewers, if any viewer sends one.
+    pub estimate_kbps: Option<u32>,
 }
 
 /// `/api/status` document.
@@ -66,6 +74,7 @@ pub enum HubError {
 pub struct Hub {
     frames: broadcast::Sender<EncodedFrame>,
     keyframes: Mutex<KeyframeLimiter>,
+    bitrate: Mutex<BitrateController>,
     viewers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     viewer_count: AtomicUsize,
     next_id: AtomicU64,
@@ -85,6 +94,7 @@ impl Hub {
         Arc::new(Hub {
             frames,
             keyframes: Mutex::new(KeyframeLimiter::new(KEYFRAME_INTERVAL)),
+            bitrate: Mutex::new(BitrateController::new(MIN_BITRATE_KBPS, FEEDBACK_GRACE)),
             viewers: Mutex::new(HashMap::new()),
             viewer_count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -115,7 +125,28 @@ impl Hub {
 
     /// Media thread: hand a frame to every viewer.
     pub fn publish(&self, frame: EncodedFrame) {
+        self.with_bitrate(|b| b.on_sent(frame.data.len(), Instant::now()));
         let _ = self.frames.send(frame);
+    }
+
+    /// Media thread: the bitrate to encode at now, given the configured one.
+    pub fn target_bitrate(&self, now: Instant, ceiling_kbps: u32) -> u32 {
+        let (target, estimate) = self
+            .bitrate
+            .lock()
+            .map(|mut b| (b.poll(now, ceiling_kbps), b.estimate_kbps(now)))
+            .unwrap_or((ceiling_kbps, None));
+        if let Ok(mut st) = self.stats.lock() {
+            st.target_bitrate_kbps = target;
+            st.estimate_kbps = estimate;
+        }
+        target
+    }
+
+    fn with_bitrate(&self, f: impl FnOnce(&mut BitrateController)) {
+        if let Ok(mut b) = self.bitrate.lock() {
+            f(&mut b);
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -144,8 +175,9 @@ impl Hub {
 
     /// Prometheus text for `/metrics`.
     pub fn prometheus(&self) -> String {
-        let (fps, kbps) = self.stats.lock().map(|s| (s.fps, s.bitrate_kbps)).unwrap_or_default();
-        self.metrics.lock().map(|m| m.prometheus(self.viewers(), fps, kbps)).unwrap_or_default()
+        let (fps, kbps, target) =
+            self.stats.lock().map(|s| (s.fps, s.bitrate_kbps, s.target_bitrate_kbps)).unwrap_or_default();
+        self.metrics.lock().map(|m| m.prometheus(self.viewers(), fps, kbps, target)).unwrap_or_default()
     }
 
     pub fn set_capture_state(&self, state: impl Into<String>) {
@@ -181,6 +213,7 @@ impl Hub {
         if let Ok(mut v) = self.viewers.lock() {
             v.insert(id, cancel_tx);
         }
+        self.with_bitrate(|b| b.viewer_joined(id, Instant::now()));
         let answer = std::mem::take(&mut peer.answer);
         let events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::unbounded_channel().1);
         let peer = Arc::new(peer);
@@ -222,10 +255,22 @@ impl Hub {
         let mut connected = false;
         let mut need_idr = true;
         let mut sent = 0u64;
+        let ssrc = peer.ssrc();
         let rtcp = async {
-            while Peer::keyframe_requested(&track).await.is_some() {
-                tracing::debug!(viewer = id, "keyframe request (PLI/FIR)");
-                self.request_keyframe();
+            while let Some(fb) = Peer::feedback(&track, ssrc).await {
+                let now = Instant::now();
+                if fb.keyframe {
+                    tracing::debug!(viewer = id, "keyframe request (PLI/FIR)");
+                    self.request_keyframe();
+                }
+                self.with_bitrate(|b| {
+                    if let Some(bps) = fb.remb_bps {
+                        b.on_remb(id, bps, now);
+                    }
+                    if let Some(loss) = fb.loss {
+                        b.on_loss(id, loss, now);
+                    }
+                });
             }
         };
         tokio::pin!(rtcp);
@@ -281,6 +326,7 @@ impl Hub {
         if let Ok(mut v) = self.viewers.lock() {
             v.remove(&id);
         }
+        self.with_bitrate(|b| b.viewer_left(id));
         peer.close().await;
         let left = self.viewer_count.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
         tracing::info!(viewer = id, frames = sent, viewers = left, "viewer left");

@@ -1,6 +1,7 @@
 //! Sans-IO decisions: inputs and `now` in, decisions out; no clocks, sockets or threads, so they are tested
 //! on simulated time.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Rate-limits keyframe requests (new viewers, PLI/FIR, lagging peers) so that a storm of requests costs at
@@ -62,6 +63,179 @@ impl FramePacer {
     }
 }
 
+/// Feedback older than this is not acted on.
+const FEEDBACK_MAX_AGE: Duration = Duration::from_secs(2);
+/// Window over which the bitrate actually sent is measured.
+const SENT_WINDOW: Duration = Duration::from_secs(1);
+/// Loss above this fraction is congestion; below `LOSS_OK` the link is fine.
+const LOSS_CONGESTED: f64 = 0.10;
+const LOSS_OK: f64 = 0.02;
+
+/// What one viewer last told us about its link.
+#[derive(Debug, Clone)]
+struct LinkFeedback {
+    joined: Instant,
+    /// Receiver-estimated maximum bitrate (REMB) in kbit/s, and when it came.
+    remb: Option<(f64, Instant)>,
+    /// Fraction of packets lost since the previous receiver report, and when it came.
+    loss: Option<(f64, Instant)>,
+}
+
+/// Chooses the encoder's bitrate from the viewers' feedback (REMB and receiver-report loss), below the
+/// configured bitrate (the ceiling). One encoder feeds every viewer, so the slowest link sets the rate.
+///
+/// The trap it avoids: a receiver's REMB follows the rate it *receives* (Chromium caps it near 1.5× the
+/// incoming rate), so on a desktop that is mostly static the estimate is tiny, and obeying it would send the
+/// next burst of motion at a few hundred kbit/s. A REMB therefore counts as congestion only when it is below
+/// what we actually sent over the last second; likewise loss above 10 %. Anything else is "application
+/// limited" and leaves the rate alone. New viewers get a grace period (their estimator starts from a low
+/// default). Cuts are immediate (at most one per second so the estimate can react); recovery is +15 % per
+/// second without congestion until the ceiling is reached again.
+#[derive(Debug, Clone)]
+pub struct BitrateController {
+    viewers: HashMap<u64, LinkFeedback>,
+    /// Current cap in kbit/s; `None` = the ceiling.
+    cap: Option<f64>,
+    last_change: Option<Instant>,
+    sent: VecDeque<(Instant, usize)>,
+    sent_bytes: usize,
+    min_kbps: u32,
+    grace: Duration,
+}
+
+impl BitrateController {
+    /// `min_kbps`: never go below this. `grace`: how long a new viewer's feedback is ignored.
+    pub fn new(min_kbps: u32, grace: Duration) -> BitrateController {
+        BitrateController {
+            viewers: HashMap::new(),
+            cap: None,
+            last_change: None,
+            sent: VecDeque::new(),
+            sent_bytes: 0,
+            min_kbps: min_kbps.max(1),
+            grace,
+        }
+    }
+
+    pub fn viewer_joined(&mut self, id: u64, now: Instant) {
+        self.viewers.insert(id, LinkFeedback { joined: now, remb: None, loss: None });
+    }
+
+    /// A viewer left; with nobody left the cap is forgotten (the next viewer starts at full quality).
+    pub fn viewer_left(&mut self, id: u64) {
+        self.viewers.remove(&id);
+        if self.viewers.is_empty() {
+            self.cap = None;
+        }
+    }
+
+    /// A REMB from viewer `id`, in bit/s.
+    pub fn on_remb(&mut self, id: u64, bps: f64, now: Instant) {
+        if let Some(v) = self.viewers.get_mut(&id)
+            && bps.is_finite()
+            && bps >= 0.0
+        {
+            v.remb = Some((bps / 1000.0, now));
+        }
+    }
+
+    /// A receiver report from viewer `id`: `fraction` of packets lost since its previous report (0..=1).
+    pub fn on_loss(&mut self, id: u64, fraction: f64, now: Instant) {
+        if let Some(v) = self.viewers.get_mut(&id)
+            && (0.0..=1.0).contains(&fraction)
+        {
+            v.loss = Some((fraction, now));
+        }
+    }
+
+    /// An encoded frame of `bytes` was published.
+    pub fn on_sent(&mut self, bytes: usize, now: Instant) {
+        self.sent.push_back((now, bytes));
+        self.sent_bytes += bytes;
+        self.expire_sent(now);
+    }
+
+    fn expire_sent(&mut self, now: Instant) {
+        while let Some(&(t, b)) = self.sent.front() {
+            if now.saturating_duration_since(t) <= SENT_WINDOW {
+                break;
+            }
+            self.sent.pop_front();
+            self.sent_bytes -= b;
+        }
+    }
+
+    /// Bitrate actually sent over the last second, kbit/s.
+    pub fn sent_kbps(&mut self, now: Instant) -> f64 {
+        self.expire_sent(now);
+        self.sent_bytes as f64 * 8.0 / 1000.0 / SENT_WINDOW.as_secs_f64()
+    }
+
+    /// The current cap (kbit/s), if feedback has lowered the rate.
+    pub fn cap_kbps(&self) -> Option<u32> {
+        self.cap.map(|c| c.round() as u32)
+    }
+
+    /// The lowest fresh REMB (kbit/s) of any viewer past its grace period, for status reports.
+    pub fn estimate_kbps(&self, now: Instant) -> Option<u32> {
+        self.fresh(now).filter_map(|v| v.remb.map(|(kbps, _)| kbps)).reduce(f64::min).map(|k| k.round() as u32)
+    }
+
+    fn fresh(&self, now: Instant) -> impl Iterator<Item = LinkFeedback> + '_ {
+        let grace = self.grace;
+        self.viewers.values().filter(move |v| now.saturating_duration_since(v.joined) >= grace).map(move |v| {
+            let recent = |t: Instant| now.saturating_duration_since(t) <= FEEDBACK_MAX_AGE;
+            LinkFeedback {
+                joined: v.joined,
+                remb: v.remb.filter(|&(_, t)| recent(t)),
+                loss: v.loss.filter(|&(_, t)| recent(t)),
+            }
+        })
+    }
+
+    /// The bitrate (kbit/s) to encode at now, given the configured `ceiling_kbps`.
+    pub fn poll(&mut self, now: Instant, ceiling_kbps: u32) -> u32 {
+        let ceiling = f64::from(ceiling_kbps.max(1));
+        let floor = f64::from(self.min_kbps).min(ceiling);
+        let sent = self.sent_kbps(now);
+        let current = self.cap.unwrap_or(ceiling).min(ceiling);
+        // The largest rate each viewer's feedback allows, where it signals congestion.
+        let mut limit: Option<f64> = None;
+        for v in self.fresh(now).collect::<Vec<_>>() {
+            if let Some((remb, _)) = v.remb
+                && remb < 0.9 * sent
+            {
+                limit = Some(limit.map_or(remb, |l| l.min(remb)));
+            }
+            if let Some((loss, _)) = v.loss
+                && loss > LOSS_CONGESTED
+            {
+                let l = sent.min(current) * (1.0 - 0.5 * loss);
+                limit = Some(limit.map_or(l, |x| x.min(l)));
+            }
+        }
+        let since_change = self.last_change.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        match limit {
+            Some(l) if l < current * 0.95 && since_change >= Duration::from_secs(1) => {
+                self.cap = Some(l.max(floor));
+                self.last_change = Some(now);
+            }
+            Some(_) => {}
+            None if self.cap.is_some() && since_change >= Duration::from_secs(1) && self.loss_ok(now) => {
+                let next = current * 1.15;
+                self.cap = (next < ceiling).then_some(next);
+                self.last_change = Some(now);
+            }
+            None => {}
+        }
+        self.cap.map_or(ceiling_kbps, |c| c.min(ceiling).round() as u32)
+    }
+
+    fn loss_ok(&self, now: Instant) -> bool {
+        self.fresh(now).all(|v| v.loss.is_none_or(|(l, _)| l < LOSS_OK))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +270,117 @@ mod tests {
         assert!(!l.poll(ms(499)));
         assert!(l.poll(ms(500)), "remembered and granted when the interval ends");
         assert!(!l.poll(ms(516)));
+    }
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    /// Send `kbps` for `secs` seconds (60 frames of 17 ms each) starting at `from` ms, polling every frame; returns the last
+    /// target and the time reached.
+    fn stream(c: &mut BitrateController, t0: Instant, from: u64, secs: u64, kbps: f64, ceiling: u32) -> (u32, u64) {
+        let mut target = ceiling;
+        let mut ms = from;
+        for _ in 0..secs * 60 {
+            ms += 17;
+            c.on_sent((kbps * 1000.0 / 8.0 / 60.0) as usize, at(t0, ms));
+            target = c.poll(at(t0, ms), ceiling);
+        }
+        (target, ms)
+    }
+
+    #[test]
+    fn remb_of_an_application_limited_stream_changes_nothing() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(300, Duration::from_secs(5));
+        c.viewer_joined(1, t0);
+        // A static desktop: 50 kbit/s sent, Chromium estimates ~1.5x that. Must not cap the encoder.
+        c.on_remb(1, 85_000.0, at(t0, 6000));
+        let (target, _) = stream(&mut c, t0, 6000, 2, 50.0, 8000);
+        assert_eq!(target, 8000);
+        assert_eq!(c.cap_kbps(), None);
+    }
+
+    #[test]
+    fn new_viewers_low_start_estimate_is_ignored_during_grace() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(300, Duration::from_secs(5));
+        c.viewer_joined(1, t0);
+        c.on_remb(1, 300_000.0, at(t0, 500));
+        let (target, _) = stream(&mut c, t0, 500, 2, 8000.0, 8000);
+        assert_eq!(target, 8000, "inside the grace period");
+    }
+
+    #[test]
+    fn congestion_cuts_at_once_and_recovery_is_gradual() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(300, Duration::from_secs(5));
+        c.viewer_joined(1, t0);
+        let (_, ms) = stream(&mut c, t0, 6000, 1, 8000.0, 8000);
+        // The link carries 3 Mbit/s: REMB says so while we send 8.
+        c.on_remb(1, 3_000_000.0, at(t0, ms));
+        c.on_sent(16_000, at(t0, ms + 1));
+        assert_eq!(c.poll(at(t0, ms + 1), 8000), 3000, "cut to the estimate on the first poll");
+        // Cuts are at most one per second: a lower estimate right after waits.
+        c.on_remb(1, 2_000_000.0, at(t0, ms + 100));
+        assert_eq!(c.poll(at(t0, ms + 100), 8000), 3000);
+        let (target, t) = stream(&mut c, t0, ms + 100, 1, 3000.0, 8000);
+        assert_eq!(target, 2000, "then follows it");
+        // The link clears: the estimate rises above what we send. +15 %/s, never a jump to the ceiling.
+        let mut last = 2000;
+        let mut t = t;
+        for _ in 0..3 {
+            c.on_remb(1, 10_000_000.0, at(t0, t + 1000));
+            let (target, end) = stream(&mut c, t0, t, 1, f64::from(last), 8000);
+            assert!(target > last && f64::from(target) <= f64::from(last) * 1.16, "{last} -> {target}");
+            last = target;
+            t = end;
+        }
+        let (target, _) = stream(&mut c, t0, t, 12, f64::from(last), 8000);
+        assert_eq!(target, 8000, "back at the ceiling");
+        assert_eq!(c.cap_kbps(), None);
+    }
+
+    #[test]
+    fn loss_cuts_by_half_the_loss_and_the_slowest_viewer_wins() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(300, Duration::ZERO);
+        c.viewer_joined(1, t0);
+        c.viewer_joined(2, t0);
+        let (_, ms) = stream(&mut c, t0, 0, 1, 4000.0, 4000);
+        c.on_loss(1, 0.01, at(t0, ms));
+        c.on_loss(2, 0.20, at(t0, ms));
+        c.on_remb(1, 9_000_000.0, at(t0, ms));
+        let target = c.poll(at(t0, ms), 4000);
+        // ~3930 kbit/s measured over the window, cut by half the 20 % loss.
+        assert!((3500..=3600).contains(&target), "≈ 3930 * (1 - 0.1), got {target}");
+        let cut = target;
+        // No recovery while a viewer still reports loss (between 2 % and 10 % holds).
+        c.on_loss(2, 0.05, at(t0, ms + 500));
+        let (target, end) = stream(&mut c, t0, ms + 500, 1, f64::from(cut), 4000);
+        assert_eq!(target, cut);
+        // The lossy viewer leaves: the other one's link is fine, so the rate recovers.
+        c.viewer_left(2);
+        let (target, _) = stream(&mut c, t0, end, 2, f64::from(cut), 4000);
+        assert!(target > cut, "{cut} -> {target}");
+    }
+
+    #[test]
+    fn floor_stale_feedback_and_last_viewer_leaving() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(500, Duration::ZERO);
+        c.viewer_joined(7, t0);
+        let (_, ms) = stream(&mut c, t0, 0, 1, 6000.0, 6000);
+        c.on_remb(7, 10_000.0, at(t0, ms));
+        assert_eq!(c.poll(at(t0, ms), 6000), 500, "never below the floor");
+        assert_eq!(c.estimate_kbps(at(t0, ms)), Some(10));
+        assert_eq!(c.estimate_kbps(at(t0, ms + 2500)), None, "stale after 2 s");
+        // Garbage is ignored, not acted on.
+        c.on_remb(7, f64::NAN, at(t0, ms));
+        c.on_loss(7, 3.0, at(t0, ms));
+        c.on_remb(99, 1.0, at(t0, ms));
+        c.viewer_left(7);
+        assert_eq!(c.cap_kbps(), None);
+        assert_eq!(c.poll(at(t0, ms + 10), 6000), 6000);
+        assert_eq!(BitrateController::new(9000, Duration::ZERO).poll(t0, 2000), 2000, "floor above ceiling");
     }
 }

@@ -18,6 +18,8 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -89,6 +91,39 @@ pub enum PeerEvent {
     Gone,
 }
 
+/// What one RTCP compound packet from a viewer says about our stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Feedback {
+    /// PLI or FIR: the decoder needs a keyframe.
+    pub keyframe: bool,
+    /// REMB: the receiver's estimate of the bitrate its link carries, bit/s.
+    pub remb_bps: Option<f64>,
+    /// Receiver report: fraction of our packets lost since the previous report (0..=1).
+    pub loss: Option<f64>,
+}
+
+impl Feedback {
+    /// Collect what concerns the stream `ssrc` from a compound packet (other SSRCs' reports are ignored).
+    pub fn from_packets(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Feedback {
+        let mut fb = Feedback::default();
+        for p in packets {
+            let any = p.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                fb.keyframe = true;
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                if remb.ssrcs.is_empty() || remb.ssrcs.contains(&ssrc) {
+                    fb.remb_bps = Some(f64::from(remb.bitrate));
+                }
+            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>()
+                && let Some(r) = rr.reports.iter().find(|r| r.ssrc == ssrc)
+            {
+                fb.loss = Some(f64::from(r.fraction_lost) / 256.0);
+            }
+        }
+        fb
+    }
+}
+
 struct Handler {
     gathered: tokio::sync::watch::Sender<bool>,
     events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
@@ -115,7 +150,8 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// Marks incoming PLI/FIR for delivery to the application (they stop in the interceptor chain otherwise).
+/// Marks incoming PLI/FIR (keyframe requests), REMB and receiver reports (bitrate control) for delivery to the
+/// application (they stop in the interceptor chain otherwise).
 #[derive(Default)]
 struct KeyframeRequestForwarder {
     read: VecDeque<TaggedPacket>,
@@ -133,7 +169,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
         if let Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                any.is::<PictureLossIndication>()
+                    || any.is::<FullIntraRequest>()
+                    || any.is::<ReceiverEstimatedMaximumBitrate>()
+                    || any.is::<ReceiverReport>()
             })
         {
             msg.message.add(Attribute::DeliverToApplication);
@@ -172,8 +211,8 @@ fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
                 clock_rate: VIDEO_CLOCK as u32,
                 channels: 0,
                 sdp_fmtp_line: fmtp.to_owned(),
-                // NACK (retransmission), PLI and FIR (keyframe requests).
-                rtcp_feedback: [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+                // NACK (retransmission), PLI and FIR (keyframe requests), REMB (bandwidth estimate).
+                rtcp_feedback: [("nack", ""), ("nack", "pli"), ("ccm", "fir"), ("goog-remb", "")]
                     .into_iter()
                     .map(|(typ, parameter)| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() })
                     .collect(),
@@ -349,13 +388,19 @@ impl Peer {
         }
     }
 
-    /// Wait for the next RTCP keyframe request from the browser (None when the peer is closed).
-    pub async fn keyframe_requested(track: &TrackLocalStaticRTP) -> Option<()> {
+    /// Wait for the next RTCP feedback about our stream from the browser (None when the peer is closed).
+    pub async fn feedback(track: &TrackLocalStaticRTP, ssrc: u32) -> Option<Feedback> {
         loop {
-            if let TrackLocalEvent::OnRtcpPacket(_) = track.poll().await? {
-                return Some(());
+            let TrackLocalEvent::OnRtcpPacket(packets) = track.poll().await? else { continue };
+            let fb = Feedback::from_packets(&packets, ssrc);
+            if fb != Feedback::default() {
+                return Some(fb);
             }
         }
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
     }
 
     pub fn track(&self) -> Arc<TrackLocalStaticRTP> {
@@ -490,6 +535,30 @@ mod tests {
         let out = rewrite_candidates(sdp, "203.0.113.7".parse().expect("ip"));
         assert!(out.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 5000 typ host\r\n"), "{out}");
         assert!(out.contains("9.9.9.9 6000 typ srflx"), "{out}");
+    }
+
+    #[test]
+    fn feedback_reads_keyframe_requests_remb_and_loss_for_our_ssrc_only() {
+        use rtc::rtcp::reception_report::ReceptionReport;
+        let ours = 0x1234;
+        let packets: Vec<Box<dyn rtc::rtcp::Packet>> = vec![
+            Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: vec![
+                    ReceptionReport { ssrc: 99, fraction_lost: 255, ..Default::default() },
+                    ReceptionReport { ssrc: ours, fraction_lost: 64, ..Default::default() },
+                ],
+                ..Default::default()
+            }),
+            Box::new(ReceiverEstimatedMaximumBitrate { sender_ssrc: 1, bitrate: 2.5e6, ssrcs: vec![ours] }),
+        ];
+        let fb = Feedback::from_packets(&packets, ours);
+        assert_eq!(fb, Feedback { keyframe: false, remb_bps: Some(2.5e6), loss: Some(0.25) });
+        let other = Feedback::from_packets(&packets, 7);
+        assert_eq!(other, Feedback::default(), "reports about other streams are not ours");
+        let pli: Vec<Box<dyn rtc::rtcp::Packet>> =
+            vec![Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: ours })];
+        assert!(Feedback::from_packets(&pli, ours).keyframe);
     }
 
     #[test]

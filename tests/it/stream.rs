@@ -455,3 +455,59 @@ fn output_mode_change_while_streaming_reaches_the_viewer() {
         assert_eq!(srv.status()["stream"]["width"].as_u64(), Some(800));
     });
 }
+
+/// Shape this namespace's `lo` (everything the test sends: RTP, RTCP, signaling) to `rate`, with an
+/// Ethernet-sized MTU (the token bucket drops any packet larger than its burst).
+fn shape_loopback(rate: &str) {
+    for args in [
+        &["link", "set", "dev", "lo", "mtu", "1500"][..],
+        &["qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "10kb", "latency", "60ms"],
+    ] {
+        let tool = if args[0] == "link" { "ip" } else { "tc" };
+        let out = std::process::Command::new(tool)
+            .args(args)
+            .output()
+            .expect("run ip/tc (iproute2, installed by scripts/setup)");
+        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn bitrate_follows_a_constrained_link_and_decoding_goes_on() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        // 8 Mbit/s CBR into a 2 Mbit/s link: without adaptation the queue overflows and frames are lost.
+        shape_loopback("2mbit");
+        let f = Fixture::with_pattern(640, 480, PatternKind::Noise);
+        let srv = Server::start(&f, &["--bitrate", "8000"]);
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        page.wait_for(DECODED, Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut timeline = Vec::new();
+        let adapted = loop {
+            let st = srv.status();
+            let target = st["stream"]["target_bitrate_kbps"].as_u64().unwrap_or(0);
+            timeline.push((target, st["stream"]["estimate_kbps"].as_u64(), st["stream"]["bitrate_kbps"].as_f64()));
+            if (1..=2000).contains(&target) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        eprintln!("(target kbit/s, estimate kbit/s, sent kbit/s) every 0.5 s: {timeline:?}");
+        assert!(adapted, "the encoder's bitrate came down to what the link carries: {timeline:?}");
+        // Decoding continues at the lower rate.
+        std::thread::sleep(Duration::from_secs(3));
+        let a = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        std::thread::sleep(Duration::from_secs(3));
+        let b = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        let st = srv.status();
+        eprintln!("after adapting: decoded {a} → {b} in 3 s; status {}", st["stream"]);
+        assert!(b > a + 60, "frames keep being decoded after adapting: {a} → {b}");
+        let sent = st["stream"]["bitrate_kbps"].as_f64().unwrap_or(f64::MAX);
+        assert!(sent < 3000.0, "sent bitrate is near what the link carries, far below 8000: {sent} kbit/s");
+    });
+}

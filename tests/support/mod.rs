@@ -50,8 +50,22 @@ impl Fixture {
     pub fn with_pattern(width: u32, height: u32, kind: PatternKind) -> Fixture {
         let mut f = Fixture::start(width, height, 60);
         f.spawn_pattern(kind, None);
-        f.wait_for_pattern(width, height);
+        match kind {
+            PatternKind::Noise => f.wait_for_animation(),
+            _ => f.wait_for_pattern(width, height),
+        }
         f
+    }
+
+    /// Capture until frames keep coming (an animated client is on screen; a static desktop sends one).
+    pub fn wait_for_animation(&self) {
+        let mut cap = self.capture();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut frames = 0;
+        while frames < 10 {
+            assert!(Instant::now() < deadline, "no animation on screen within 10 s ({frames} frames)");
+            frames += usize::from(cap.next_frame(Duration::from_millis(500), &NEVER).expect("capture").is_some());
+        }
     }
 
     /// Start `wl-webrtc test-pattern` inside the desktop.
@@ -60,6 +74,7 @@ impl Fixture {
         let kind = match kind {
             PatternKind::Quadrants => "quadrants",
             PatternKind::MovingBar => "moving-bar",
+            PatternKind::Noise => "noise",
         };
         cmd.args(["test-pattern", "--pattern", kind]).stdout(Stdio::null());
         if let Some(o) = output {
