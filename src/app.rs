@@ -104,7 +104,7 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         Some(Command::Status(a)) => status(&cfg, a.json),
         Some(Command::Stop) => stop_instance(&cfg),
         Some(Command::Config(a)) => print_config(&cfg, &a),
-        Some(Command::Bench(b)) => bench(&cfg, &b),
+        Some(Command::Bench(b)) => bench(&cfg, &b, &stop),
         Some(Command::Generate(g)) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -118,13 +118,46 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         }
         Some(Command::TestPattern(a)) => {
             let socket = wayland::display_from_env()?;
-            crate::pattern::run(&socket, cfg.output.as_deref(), a.pattern)?;
+            crate::pattern::run(&socket, cfg.output.as_deref(), a.pattern, a.complexity)?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
+fn bench_e2e(cfg: &Config, b: &crate::cli::BenchArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
+    let modes = b
+        .modes
+        .split(',')
+        .map(|m| crate::config::HeadlessMode::parse(m.trim()).map_err(|e| anyhow::anyhow!("--modes: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !(b.duration.is_finite() && b.duration > 0.0 && b.warmup.is_finite() && b.warmup >= 0.0) {
+        anyhow::bail!("--duration must be positive and --warmup not negative");
+    }
+    let opts = crate::e2e::E2eOptions {
+        modes,
+        duration_s: b.duration,
+        warmup_s: b.warmup,
+        complexity: b.complexity,
+        systems: b.systems.clone(),
+        bitrate_kbps: cfg.encoder.bitrate_kbps,
+        added_latency_ms: b.added_latency_ms,
+        results: b.results.clone(),
+    };
+    let results = crate::e2e::run(&opts, stop)?;
+    let md = crate::e2e::write_results(&opts.results, &opts, &results)?;
+    if b.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}{}", crate::e2e::table(&results), crate::e2e::stages_table(&results));
+        println!("\nwritten: {} (+ e2e-latest.svg, e2e-latest.json)", md.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(cfg: &Config, b: &crate::cli::BenchArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
+    if b.what == crate::cli::BenchWhat::E2e {
+        return bench_e2e(cfg, b, stop);
+    }
     if b.frames == 0 {
         anyhow::bail!("--frames must be at least 1");
     }
@@ -140,6 +173,7 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
         match b.what {
             crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames)?),
             crate::cli::BenchWhat::Encode => rows.push(crate::bench::encode(w, h, b.frames, cfg.fps)?),
+            crate::cli::BenchWhat::E2e => {}
         }
     }
     if b.json {
@@ -370,7 +404,18 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
         None => None,
     };
     let (mut convert_ms, mut encode_ms, mut encoded_bytes) = (Vec::new(), Vec::new(), 0u64);
-    while (latencies.len() as u64) < a.frames && !stop.load(Ordering::Relaxed) {
+    let raw_to_stdout = a.raw.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let mut raw: Option<(Box<dyn std::io::Write>, Vec<u8>)> = match &a.raw {
+        Some(_) if raw_to_stdout => Some((Box::new(std::io::stdout().lock()), Vec::new())),
+        Some(path) => Some((
+            Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+            Vec::new(),
+        )),
+        None => None,
+    };
+    let quiet = raw_to_stdout;
+    let limit = if a.frames == 0 { u64::MAX } else { a.frames };
+    while (latencies.len() as u64) < limit && !stop.load(Ordering::Relaxed) {
         if let Some(why) = desk.ended() {
             tracing::warn!("{why}");
             break;
@@ -392,9 +437,24 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
             convert_ms.push(metrics::ms(times.convert));
             encode_ms.push(metrics::ms(times.encode));
         }
+        if let Some((out, buf)) = raw.as_mut() {
+            let layout = info.layout;
+            cap.with_pixels(|data, stride| {
+                crate::frame::to_bgrx(data, &crate::frame::FrameLayout { stride, ..layout }, info.y_invert, buf)
+            })?
+            .context("cannot export the frame")?;
+            match out.write_all(buf).and_then(|()| out.flush()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    tracing::info!("the raw-frame reader went away; stopping");
+                    break;
+                }
+                Err(e) => return Err(e).context("cannot write raw frames"),
+            }
+        }
         let (w, h) = (info.layout.width, info.layout.height);
         let share = info.damage.fraction(w, h);
-        if !a.json {
+        if !a.json && !quiet {
             println!(
                 "frame {:>4}: {w}x{h} {} latency {:6.2} ms damage {:5.1}%",
                 info.seq,
@@ -460,10 +520,12 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
         timed_out,
         png: a.png.clone(),
     };
-    if a.json {
+    if a.json && !quiet {
         println!("{}", serde_json::to_string(&report)?);
+    } else if a.json {
+        eprintln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        let summary = format!(
             "{} frames of {} ({}x{} {}) in {:.2} s: {:.1} fps, latency p50 {:.2} ms p95 {:.2} ms, mean damage {:.1}%{}",
             report.frames,
             report.output,
@@ -477,6 +539,11 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
             report.damage_mean * 100.0,
             if timed_out { " (stopped: no new frame within --idle-timeout)" } else { "" }
         );
+        if quiet {
+            eprintln!("{summary}");
+        } else {
+            println!("{summary}");
+        }
     }
     drop(cap);
     drop(desk);

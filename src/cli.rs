@@ -113,9 +113,30 @@ pub struct BenchArgs {
     /// Frames to time per case.
     #[arg(long, default_value_t = 60)]
     pub frames: usize,
-    /// Print a JSON array of rows.
+    /// Print a JSON array of rows (for e2e: one object per system and mode).
     #[arg(long)]
     pub json: bool,
+    /// e2e: desktop modes to measure, comma-separated.
+    #[arg(long, value_name = "WxH@HZ,...", default_value = "1920x1080@60,3840x2160@30")]
+    pub modes: String,
+    /// e2e: seconds measured per system (after the warm-up).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub duration: f64,
+    /// e2e: seconds after the first decoded frame that are not measured.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub warmup: f64,
+    /// e2e: what moves under the clock's barcode (0 nothing, 1 a moving bar, 2 full-screen noise).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub complexity: u8,
+    /// e2e: systems to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "wl-webrtc,gstreamer,x264-cli")]
+    pub systems: Vec<crate::e2e::System>,
+    /// e2e: folder for the markdown table, SVG histogram and JSON.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results: PathBuf,
+    /// e2e: delay wl-webrtc adds before sending each frame (checks that the harness sees it).
+    #[arg(long, default_value_t = 0, value_name = "MS", hide = true)]
+    pub added_latency_ms: u32,
 }
 
 /// `bench` stages.
@@ -125,6 +146,8 @@ pub enum BenchWhat {
     Convert,
     /// x264 encode of converted frames.
     Encode,
+    /// Glass-to-glass latency through Chromium, wl-webrtc vs a GStreamer peer and the x264 CLI.
+    E2e,
 }
 
 #[derive(Debug, Args)]
@@ -153,9 +176,15 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
-    /// Number of frames to capture.
+    /// Number of frames to capture (0: until stopped, the compositor goes away or --idle-timeout passes).
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub frames: u64,
+
+    /// Write every frame, as it arrives, as raw BGRx (XRGB8888 little-endian, rows top-down, no padding) to
+    /// FILE, or to stdout with `-` (then the text report goes to stderr). A reader that goes away ends the
+    /// capture normally. This is how other programs (the GStreamer peer of `bench e2e`) get our frames.
+    #[arg(long, value_name = "FILE")]
+    pub raw: Option<PathBuf>,
 
     /// Save the last frame as PNG.
     #[arg(long, value_name = "FILE")]
@@ -207,6 +236,10 @@ pub struct TestPatternArgs {
     /// What to paint.
     #[arg(long, value_enum, default_value_t = PatternKind::Quadrants)]
     pub pattern: PatternKind,
+    /// For `--pattern clock`: what moves under the barcode. 0 = nothing (only the barcode strip changes),
+    /// 1 = the moving bar, 2 = full-screen noise (the encoder's worst case).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub complexity: u8,
 }
 
 /// Test patterns.
@@ -219,6 +252,9 @@ pub enum PatternKind {
     /// Random 8×8 blocks, new every frame over the whole output: the worst case for the encoder (it needs
     /// all the bitrate it is given).
     Noise,
+    /// The glass-to-glass clock: every frame carries the wall-clock time and a frame counter as a barcode
+    /// across the top (see `barcode`), over content chosen by `--complexity`.
+    Clock,
 }
 
 #[cfg(test)]

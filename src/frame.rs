@@ -450,9 +450,61 @@ pub fn write_png<W: Write>(
     writer.finish()
 }
 
+/// Copy a mapped frame into `out` as tightly packed BGRx rows (XRGB8888 little-endian; GStreamer's `BGRx`),
+/// top row first. XRGB8888/ARGB8888 rows are copied as they are; other formats go through `to_rgb8`.
+pub fn to_bgrx(data: &[u8], layout: &FrameLayout, y_invert: bool, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if data.len() < layout.byte_len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "frame data is shorter than its layout says",
+        ));
+    }
+    let (w, h, bpp) = (layout.width as usize, layout.height as usize, layout.format.bytes_per_pixel());
+    out.clear();
+    out.reserve(w * h * 4);
+    for y in 0..h {
+        let row = if y_invert { h - 1 - y } else { y };
+        let line = &data[row * layout.stride as usize..][..w * bpp];
+        match layout.format {
+            PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => out.extend_from_slice(line),
+            f => {
+                for px in line.chunks_exact(bpp) {
+                    let [r, g, b] = f.to_rgb8(px);
+                    out.extend_from_slice(&[b, g, r, 0xff]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bgrx_export_is_top_down_and_packed_for_every_format() {
+        let (w, h) = (3u32, 2u32);
+        for fmt in PixelFormat::ALL {
+            let bpp = fmt.bytes_per_pixel();
+            let stride = w * bpp as u32 + 5;
+            let mut data = vec![0u8; (stride * h) as usize];
+            // Row 0 red, row 1 blue (in memory order).
+            for (row, rgb) in [[255, 0, 0], [0, 0, 255]].into_iter().enumerate() {
+                for x in 0..w as usize {
+                    fmt.from_rgb8(rgb, &mut data[row * stride as usize + x * bpp..][..bpp]);
+                }
+            }
+            let layout = FrameLayout { width: w, height: h, stride, format: fmt };
+            let mut out = Vec::new();
+            to_bgrx(&data, &layout, true, &mut out).expect("export");
+            assert_eq!(out.len(), (w * h * 4) as usize);
+            assert_eq!(&out[..3], &[255, 0, 0], "{fmt}: y_invert puts the blue row first (B,G,R order)");
+            assert_eq!(&out[out.len() - 4..out.len() - 1], &[0, 0, 255], "{fmt}");
+        }
+        let short = FrameLayout { width: 4, height: 4, stride: 16, format: PixelFormat::Xrgb8888 };
+        assert!(to_bgrx(&[0; 10], &short, false, &mut Vec::new()).is_err());
+    }
 
     #[test]
     fn every_format_round_trips_primary_colours() {

@@ -69,6 +69,9 @@ pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, fram
         paint_noise(canvas, width, height, frame);
         return None;
     }
+    if kind == PatternKind::Clock {
+        return paint(canvas, width, height, PatternKind::MovingBar, frame);
+    }
     let mut px = [[0u8; 4]; 4];
     for (i, c) in QUADRANTS.iter().enumerate() {
         PixelFormat::Xrgb8888.from_rgb8(*c, &mut px[i]);
@@ -81,7 +84,7 @@ pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, fram
             let x0 = ((frame * u64::from(BAR_STEP)) % u64::from(width - BAR_WIDTH)) as u32;
             Some((x0, x0 + BAR_WIDTH))
         }
-        PatternKind::MovingBar | PatternKind::Noise => None,
+        PatternKind::MovingBar | PatternKind::Noise | PatternKind::Clock => None,
     };
     // Build the top and bottom rows once, then copy them: fast even in debug builds.
     let make_row = |half: usize| -> Vec<u8> {
@@ -177,6 +180,8 @@ struct App {
     pool: Option<SlotPool>,
     layer: Option<LayerSurface>,
     kind: PatternKind,
+    /// What `kind` paints under the clock's barcode.
+    background: PatternKind,
     size: (u32, u32),
     frame: u64,
     last_bar: Option<(u32, u32)>,
@@ -185,7 +190,7 @@ struct App {
 }
 
 /// Run the test-pattern client on `output` (first output when `None`) until the compositor closes it.
-pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind) -> anyhow::Result<()> {
+pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind, complexity: u8) -> anyhow::Result<()> {
     let conn = wayland::connect(socket)?;
     let (globals, mut queue) = registry_queue_init::<App>(&conn)?;
     let qh = queue.handle();
@@ -199,6 +204,12 @@ pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind) ->
         pool: None,
         layer: None,
         kind,
+        background: match (kind, complexity) {
+            (PatternKind::Clock, 0) => PatternKind::Quadrants,
+            (PatternKind::Clock, 1) => PatternKind::MovingBar,
+            (PatternKind::Clock, _) => PatternKind::Noise,
+            (k, _) => k,
+        },
         size: (0, 0),
         frame: 0,
         last_bar: None,
@@ -242,6 +253,13 @@ pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind) ->
     Ok(())
 }
 
+/// Damage the barcode strip (the rest of the clock frame is damaged by its background).
+fn surface_damage_strip(layer: Option<&LayerSurface>, width: u32, strip: u32) {
+    if let Some(layer) = layer {
+        layer.wl_surface().damage_buffer(0, 0, width as i32, strip as i32);
+    }
+}
+
 impl App {
     fn draw(&mut self, qh: &QueueHandle<Self>) {
         let (w, h) = self.size;
@@ -266,10 +284,18 @@ impl App {
                 return;
             }
         };
-        let bar = paint(canvas, w, h, self.kind, self.frame);
+        // The clock is read as late as possible: right before the buffer is committed.
+        let bar = paint(canvas, w, h, self.background, self.frame);
+        if self.kind == PatternKind::Clock {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let strip =
+                crate::barcode::paint(canvas, w, h, crate::barcode::Stamp::at(now.as_micros() as u64, self.frame));
+            surface_damage_strip(self.layer.as_ref(), w, strip);
+        }
         let Some(layer) = &self.layer else { return };
         let surface = layer.wl_surface();
         match (self.frame, bar, self.last_bar) {
+            (1.., None, _) if self.kind == PatternKind::Clock && self.background == PatternKind::Quadrants => {}
             (0, ..) | (_, None, _) | (_, _, None) => surface.damage_buffer(0, 0, w as i32, h as i32),
             (_, Some((a, b)), Some((c, d))) => {
                 surface.damage_buffer(a as i32, 0, (b - a) as i32, h as i32);

@@ -86,6 +86,9 @@ pub struct Hub {
     pub capture_state: Mutex<String>,
     /// Set on shutdown: the media thread and every viewer task end.
     pub stop: Arc<AtomicBool>,
+    /// Benchmark check only (`WL_WEBRTC_ADDED_LATENCY_MS`): hold every frame this long after capture before
+    /// sending it, so `bench e2e` can show it measures an added delay.
+    added_latency: Duration,
 }
 
 impl Hub {
@@ -105,6 +108,10 @@ impl Hub {
             output: Mutex::new(None),
             capture_state: Mutex::new("ok".to_owned()),
             stop,
+            added_latency: std::env::var("WL_WEBRTC_ADDED_LATENCY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::ZERO, Duration::from_millis),
         })
     }
 
@@ -298,6 +305,9 @@ impl Hub {
                             continue;
                         }
                         need_idr = false;
+                        if !self.added_latency.is_zero() {
+                            tokio::time::sleep_until((frame.capture_ts + self.added_latency).into()).await;
+                        }
                         // Bounded: a peer whose connection stalls must not pin this task (or the viewer slot).
                         let t = Instant::now();
                         match tokio::time::timeout(SEND_TIMEOUT, sender.send(&frame)).await {

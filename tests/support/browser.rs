@@ -1,7 +1,7 @@
 //! A headless Chromium driven over the Chrome DevTools Protocol (CDP), synchronously, for end-to-end tests.
 //!
-//! Start it inside `netns::in_private_netns` so that it can only reach 127.0.0.1. `Browser::launch` starts
-//! Chromium in a new process group under a tiny reaper process (a forked child that is a child subreaper, so
+//! Start it inside `netns::in_private_netns` so that it can only reach 127.0.0.1. `Browser::launch` starts (through
+//! the product's `wl_webrtc::browser::Chromium`) Chromium in a new process group under a reaper process (so
 //! every process Chromium leaves behind, including the crashpad handlers that daemonize into their own
 //! sessions, is re-parented to it and waited for), with a fresh temporary profile. Dropping the `Browser`
 //! SIGTERMs the group, SIGKILLs stragglers (group members and anything whose command line names the profile
@@ -12,78 +12,33 @@
 //! text, last value seen, console tail); the `try_*` variants return `Result<_, String>` instead.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use serde_json::{Value, json};
 use tungstenite::protocol::WebSocket;
 use tungstenite::{HandshakeError, Message};
 
-/// Flags every test browser gets. The WebRTC ones make Chromium gather a plain 127.0.0.1 host candidate in a
-/// loopback-only namespace (with a page served from http://127.0.0.1 that holds a live getUserMedia track).
-pub const CHROMIUM_FLAGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    // These do not stop Debian's build from starting crashpad handlers; `Drop` deals with those.
-    "--disable-breakpad",
-    "--disable-crash-reporter",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--mute-audio",
-    "--hide-scrollbars",
-    "--window-size=1280,720",
-];
+use wl_webrtc::browser::Chromium;
+pub use wl_webrtc::browser::processes_with_cmdline;
 
 /// The viewport `new_page` emulates, in CSS pixels. (Without it the 1280x720 window gives a 1280x633
 /// viewport: headless Chromium still subtracts its browser UI.)
 pub const VIEWPORT: (u32, u32) = (1280, 720);
 /// Default limit for one CDP command (an `eval` of a promise waits this long for it to settle).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long `launch` waits for Chromium to publish its DevTools port.
-const LAUNCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Socket read timeout while waiting for CDP messages (the overall deadline is checked between reads).
 const POLL: Duration = Duration::from_millis(100);
 /// At most this many unconsumed CDP events are kept per page.
 const MAX_EVENTS: usize = 10_000;
 
-static PROFILE_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// The Chromium executable: `$WL_WEBRTC_TEST_CHROMIUM`, else the first of /usr/bin/chromium,
-/// /usr/bin/chromium-browser, /usr/bin/google-chrome that exists.
-pub fn chromium_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("WL_WEBRTC_TEST_CHROMIUM") {
-        return PathBuf::from(path);
-    }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("no Chromium found (install chromium or set WL_WEBRTC_TEST_CHROMIUM)")
-}
-
-/// A running headless Chromium with a private profile; everything it started is stopped on drop.
+/// A running headless Chromium (the product's `Chromium`: private profile, reaped process tree) with its
+/// DevTools endpoint.
 pub struct Browser {
-    child: Option<Child>,
+    chromium: Chromium,
     port: u16,
-    user_data_dir: PathBuf,
-    log_path: PathBuf,
 }
 
 impl Browser {
@@ -96,70 +51,8 @@ impl Browser {
     /// Like `launch`, with `extra` flags appended after `CHROMIUM_FLAGS` (for a repeated switch such as
     /// `--disable-features` the last one wins, so repeat the defaults you still want).
     pub fn launch_with_args(extra: &[&str]) -> Browser {
-        let binary = chromium_binary();
-        let user_data_dir = fresh_profile_dir();
-        for sub in ["tmp", "xdg-config", "xdg-cache"] {
-            fs::create_dir_all(user_data_dir.join(sub)).expect("create browser profile subdir");
-        }
-        let log_path = user_data_dir.join("chromium.log");
-        let log = File::create(&log_path).expect("create browser log");
-        let mut cmd = Command::new(&binary);
-        cmd.args(CHROMIUM_FLAGS)
-            .arg(format!("--user-data-dir={}", user_data_dir.display()))
-            .arg("--remote-debugging-port=0")
-            .args(extra)
-            .arg("about:blank")
-            // Crashpad handlers daemonize out of our process group; with the config dir inside the profile,
-            // their command lines name the profile, which is how `Drop` finds them.
-            .env("XDG_CONFIG_HOME", user_data_dir.join("xdg-config"))
-            .env("XDG_CACHE_HOME", user_data_dir.join("xdg-cache"))
-            .env("TMPDIR", user_data_dir.join("tmp"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log fd"))
-            .stderr(log)
-            .process_group(0);
-        // SAFETY: `reaper_pre_exec` only makes async-signal-safe calls (prctl, fork, signal, close_range,
-        // waitpid, _exit), as required between fork and exec.
-        unsafe { cmd.pre_exec(reaper_pre_exec) };
-        let child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&user_data_dir);
-                panic!("spawn {}: {e}", binary.display());
-            }
-        };
-        // From here on, a panic drops `browser`, which cleans up.
-        let mut browser = Browser { child: Some(child), port: 0, user_data_dir, log_path };
-        browser.port = browser.wait_for_devtools_port();
-        browser
-    }
-
-    fn wait_for_devtools_port(&mut self) -> u16 {
-        let file = self.user_data_dir.join("DevToolsActivePort");
-        let deadline = Instant::now() + LAUNCH_TIMEOUT;
-        loop {
-            // "PORT\n/devtools/browser/UUID"; wait for both lines so a half-written file is not misread.
-            if let Ok(text) = fs::read_to_string(&file) {
-                let mut lines = text.lines();
-                if let (Some(port), Some(path)) = (lines.next(), lines.next())
-                    && path.starts_with("/devtools/")
-                    && let Ok(port) = port.trim().parse::<u16>()
-                {
-                    return port;
-                }
-            }
-            if self.has_exited() {
-                panic!("Chromium exited before opening its DevTools port; log tail:\n{}", self.log_tail(6000));
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "Chromium did not write {} within {LAUNCH_TIMEOUT:?}; log tail:\n{}",
-                    file.display(),
-                    self.log_tail(6000)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (chromium, port) = Chromium::launch_with_devtools(extra).unwrap_or_else(|e| panic!("{e}"));
+        Browser { chromium, port }
     }
 
     /// The DevTools HTTP/WebSocket port on 127.0.0.1.
@@ -169,18 +62,17 @@ impl Browser {
 
     /// PID of the process-group leader: a minimal reaper process whose child is the Chromium browser process.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.chromium.pid()
     }
 
     /// The temporary profile directory (removed on drop).
     pub fn user_data_dir(&self) -> &Path {
-        &self.user_data_dir
+        self.chromium.user_data_dir()
     }
 
     /// The last `max_bytes` of Chromium's stdout/stderr.
     pub fn log_tail(&self, max_bytes: usize) -> String {
-        let log = fs::read(&self.log_path).unwrap_or_default();
-        String::from_utf8_lossy(&log[log.len().saturating_sub(max_bytes)..]).into_owned()
+        self.chromium.log_tail(max_bytes)
     }
 
     /// `GET /json/version` (Browser, Protocol-Version, User-Agent, ...).
@@ -211,184 +103,8 @@ impl Browser {
     /// Live (non-zombie) processes that belong to this browser: its process group, plus anything whose
     /// command line names the profile dir.
     pub fn processes(&self) -> Vec<u32> {
-        let mut pids = self.child.as_ref().map(|c| process_group_members(c.id() as i32)).unwrap_or_default();
-        pids.extend(processes_with_cmdline(&self.user_data_dir.to_string_lossy()));
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        self.chromium.processes()
     }
-
-    /// Whether the reaper has exited, i.e. Chromium and all its processes are gone (without reaping it, so its
-    /// pid/pgid stays reserved).
-    fn has_exited(&self) -> bool {
-        self.child.as_ref().is_none_or(|c| exited_nowait(Pid::from_child(c)))
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // `child` is the reaper: group leader, subreaper of everything Chromium starts, exits once all of
-            // it is gone and reaped. It is not reaped before the end, so the group id cannot be reused.
-            let reaper = Pid::from_child(&child);
-            let needle = self.user_data_dir.to_string_lossy().into_owned();
-            if !exited_nowait(reaper) {
-                // Graceful first. The reaper ignores SIGTERM; crashpad handlers (own sessions) exit with the
-                // browser.
-                let _ = rustix::process::kill_process_group(reaper, Signal::TERM);
-                wait_until(Duration::from_secs(5), || exited_nowait(reaper));
-            }
-            if !exited_nowait(reaper) {
-                // Stragglers: SIGKILL them and let the reaper reap them; SIGKILL the reaper only as a last resort.
-                wait_until(Duration::from_secs(3), || {
-                    let mut left = process_group_members(reaper.as_raw_nonzero().get());
-                    left.extend(processes_with_cmdline(&needle));
-                    for p in left.into_iter().filter(|&p| p != child.id()).filter_map(|p| Pid::from_raw(p as i32)) {
-                        let _ = rustix::process::kill_process(p, Signal::KILL);
-                    }
-                    exited_nowait(reaper)
-                });
-                let _ = rustix::process::kill_process_group(reaper, Signal::KILL);
-            }
-            let _ = child.wait();
-            // Backstop (the reaper was SIGKILLed, or something escaped it): kill what still names the profile.
-            let ok = wait_until(Duration::from_secs(3), || {
-                let left = processes_with_cmdline(&needle);
-                for p in left.iter().filter_map(|&p| Pid::from_raw(p as i32)) {
-                    let _ = rustix::process::kill_process(p, Signal::KILL);
-                }
-                left.is_empty()
-            });
-            if !ok {
-                eprintln!("warning: Chromium processes {:?} survived SIGKILL", processes_with_cmdline(&needle));
-            }
-        }
-        let _ = fs::remove_dir_all(&self.user_data_dir);
-    }
-}
-
-/// Poll `done` every 20 ms until it returns true (returns true) or `timeout` passes (returns false).
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs in the forked child between fork and exec. It becomes a child subreaper and forks again: the new
-/// child returns and execs Chromium, while this process stays behind as a minimal reaper. Chromium's zygotes,
-/// renderers and daemonized crashpad handlers are re-parented to it when their parents die, so every one of
-/// them is waited for; it exits (with Chromium's status) once it has no children left. Without it they would
-/// be left as zombies for init.
-///
-/// Only async-signal-safe calls are allowed here (the test process is multi-threaded).
-fn reaper_pre_exec() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fork in a single-threaded child; both sides only make async-signal-safe calls afterwards.
-    let browser = unsafe { libc::fork() };
-    if browser < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if browser == 0 {
-        // The browser: the subreaper attribute is not inherited across fork; go on to exec Chromium.
-        return Ok(());
-    }
-    // SAFETY: signal/syscall/waitpid/_exit are async-signal-safe and take no pointers we do not own. The
-    // reaper ignores the group-wide SIGTERM sent on shutdown, closes every inherited fd except stdio (the
-    // exec-error pipe of `Command::spawn` among them, so `spawn` returns when Chromium has exec'd), then reaps
-    // until no child is left.
-    unsafe {
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let mut code = 1;
-        loop {
-            let mut status = 0;
-            let pid = libc::waitpid(-1, &mut status, 0);
-            if pid == browser {
-                code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-            } else if pid < 0 && *libc::__errno_location() != libc::EINTR {
-                break; // ECHILD: everything has been reaped
-            }
-        }
-        libc::_exit(code)
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// A fresh, uniquely named directory under the temp dir. The name ends in `.d` so that no profile path is
-/// a prefix of another (cmdline scans match by substring).
-fn fresh_profile_dir() -> PathBuf {
-    loop {
-        let n = PROFILE_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("wl-webrtc-chromium-{}-{n}.d", std::process::id()));
-        match fs::create_dir(&dir) {
-            Ok(()) => return dir,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => panic!("create {}: {e}", dir.display()),
-        }
-    }
-}
-
-/// Whether child `pid` has exited, leaving it waitable (WNOWAIT).
-fn exited_nowait(pid: Pid) -> bool {
-    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-    match rustix::process::waitid(WaitId::Pid(pid), options) {
-        Ok(status) => status.is_some(),
-        // ECHILD: already reaped (or not our child).
-        Err(_) => true,
-    }
-}
-
-/// State letter and process group of `pid`, from /proc/PID/stat.
-fn proc_state_and_pgrp(pid: u32) -> Option<(char, i32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid pgrp ..."; comm may contain spaces and parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
-}
-
-fn live_pids() -> impl Iterator<Item = u32> {
-    let me = std::process::id();
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter(move |&pid| pid != me)
-        .filter(|&pid| proc_state_and_pgrp(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X'))
-}
-
-/// Live (non-zombie) processes in process group `pgid`.
-pub fn process_group_members(pgid: i32) -> Vec<u32> {
-    live_pids().filter(|&pid| proc_state_and_pgrp(pid).is_some_and(|(_, pgrp)| pgrp == pgid)).collect()
-}
-
-/// Live (non-zombie) processes, other than this one, whose command line contains `needle`.
-pub fn processes_with_cmdline(needle: &str) -> Vec<u32> {
-    live_pids()
-        .filter(|&pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
-        .collect()
 }
 
 /// A bare HTTP/1.1 request to the DevTools endpoint; returns the JSON body (panics on non-200).

@@ -51,7 +51,7 @@ impl Fixture {
         let mut f = Fixture::start(width, height, 60);
         f.spawn_pattern(kind, None);
         match kind {
-            PatternKind::Noise => f.wait_for_animation(),
+            PatternKind::Noise | PatternKind::Clock => f.wait_for_animation(),
             _ => f.wait_for_pattern(width, height),
         }
         f
@@ -75,6 +75,7 @@ impl Fixture {
             PatternKind::Quadrants => "quadrants",
             PatternKind::MovingBar => "moving-bar",
             PatternKind::Noise => "noise",
+            PatternKind::Clock => "clock",
         };
         cmd.args(["test-pattern", "--pattern", kind]).stdout(Stdio::null());
         if let Some(o) = output {

@@ -1,15 +1,12 @@
 //! Private network namespaces for tests that start browsers or servers: code that runs inside one can only
 //! reach 127.0.0.1 (the namespace has nothing but `lo`), so nothing a test starts can send traffic anywhere
-//! else. Needs root or CAP_SYS_ADMIN.
+//! else. Needs root or CAP_SYS_ADMIN. The namespace itself is made by the product's `wl_webrtc::netns`.
 //!
 //! Only the thread that calls `unshare(CLONE_NEWNET)` moves to the new namespace; processes and threads it
 //! spawns inherit it, and sockets stay in the namespace they were created in (so a tokio runtime built inside
 //! the closure, current_thread or not, is fully inside).
 
 use std::fs;
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::raw::c_char;
 
 /// Run `f` on a fresh thread that is first moved into a new, private network namespace whose only interface,
 /// `lo`, is up. Returns `f`'s result; a panic in `f` is re-raised on the calling thread. Panics (no silent
@@ -18,7 +15,12 @@ pub fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stati
     let thread = std::thread::Builder::new()
         .name("private-netns".to_owned())
         .spawn(move || {
-            enter_private_netns();
+            wl_webrtc::netns::enter_private_netns().unwrap_or_else(|e| {
+                panic!(
+                    "cannot create a private network namespace with only `lo` up: {e}. The browser/WebRTC tests \
+                     must run as root (or with CAP_SYS_ADMIN)"
+                )
+            });
             f()
         })
         .expect("spawn private-netns thread");
@@ -45,63 +47,8 @@ pub fn current_netns() -> String {
 pub fn assert_only_loopback() {
     let names = interfaces();
     assert_eq!(names, ["lo"], "expected a private network namespace with only `lo`, found {names:?}");
-    let flags = loopback_flags().expect("read lo flags");
-    assert!(flags & libc::IFF_UP != 0, "`lo` is not up in the private network namespace (flags {flags:#x})");
-}
-
-fn enter_private_netns() {
-    // SAFETY: unshare only takes a flag word; CLONE_NEWNET moves just this thread to a fresh namespace.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        let err = io::Error::last_os_error();
-        panic!(
-            "unshare(CLONE_NEWNET) failed: {err}. The browser/WebRTC tests must run as root (or with \
-             CAP_SYS_ADMIN) so they can create a private network namespace that only has 127.0.0.1"
-        );
-    }
-    set_loopback_up().unwrap_or_else(|e| panic!("bring `lo` up in the private network namespace: {e}"));
-}
-
-/// A datagram socket in the calling thread's namespace, for the interface ioctls.
-fn ioctl_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call without pointers.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn loopback_request() -> libc::ifreq {
-    // SAFETY: ifreq is plain old data (a name array and a union of integers/sockaddrs); all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
-        *dst = *src as c_char;
-    }
-    req
-}
-
-fn loopback_flags() -> io::Result<i32> {
-    use std::os::fd::AsRawFd;
-    let sock = ioctl_socket()?;
-    let mut req = loopback_request();
-    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes ifru_flags of the ifreq we own.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
-    Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
-}
-
-fn set_loopback_up() -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let flags = loopback_flags()?;
-    let sock = ioctl_socket()?;
-    let mut req = loopback_request();
-    req.ifr_ifru.ifru_flags = (flags | libc::IFF_UP) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads the name and ifru_flags of the ifreq we own.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    assert!(
+        wl_webrtc::netns::loopback_is_up().expect("read lo flags"),
+        "`lo` is not up in the private network namespace"
+    );
 }

@@ -1,0 +1,351 @@
+//! A headless Chromium process with a private profile, started so that nothing it spawns can outlive it:
+//! used by `bench e2e` (the product) and, with a DevTools client on top, by the browser tests.
+//!
+//! `Chromium::launch` starts it in a new process group under a tiny reaper process (a forked child that is a
+//! child subreaper, so every process Chromium leaves behind, including the crashpad handlers that daemonize
+//! into their own sessions, is re-parented to it and waited for), with a fresh temporary profile. Dropping
+//! the `Chromium` SIGTERMs the group, SIGKILLs stragglers (group members and anything whose command line names
+//! the profile dir; the crashpad handlers do, as their config dir is put inside it), waits for the reaper and
+//! deletes the profile.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+
+/// Flags every browser gets. The WebRTC ones make Chromium gather a plain 127.0.0.1 host candidate in a
+/// loopback-only namespace (with a page served from http://127.0.0.1 that holds a live getUserMedia track).
+pub const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    // These do not stop Debian's build from starting crashpad handlers; `Drop` deals with those.
+    "--disable-breakpad",
+    "--disable-crash-reporter",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--window-size=1280,720",
+];
+
+/// How long `launch_with_devtools` waits for Chromium to publish its DevTools port.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+static PROFILE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Why a browser could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    #[error("no Chromium found (install chromium, e.g. with scripts/setup, or set WL_WEBRTC_CHROMIUM)")]
+    NotFound,
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("Chromium exited before opening its DevTools port; log tail:\n{0}")]
+    Exited(String),
+    #[error("Chromium did not open its DevTools port within {LAUNCH_TIMEOUT:?}; log tail:\n{0}")]
+    NoDevtools(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BrowserError {
+    let what = what.into();
+    move |source| BrowserError::Io { what, source }
+}
+
+/// The Chromium executable: `$WL_WEBRTC_CHROMIUM` (or the tests' `$WL_WEBRTC_TEST_CHROMIUM`), else the first
+/// of /usr/bin/chromium, /usr/bin/chromium-browser, /usr/bin/google-chrome that exists.
+pub fn chromium_binary() -> Result<PathBuf, BrowserError> {
+    if let Some(path) = std::env::var_os("WL_WEBRTC_CHROMIUM").or_else(|| std::env::var_os("WL_WEBRTC_TEST_CHROMIUM")) {
+        return Ok(PathBuf::from(path));
+    }
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or(BrowserError::NotFound)
+}
+
+/// A running headless Chromium with a private profile; everything it started is stopped on drop.
+#[derive(Debug)]
+pub struct Chromium {
+    child: Option<Child>,
+    user_data_dir: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Chromium {
+    /// Start Chromium with `CHROMIUM_FLAGS`, a fresh profile, `extra` flags (after the defaults: for a
+    /// repeated switch such as `--disable-features` the last one wins) on `url`.
+    pub fn launch(extra: &[&str], url: &str) -> Result<Chromium, BrowserError> {
+        let binary = chromium_binary()?;
+        let user_data_dir = fresh_profile_dir()?;
+        // From here on, an early return drops `browser`, which removes the profile.
+        let mut browser = Chromium { child: None, log_path: user_data_dir.join("chromium.log"), user_data_dir };
+        for sub in ["tmp", "xdg-config", "xdg-cache"] {
+            fs::create_dir_all(browser.user_data_dir.join(sub)).map_err(io_err("create browser profile subdir"))?;
+        }
+        let log = File::create(&browser.log_path).map_err(io_err("create browser log"))?;
+        let log2 = log.try_clone().map_err(io_err("clone log fd"))?;
+        let dir = &browser.user_data_dir;
+        let mut cmd = Command::new(&binary);
+        cmd.args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", dir.display()))
+            .args(extra)
+            .arg(url)
+            // Crashpad handlers daemonize out of our process group; with the config dir inside the profile,
+            // their command lines name the profile, which is how `Drop` finds them.
+            .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+            .env("XDG_CACHE_HOME", dir.join("xdg-cache"))
+            .env("TMPDIR", dir.join("tmp"))
+            .stdin(Stdio::null())
+            .stdout(log2)
+            .stderr(log)
+            .process_group(0);
+        // SAFETY: `reaper_pre_exec` only makes async-signal-safe calls (prctl, fork, signal, close_range,
+        // waitpid, _exit), as required between fork and exec.
+        unsafe { cmd.pre_exec(reaper_pre_exec) };
+        browser.child = Some(cmd.spawn().map_err(io_err(format!("spawn {}", binary.display())))?);
+        Ok(browser)
+    }
+
+    /// `launch` with `--remote-debugging-port=0` on about:blank; returns the browser and its DevTools port on
+    /// 127.0.0.1 once Chromium has published it.
+    pub fn launch_with_devtools(extra: &[&str]) -> Result<(Chromium, u16), BrowserError> {
+        let mut args = vec!["--remote-debugging-port=0"];
+        args.extend_from_slice(extra);
+        let browser = Chromium::launch(&args, "about:blank")?;
+        let file = browser.user_data_dir.join("DevToolsActivePort");
+        let deadline = Instant::now() + LAUNCH_TIMEOUT;
+        loop {
+            // "PORT\n/devtools/browser/UUID"; wait for both lines so a half-written file is not misread.
+            if let Ok(text) = fs::read_to_string(&file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next())
+                    && path.starts_with("/devtools/")
+                    && let Ok(port) = port.trim().parse::<u16>()
+                {
+                    return Ok((browser, port));
+                }
+            }
+            if browser.has_exited() {
+                return Err(BrowserError::Exited(browser.log_tail(6000)));
+            }
+            if Instant::now() > deadline {
+                return Err(BrowserError::NoDevtools(browser.log_tail(6000)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// PID of the process-group leader: a minimal reaper process whose child is the Chromium browser process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The temporary profile directory (removed on drop).
+    pub fn user_data_dir(&self) -> &Path {
+        &self.user_data_dir
+    }
+
+    /// The last `max_bytes` of Chromium's stdout/stderr.
+    pub fn log_tail(&self, max_bytes: usize) -> String {
+        let log = fs::read(&self.log_path).unwrap_or_default();
+        String::from_utf8_lossy(&log[log.len().saturating_sub(max_bytes)..]).into_owned()
+    }
+
+    /// Live (non-zombie) processes that belong to this browser: its process group, plus anything whose
+    /// command line names the profile dir.
+    pub fn processes(&self) -> Vec<u32> {
+        let mut pids = self.child.as_ref().map(|c| process_group_members(c.id() as i32)).unwrap_or_default();
+        pids.extend(processes_with_cmdline(&self.user_data_dir.to_string_lossy()));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Whether the reaper has exited, i.e. Chromium and all its processes are gone (without reaping it, so its
+    /// pid/pgid stays reserved).
+    pub fn has_exited(&self) -> bool {
+        self.child.as_ref().is_none_or(|c| exited_nowait(Pid::from_child(c)))
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `child` is the reaper: group leader, subreaper of everything Chromium starts, exits once all of
+            // it is gone and reaped. It is not reaped before the end, so the group id cannot be reused.
+            let reaper = Pid::from_child(&child);
+            let needle = self.user_data_dir.to_string_lossy().into_owned();
+            if !exited_nowait(reaper) {
+                // Graceful first. The reaper ignores SIGTERM; crashpad handlers (own sessions) exit with the
+                // browser.
+                let _ = rustix::process::kill_process_group(reaper, Signal::TERM);
+                wait_until(Duration::from_secs(5), || exited_nowait(reaper));
+            }
+            if !exited_nowait(reaper) {
+                // Stragglers: SIGKILL them and let the reaper reap them; SIGKILL the reaper only as a last resort.
+                wait_until(Duration::from_secs(3), || {
+                    let mut left = process_group_members(reaper.as_raw_nonzero().get());
+                    left.extend(processes_with_cmdline(&needle));
+                    for p in left.into_iter().filter(|&p| p != child.id()).filter_map(|p| Pid::from_raw(p as i32)) {
+                        let _ = rustix::process::kill_process(p, Signal::KILL);
+                    }
+                    exited_nowait(reaper)
+                });
+                let _ = rustix::process::kill_process_group(reaper, Signal::KILL);
+            }
+            let _ = child.wait();
+            // Backstop (the reaper was SIGKILLed, or something escaped it): kill what still names the profile.
+            let ok = wait_until(Duration::from_secs(3), || {
+                let left = processes_with_cmdline(&needle);
+                for p in left.iter().filter_map(|&p| Pid::from_raw(p as i32)) {
+                    let _ = rustix::process::kill_process(p, Signal::KILL);
+                }
+                left.is_empty()
+            });
+            if !ok {
+                eprintln!("warning: Chromium processes {:?} survived SIGKILL", processes_with_cmdline(&needle));
+            }
+        }
+        let _ = fs::remove_dir_all(&self.user_data_dir);
+    }
+}
+
+/// Poll `done` every 20 ms until it returns true (returns true) or `timeout` passes (returns false).
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs in the forked child between fork and exec. It becomes a child subreaper and forks again: the new
+/// child returns and execs Chromium, while this process stays behind as a minimal reaper. Chromium's zygotes,
+/// renderers and daemonized crashpad handlers are re-parented to it when their parents die, so every one of
+/// them is waited for; it exits (with Chromium's status) once it has no children left. Without it they would
+/// be left as zombies for init.
+///
+/// Only async-signal-safe calls are allowed here (the calling process is multi-threaded).
+fn reaper_pre_exec() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fork in a single-threaded child; both sides only make async-signal-safe calls afterwards.
+    let browser = unsafe { libc::fork() };
+    if browser < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if browser == 0 {
+        // The browser: the subreaper attribute is not inherited across fork; go on to exec Chromium.
+        return Ok(());
+    }
+    // SAFETY: signal/syscall/waitpid/_exit are async-signal-safe and take no pointers we do not own. The
+    // reaper ignores the group-wide SIGTERM sent on shutdown, closes every inherited fd except stdio (the
+    // exec-error pipe of `Command::spawn` among them, so `spawn` returns when Chromium has exec'd), then reaps
+    // until no child is left.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let mut code = 1;
+        loop {
+            let mut status = 0;
+            let pid = libc::waitpid(-1, &mut status, 0);
+            if pid == browser {
+                code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+            } else if pid < 0 && *libc::__errno_location() != libc::EINTR {
+                break; // ECHILD: everything has been reaped
+            }
+        }
+        libc::_exit(code)
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A fresh, uniquely named directory under the temp dir. The name ends in `.d` so that no profile path is
+/// a prefix of another (cmdline scans match by substring).
+fn fresh_profile_dir() -> Result<PathBuf, BrowserError> {
+    loop {
+        let n = PROFILE_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("wl-webrtc-chromium-{}-{n}.d", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
+        }
+    }
+}
+
+/// Whether child `pid` has exited, leaving it waitable (WNOWAIT).
+fn exited_nowait(pid: Pid) -> bool {
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    match rustix::process::waitid(WaitId::Pid(pid), options) {
+        Ok(status) => status.is_some(),
+        // ECHILD: already reaped (or not our child).
+        Err(_) => true,
+    }
+}
+
+/// State letter and process group of `pid`, from /proc/PID/stat.
+fn proc_state_and_pgrp(pid: u32) -> Option<(char, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid pgrp ..."; comm may contain spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+fn live_pids() -> impl Iterator<Item = u32> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(move |&pid| pid != me)
+        .filter(|&pid| proc_state_and_pgrp(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X'))
+}
+
+/// Live (non-zombie) processes in process group `pgid`.
+pub fn process_group_members(pgid: i32) -> Vec<u32> {
+    live_pids().filter(|&pid| proc_state_and_pgrp(pid).is_some_and(|(_, pgrp)| pgrp == pgid)).collect()
+}
+
+/// Live (non-zombie) processes, other than this one, whose command line contains `needle`.
+pub fn processes_with_cmdline(needle: &str) -> Vec<u32> {
+    live_pids()
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .collect()
+}
