@@ -32,8 +32,8 @@ use wayland_client::protocol::wl_pointer::{self, WlPointer};
 use wayland_client::protocol::wl_seat::{self, WlSeat};
 use wayland_client::{Connection, Proxy, QueueHandle, WEnum};
 use wayland_protocols::ext::image_capture_source::v1::client::{
-    ext_image_capture_source_v1::{self, ExtImageCaptureSourceV1},
-    ext_output_image_capture_source_manager_v1::{self, ExtOutputImageCaptureSourceManagerV1},
+    ext_image_capture_source_v1::ExtImageCaptureSourceV1,
+    ext_output_image_capture_source_manager_v1::ExtOutputImageCaptureSourceManagerV1,
 };
 use wayland_protocols::ext::image_copy_capture::v1::client::{
     ext_image_copy_capture_cursor_session_v1::{self, ExtImageCopyCaptureCursorSessionV1},
@@ -47,7 +47,7 @@ use super::wayland::{OutputDesc, WlSession, WlState};
 use super::{CaptureCounters, CaptureError, CursorMode, FAILURE_BACKOFF, MAX_CONSECUTIVE_FAILURES};
 use crate::buffer::FrameBuffer;
 use crate::buffer::dmabuf::{self, DmabufOffer};
-use crate::frame::{Damage, FrameInfo, FrameLayout, PixelFormat, Rect};
+use crate::frame::{FrameInfo, FrameLayout, PixelFormat, Rect};
 
 /// wl_output.transform values that matter here.
 const TRANSFORM_NORMAL: u32 = 0;
@@ -764,10 +764,7 @@ impl ImageCopyCapture {
     }
 
     fn check_output(&mut self) -> Result<(), CaptureError> {
-        match self.session.take_destroyed_outputs().into_iter().find(|n| *n == self.output_desc.name) {
-            Some(name) => Err(CaptureError::OutputGone(name)),
-            None => Ok(()),
-        }
+        self.session.check_output(&self.output_desc.name)
     }
 
     /// Apply every queued event; a ready frame of the output comes back (at most one is in flight).
@@ -803,39 +800,19 @@ impl ImageCopyCapture {
     }
 
     fn finish_frame(&mut self, meta: FrameMeta, requested_at: Instant, with_damage: bool) -> FrameInfo {
-        let layout = self
-            .main
-            .buffers
-            .as_ref()
-            .and_then(CaptureBuffers::buffer)
-            .map(FrameBuffer::layout)
-            .unwrap_or(FrameLayout { width: 0, height: 0, stride: 0, format: PixelFormat::Xrgb8888 });
         if meta.transform != self.last_transform && !matches!(meta.transform, TRANSFORM_NORMAL | TRANSFORM_FLIPPED_180)
         {
             tracing::warn!(transform = meta.transform, "frames arrive rotated/mirrored; they are streamed as captured");
         }
         self.last_transform = meta.transform;
-        let y_invert = meta.transform == TRANSFORM_FLIPPED_180;
-        let damage = if with_damage {
-            let flip =
-                |r: Rect| if y_invert { Rect { y: layout.height.saturating_sub(r.y + r.height), ..r } } else { r };
-            Damage::Rects(
-                meta.damage.into_iter().filter_map(|r| r.clip(layout.width, layout.height)).map(flip).collect(),
-            )
-        } else {
-            Damage::Full
-        };
-        let age = meta.presented.map(|p| crate::frame::monotonic_now().saturating_sub(p));
-        let info = FrameInfo {
-            layout,
-            y_invert,
-            damage,
+        let info = super::ready_frame_info(
+            self.main.buffers.as_ref().and_then(CaptureBuffers::buffer).map(FrameBuffer::layout),
+            meta.transform == TRANSFORM_FLIPPED_180,
+            with_damage.then_some(meta.damage),
             requested_at,
-            ready_at: Instant::now(),
-            presented: meta.presented,
-            age,
-            seq: self.seq,
-        };
+            meta.presented,
+            self.seq,
+        );
         self.seq += 1;
         info
     }
@@ -958,43 +935,18 @@ fn push(state: &mut WlState, ev: TaggedEvent) {
     state.image_copy.events.push(ev);
 }
 
-impl Dispatch2<ExtImageCopyCaptureManagerV1, WlState> for ImageCopyData {
-    fn event(
-        &self,
-        _: &mut WlState,
-        _: &ExtImageCopyCaptureManagerV1,
-        _: ext_image_copy_capture_manager_v1::Event,
-        _: &Connection,
-        _: &QueueHandle<WlState>,
-    ) {
-    }
+/// Interfaces without events.
+macro_rules! no_events {
+    ($($iface:ty),*) => {$(
+        impl Dispatch2<$iface, WlState> for ImageCopyData {
+            fn event(&self, _: &mut WlState, _: &$iface, _: <$iface as Proxy>::Event, _: &Connection, _: &QueueHandle<WlState>) {}
+        }
+    )*};
 }
 
-impl Dispatch2<ExtOutputImageCaptureSourceManagerV1, WlState> for ImageCopyData {
-    fn event(
-        &self,
-        _: &mut WlState,
-        _: &ExtOutputImageCaptureSourceManagerV1,
-        _: ext_output_image_capture_source_manager_v1::Event,
-        _: &Connection,
-        _: &QueueHandle<WlState>,
-    ) {
-    }
-}
+no_events!(ExtImageCopyCaptureManagerV1, ExtOutputImageCaptureSourceManagerV1, ExtImageCaptureSourceV1);
 
-impl Dispatch2<ExtImageCaptureSourceV1, WlState> for ImageCopyData {
-    fn event(
-        &self,
-        _: &mut WlState,
-        _: &ExtImageCaptureSourceV1,
-        _: ext_image_capture_source_v1::Event,
-        _: &Connection,
-        _: &QueueHandle<WlState>,
-    ) {
-    }
-}
-
-/// A little-endian-or-native u64 out of a protocol array (dev_t, modifiers are native-endian 64-bit values).
+/// Native-endian u64 values out of a protocol array (`dev_t` and modifiers are sent that way).
 fn ne_u64s(bytes: &[u8]) -> Vec<u64> {
     bytes.chunks_exact(8).map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()
 }

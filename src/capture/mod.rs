@@ -13,11 +13,11 @@ pub mod wayland;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use crate::config::CursorMode;
 use crate::config::SourceKind;
-use crate::frame::FrameInfo;
+use crate::frame::{Damage, FrameInfo, FrameLayout, PixelFormat, Rect};
 use image_copy::{CursorState, ImageCopyCapture};
 use screencopy::ScreencopyCapture;
 use wayland::{OutputDesc, WlSession};
@@ -26,6 +26,38 @@ use wayland::{OutputDesc, WlSession};
 pub(crate) const MAX_CONSECUTIVE_FAILURES: u32 = 50;
 /// Pause after a failed frame before asking again.
 pub(crate) const FAILURE_BACKOFF: Duration = Duration::from_millis(20);
+
+/// The `FrameInfo` of a frame that just became ready in a buffer of `layout` (`None`: no buffer, an empty
+/// layout). `rects`: the compositor's damage in buffer coordinates (clipped here, and flipped into display
+/// orientation when `y_invert`), or `None` when the frame must count as fully damaged.
+pub(crate) fn ready_frame_info(
+    layout: Option<FrameLayout>,
+    y_invert: bool,
+    rects: Option<Vec<Rect>>,
+    requested_at: Instant,
+    presented: Option<Duration>,
+    seq: u64,
+) -> FrameInfo {
+    let layout = layout.unwrap_or(FrameLayout { width: 0, height: 0, stride: 0, format: PixelFormat::Xrgb8888 });
+    let damage = match rects {
+        Some(rects) => {
+            let flip =
+                |r: Rect| if y_invert { Rect { y: layout.height.saturating_sub(r.y + r.height), ..r } } else { r };
+            Damage::Rects(rects.into_iter().filter_map(|r| r.clip(layout.width, layout.height)).map(flip).collect())
+        }
+        None => Damage::Full,
+    };
+    FrameInfo {
+        layout,
+        y_invert,
+        damage,
+        requested_at,
+        ready_at: Instant::now(),
+        presented,
+        age: presented.map(|p| crate::frame::monotonic_now().saturating_sub(p)),
+        seq,
+    }
+}
 
 /// Counters of one capture session.
 #[derive(Debug, Default, Clone, Copy)]

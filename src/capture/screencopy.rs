@@ -25,7 +25,7 @@ use super::wayland::{OutputDesc, WlSession, WlState};
 use super::{CaptureError, CursorMode};
 use crate::buffer::FrameBuffer;
 use crate::buffer::dmabuf::DmabufOffer;
-use crate::frame::{Damage, FrameInfo, FrameLayout, PixelFormat, Rect};
+use crate::frame::{FrameInfo, FrameLayout, PixelFormat, Rect};
 
 use super::{FAILURE_BACKOFF, MAX_CONSECUTIVE_FAILURES};
 
@@ -258,10 +258,7 @@ impl ScreencopyCapture {
                 self.request_frame();
             }
             let got = self.session.dispatch_until(deadline, stop, |st| Ok(!st.screencopy.events.is_empty()))?;
-            if let Some(name) = self.session.take_destroyed_outputs().into_iter().find(|n| *n == self.output_desc.name)
-            {
-                return Err(CaptureError::OutputGone(name));
-            }
+            self.session.check_output(&self.output_desc.name)?;
             if !got {
                 return Ok(None);
             }
@@ -288,10 +285,7 @@ impl ScreencopyCapture {
     pub fn check_alive(&mut self) -> Result<(), CaptureError> {
         let never = AtomicBool::new(false);
         self.session.dispatch_until(Instant::now() + Duration::from_millis(1), &never, |_| Ok(false))?;
-        match self.session.take_destroyed_outputs().into_iter().find(|n| *n == self.output_desc.name) {
-            Some(name) => Err(CaptureError::OutputGone(name)),
-            None => Ok(()),
-        }
+        self.session.check_output(&self.output_desc.name)
     }
 
     /// Run `f(data, stride)` over the pixels of the last frame.
@@ -336,29 +330,14 @@ impl ScreencopyCapture {
         }
         self.consecutive_failures = 0;
         self.with_damage = true;
-        let layout = self.buffers.buffer().map(FrameBuffer::layout).unwrap_or(FrameLayout {
-            width: 0,
-            height: 0,
-            stride: 0,
-            format: PixelFormat::Xrgb8888,
-        });
-        let damage = if with_damage {
-            let flip =
-                |r: Rect| if y_invert { Rect { y: layout.height.saturating_sub(r.y + r.height), ..r } } else { r };
-            Damage::Rects(rects.into_iter().filter_map(|r| r.clip(layout.width, layout.height)).map(flip).collect())
-        } else {
-            Damage::Full
-        };
-        let info = FrameInfo {
-            layout,
+        let info = super::ready_frame_info(
+            self.buffers.buffer().map(FrameBuffer::layout),
             y_invert,
-            damage,
+            with_damage.then_some(rects),
             requested_at,
-            ready_at: Instant::now(),
-            presented: (!presented.is_zero()).then_some(presented),
-            age: (!presented.is_zero()).then(|| crate::frame::monotonic_now().saturating_sub(presented)),
-            seq: self.seq,
-        };
+            (!presented.is_zero()).then_some(presented),
+            self.seq,
+        );
         self.seq += 1;
         info
     }

@@ -243,6 +243,14 @@ impl WlSession {
         }
     }
 
+    /// `Err(OutputGone)` when the output called `name` was removed since the last look.
+    pub fn check_output(&mut self, name: &str) -> Result<(), CaptureError> {
+        match self.take_destroyed_outputs().into_iter().find(|n| n == name) {
+            Some(name) => Err(CaptureError::OutputGone(name)),
+            None => Ok(()),
+        }
+    }
+
     /// Names of outputs removed since the last call.
     pub fn take_destroyed_outputs(&mut self) -> Vec<String> {
         std::mem::take(&mut self.state.destroyed_outputs)

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wayland_protocols::ext::image_capture_source::v1::server::{
-    ext_image_capture_source_v1::{self, ExtImageCaptureSourceV1},
+    ext_image_capture_source_v1::ExtImageCaptureSourceV1,
     ext_output_image_capture_source_manager_v1::{self, ExtOutputImageCaptureSourceManagerV1},
 };
 use wayland_protocols::ext::image_copy_capture::v1::server::{
@@ -36,7 +36,7 @@ use wayland_protocols::ext::image_copy_capture::v1::server::{
 };
 use wayland_protocols::xdg::xdg_output::zv1::server::{
     zxdg_output_manager_v1::{self, ZxdgOutputManagerV1},
-    zxdg_output_v1::{self, ZxdgOutputV1},
+    zxdg_output_v1::ZxdgOutputV1,
 };
 use wayland_server::backend::{ClientData, ClientId, DisconnectReason};
 use wayland_server::protocol::{wl_buffer, wl_output, wl_pointer, wl_seat, wl_shm, wl_shm_pool};
@@ -699,6 +699,43 @@ fn map_fd(fd: &OwnedFd, size: usize) -> std::io::Result<memmap2::MmapMut> {
 
 // --- globals ---
 
+/// Objects whose requests need no handling here (only destroy, or nothing we simulate).
+macro_rules! ignore_requests {
+    ($($iface:ty => $data:ty),* $(,)?) => {$(
+        impl Dispatch<$iface, $data> for Comp {
+            fn request(
+                _: &mut Self,
+                _: &Client,
+                _: &$iface,
+                _: <$iface as Resource>::Request,
+                _: &$data,
+                _: &DisplayHandle,
+                _: &mut DataInit<'_, Self>,
+            ) {
+            }
+        }
+    )*};
+}
+
+/// Globals whose binding sends nothing.
+macro_rules! plain_globals {
+    ($($iface:ty),* $(,)?) => {$(
+        impl GlobalDispatch<$iface, ()> for Comp {
+            fn bind(_: &mut Self, _: &DisplayHandle, _: &Client, resource: New<$iface>, _: &(), init: &mut DataInit<'_, Self>) {
+                init.init(resource, ());
+            }
+        }
+    )*};
+}
+
+ignore_requests!(
+    ZxdgOutputV1 => (),
+    wl_buffer::WlBuffer => ShmBufferData,
+    wl_pointer::WlPointer => (),
+    ExtImageCaptureSourceV1 => (),
+);
+plain_globals!(ZxdgOutputManagerV1, ExtOutputImageCaptureSourceManagerV1, ExtImageCopyCaptureManagerV1);
+
 impl GlobalDispatch<wl_output::WlOutput, ()> for Comp {
     fn bind(
         state: &mut Self,
@@ -731,19 +768,6 @@ impl Dispatch<wl_output::WlOutput, ()> for Comp {
     }
 }
 
-impl GlobalDispatch<ZxdgOutputManagerV1, ()> for Comp {
-    fn bind(
-        _: &mut Self,
-        _: &DisplayHandle,
-        _: &Client,
-        resource: New<ZxdgOutputManagerV1>,
-        _: &(),
-        init: &mut DataInit<'_, Self>,
-    ) {
-        init.init(resource, ());
-    }
-}
-
 impl Dispatch<ZxdgOutputManagerV1, ()> for Comp {
     fn request(
         state: &mut Self,
@@ -761,19 +785,6 @@ impl Dispatch<ZxdgOutputManagerV1, ()> for Comp {
                 entry.1 = Some(x);
             }
         }
-    }
-}
-
-impl Dispatch<ZxdgOutputV1, ()> for Comp {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &ZxdgOutputV1,
-        _: zxdg_output_v1::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
     }
 }
 
@@ -846,19 +857,6 @@ impl Dispatch<wl_shm_pool::WlShmPool, PoolData> for Comp {
     }
 }
 
-impl Dispatch<wl_buffer::WlBuffer, ShmBufferData> for Comp {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &wl_buffer::WlBuffer,
-        _: wl_buffer::Request,
-        _: &ShmBufferData,
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
-    }
-}
-
 impl GlobalDispatch<wl_seat::WlSeat, ()> for Comp {
     fn bind(
         _: &mut Self,
@@ -892,32 +890,6 @@ impl Dispatch<wl_seat::WlSeat, ()> for Comp {
     }
 }
 
-impl Dispatch<wl_pointer::WlPointer, ()> for Comp {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &wl_pointer::WlPointer,
-        _: wl_pointer::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
-    }
-}
-
-impl GlobalDispatch<ExtOutputImageCaptureSourceManagerV1, ()> for Comp {
-    fn bind(
-        _: &mut Self,
-        _: &DisplayHandle,
-        _: &Client,
-        resource: New<ExtOutputImageCaptureSourceManagerV1>,
-        _: &(),
-        init: &mut DataInit<'_, Self>,
-    ) {
-        init.init(resource, ());
-    }
-}
-
 impl Dispatch<ExtOutputImageCaptureSourceManagerV1, ()> for Comp {
     fn request(
         _: &mut Self,
@@ -931,32 +903,6 @@ impl Dispatch<ExtOutputImageCaptureSourceManagerV1, ()> for Comp {
         if let ext_output_image_capture_source_manager_v1::Request::CreateSource { source, .. } = request {
             init.init(source, ());
         }
-    }
-}
-
-impl Dispatch<ExtImageCaptureSourceV1, ()> for Comp {
-    fn request(
-        _: &mut Self,
-        _: &Client,
-        _: &ExtImageCaptureSourceV1,
-        _: ext_image_capture_source_v1::Request,
-        _: &(),
-        _: &DisplayHandle,
-        _: &mut DataInit<'_, Self>,
-    ) {
-    }
-}
-
-impl GlobalDispatch<ExtImageCopyCaptureManagerV1, ()> for Comp {
-    fn bind(
-        _: &mut Self,
-        _: &DisplayHandle,
-        _: &Client,
-        resource: New<ExtImageCopyCaptureManagerV1>,
-        _: &(),
-        init: &mut DataInit<'_, Self>,
-    ) {
-        init.init(resource, ());
     }
 }
 
