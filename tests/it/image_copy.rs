@@ -286,5 +286,28 @@ fn image_copy_streams_to_chromium() {
         }
         assert_eq!(srv.status()["viewers"].as_u64(), Some(1));
         assert!(comp.stats().frames_ready > 30);
+
+        // The compositor stops the session: the server reports the loss, opens a new session and the same
+        // viewer keeps decoding.
+        comp.stop_sessions();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lost = loop {
+            let capture = srv.status()["capture"].as_str().unwrap_or("").to_owned();
+            if capture.starts_with("lost") {
+                break capture;
+            }
+            assert!(Instant::now() < deadline, "the stopped session was not reported: {capture}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(lost.contains("stopped capturing TEST-1"), "{lost}");
+        while srv.status()["capture"] != "ok" {
+            assert!(Instant::now() < deadline, "capture did not come back: {}", srv.status());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let c = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        std::thread::sleep(Duration::from_secs(1));
+        let d = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        assert!(d > c + 10, "decoding resumes after the new session: {c} → {d}");
+        assert_eq!(comp.stats().session_options.len(), 2, "one new session");
     });
 }
