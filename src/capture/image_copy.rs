@@ -450,11 +450,8 @@ impl SessionDriver {
     /// Start a frame when nothing is in flight and constraints allow.
     fn kick(&mut self, wl: &WlSession) -> Result<(), CaptureError> {
         match self.phase {
-            Phase::AwaitingConstraints { until: Some(t) }
-                if Instant::now() >= t && self.constraints.current().is_some() =>
-            {
-                self.phase = Phase::Idle;
-            }
+            // The grace period after failed(buffer_constraints) is over: retry with what we have (below).
+            Phase::AwaitingConstraints { until: Some(t) } if Instant::now() >= t => self.phase = Phase::Idle,
             Phase::Idle => {}
             _ => return Ok(()),
         }
@@ -503,7 +500,8 @@ impl SessionDriver {
                     self.phase = Phase::Idle;
                 }
             }
-            SessionStep::Stopped => self.stop(),
+            // The protocol asks the client to destroy a stopped session.
+            SessionStep::Stopped => self.close(),
         }
     }
 
@@ -537,7 +535,7 @@ impl SessionDriver {
                 self.with_damage = false;
                 self.consecutive_failures += 1;
                 match reason {
-                    FailureReason::Stopped => self.stop(),
+                    FailureReason::Stopped => self.close(),
                     FailureReason::BufferConstraints => {
                         // New constraints either came already (newer generation: reallocate now) or are on
                         // their way; a compositor that never sends them gets a fresh buffer after a grace period.
@@ -833,8 +831,12 @@ impl ImageCopyCapture {
 
     fn kick_cursor(&mut self) {
         let Some(images) = self.cursor.as_mut().and_then(|c| c.images.as_mut()) else { return };
-        // The cursor session has no image while no cursor is over the output (size 0x0): nothing to capture.
+        // The cursor session has no image while no cursor is over the output (size 0x0): nothing to capture
+        // until new constraints come.
         if images.constraints.current().is_some_and(|c| c.shm_layout().is_err()) {
+            if matches!(images.phase, Phase::AwaitingConstraints { .. } | Phase::Idle) {
+                images.phase = Phase::AwaitingConstraints { until: None };
+            }
             return;
         }
         if let Err(e) = images.kick(&self.session) {
