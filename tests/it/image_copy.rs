@@ -311,3 +311,60 @@ fn image_copy_streams_to_chromium() {
         assert_eq!(comp.stats().session_options.len(), 2, "one new session");
     });
 }
+
+/// The test compositor itself follows the protocol text: misuse is a protocol error naming the rule.
+#[test]
+fn image_copy_test_compositor_enforces_the_protocol() {
+    use wayland_protocols::ext::image_capture_source::v1::client::ext_output_image_capture_source_manager_v1::ExtOutputImageCaptureSourceManagerV1 as SourceManager;
+    use wayland_protocols::ext::image_copy_capture::v1::client::ext_image_copy_capture_manager_v1::{
+        ExtImageCopyCaptureManagerV1 as Manager, Options,
+    };
+    use wl_webrtc::buffer::shm::ShmBuffer;
+    use wl_webrtc::capture::image_copy::ImageCopyData as D;
+    use wl_webrtc::capture::wayland::WlSession;
+    use wl_webrtc::frame::PixelFormat;
+
+    let comp = TestCompositor::start(64, 64);
+    let cases = [
+        "create_frame before the previous frame was destroyed",
+        "capture without a buffer",
+        "invalid buffer damage",
+        "capture sent twice",
+        "attach_buffer after capture",
+        "options 0x2",
+    ];
+    // Each misuse on a fresh connection (a protocol error ends the client).
+    for want in cases {
+        let mut s = WlSession::connect(comp.socket()).expect("connect");
+        let qh = s.handle();
+        let manager: Manager = s.globals.bind(&qh, 1..=1, D).expect("manager");
+        let sources: SourceManager = s.globals.bind(&qh, 1..=1, D).expect("source manager");
+        let (output, _) = s.find_output(None).expect("output");
+        let source = sources.create_source(&output, &qh, D);
+        let options = if want.starts_with("options") { Options::from_bits_retain(2) } else { Options::empty() };
+        let session = manager.create_session(&source, options, &qh, D);
+        let frame = session.create_frame(&qh, D);
+        let layout = FrameLayout { width: 64, height: 64, stride: 256, format: PixelFormat::Xrgb8888 };
+        let buffer = ShmBuffer::new(&s.state.shm, layout, &qh).expect("shm buffer");
+        match want {
+            "create_frame before the previous frame was destroyed" => drop(session.create_frame(&qh, D)),
+            "capture without a buffer" => frame.capture(),
+            "invalid buffer damage" => frame.damage_buffer(-1, 0, 4, 4),
+            "capture sent twice" | "attach_buffer after capture" => {
+                frame.attach_buffer(buffer.wl_buffer());
+                frame.damage_buffer(0, 0, 64, 64);
+                frame.capture();
+                if want == "capture sent twice" {
+                    frame.capture();
+                } else {
+                    frame.attach_buffer(buffer.wl_buffer());
+                }
+            }
+            _ => {}
+        }
+        let err = s.queue.roundtrip(&mut s.state).expect_err("a protocol error");
+        assert!(err.to_string().contains(want), "{want}: {err}");
+    }
+    let errors = comp.stats().protocol_errors;
+    assert_eq!(errors.len(), cases.len(), "{errors:?}");
+}
