@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::capture::screencopy::ScreencopyCapture;
+use crate::capture::Capture;
+use crate::capture::image_copy::CursorState;
 use crate::capture::wayland::{self, WlSession};
-use crate::capture::{ResolvedSource, resolve_source};
 use crate::cli::{CaptureArgs, Cli, Command, ConfigArgs, ListOutputsArgs, StartArgs};
 use crate::config::{Config, DEFAULT_CONFIG_TEMPLATE};
 use crate::encode::EncodedFrame;
@@ -311,17 +311,9 @@ fn list_outputs(cfg: &Config, a: &ListOutputsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Open the configured capture source on a desktop.
-pub fn open_capture(cfg: &Config, socket: &std::path::Path) -> anyhow::Result<ScreencopyCapture> {
-    let session = WlSession::connect(socket)?;
-    let source = resolve_source(
-        cfg.source,
-        session.has_global(wayland::EXT_IMAGE_COPY_IFACE),
-        session.has_global(wayland::SCREENCOPY_IFACE),
-    )?;
-    match source {
-        ResolvedSource::Screencopy => Ok(ScreencopyCapture::new(session, cfg.output.as_deref())?),
-    }
+/// Open the configured capture source (`--source`, resolved against what the compositor offers) on a desktop.
+pub fn open_capture(cfg: &Config, socket: &std::path::Path) -> anyhow::Result<Capture> {
+    Ok(Capture::open(socket, cfg.source, cfg.output.as_deref(), cfg.cursor)?)
 }
 
 /// `--fps` pacing: the decision is `control::FramePacer`'s; this only sleeps (in ≤ 50 ms steps, so a stop
@@ -382,6 +374,8 @@ pub struct CaptureReport {
     /// Capture stopped because no new frame arrived within --idle-timeout.
     pub timed_out: bool,
     pub png: Option<PathBuf>,
+    /// The cursor at the end (`--cursor metadata` on ext-image-copy), else null.
+    pub cursor: Option<CursorState>,
 }
 
 fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
@@ -495,7 +489,7 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
     let counters = cap.counters();
     let report = CaptureReport {
         output: cap.output().name.clone(),
-        source: "screencopy",
+        source: cap.source().name(),
         buffer: cap.buffer_kind(),
         frames,
         width: last.layout.width,
@@ -519,6 +513,7 @@ fn capture(cfg: &Config, a: &CaptureArgs, stop: &AtomicBool) -> anyhow::Result<E
         encode_ms_p50: metrics::percentile(&encode_ms, 50.0),
         timed_out,
         png: a.png.clone(),
+        cursor: cap.cursor().cloned(),
     };
     if a.json && !quiet {
         println!("{}", serde_json::to_string(&report)?);
@@ -642,8 +637,8 @@ const CAPTURE_RETRY: Duration = Duration::from_secs(1);
 /// only for a private headless desktop (whose compositor dying ends the program); otherwise the server keeps
 /// running, reports the loss in its status and reconnects when the compositor (and output) are back.
 fn media_loop(
-    cap: ScreencopyCapture,
-    reopen: &dyn Fn(&Config) -> anyhow::Result<ScreencopyCapture>,
+    cap: Capture,
+    reopen: &dyn Fn(&Config) -> anyhow::Result<Capture>,
     headless: bool,
     cfg: &Config,
     hub: &crate::server::Hub,
@@ -688,7 +683,7 @@ fn media_loop(
 
 /// The streaming loop over one capture; returns Ok on stop, Err when capture fails.
 fn media_run(
-    cap: &mut ScreencopyCapture,
+    cap: &mut Capture,
     cfg: &Config,
     hub: &crate::server::Hub,
     pipe: &crate::media::PictureSlot,

@@ -32,9 +32,14 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub output: Option<String>,
 
-    /// Capture source.
+    /// Capture source: auto = ext-image-copy if offered, else screencopy, else pipewire.
     #[arg(long, global = true, value_enum)]
     pub source: Option<SourceArg>,
+
+    /// Pointer cursor: painted into frames (embedded), sent separately as position + hotspot + image
+    /// (metadata; ext-image-copy only), or left out (hidden).
+    #[arg(long, global = true, value_enum)]
+    pub cursor: Option<CursorArg>,
 
     /// Frame-rate cap (frames per second).
     #[arg(long, global = true, value_name = "N")]
@@ -78,6 +83,14 @@ pub enum SourceArg {
     Screencopy,
     ExtImageCopy,
     Pipewire,
+}
+
+/// `--cursor` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CursorArg {
+    Embedded,
+    Metadata,
+    Hidden,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{GlobalArgs, SourceArg};
+use crate::cli::{CursorArg, GlobalArgs, SourceArg};
 use crate::encode::{EncoderSettings, Profile, RateControl};
 
 /// The commented default configuration file (also printed by `wl-webrtc config --print-default`).
@@ -52,6 +52,40 @@ impl From<SourceArg> for SourceKind {
             SourceArg::Screencopy => SourceKind::Screencopy,
             SourceArg::ExtImageCopy => SourceKind::ExtImageCopy,
             SourceArg::Pipewire => SourceKind::Pipewire,
+        }
+    }
+}
+
+/// What happens to the pointer cursor (`--cursor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CursorMode {
+    /// Painted into the frames by the compositor.
+    #[default]
+    Embedded,
+    /// Not in the frames; position, hotspot and image delivered separately (ext-image-copy cursor session;
+    /// screencopy has no such thing and paints it in instead).
+    Metadata,
+    /// Neither painted nor reported.
+    Hidden,
+}
+
+impl CursorMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            CursorMode::Embedded => "embedded",
+            CursorMode::Metadata => "metadata",
+            CursorMode::Hidden => "hidden",
+        }
+    }
+}
+
+impl From<CursorArg> for CursorMode {
+    fn from(a: CursorArg) -> Self {
+        match a {
+            CursorArg::Embedded => CursorMode::Embedded,
+            CursorArg::Metadata => CursorMode::Metadata,
+            CursorArg::Hidden => CursorMode::Hidden,
         }
     }
 }
@@ -101,6 +135,7 @@ impl std::fmt::Display for HeadlessMode {
 struct FileConfig {
     output: Option<String>,
     source: Option<SourceKind>,
+    cursor: Option<CursorMode>,
     fps: Option<u32>,
     log_level: Option<String>,
     #[serde(default)]
@@ -211,6 +246,8 @@ pub struct Config {
     /// Output to capture; `None` = the first one the compositor lists.
     pub output: Option<String>,
     pub source: SourceKind,
+    /// Pointer cursor: painted in, sent as metadata, or left out.
+    pub cursor: CursorMode,
     /// Frame-rate cap.
     pub fps: u32,
     /// tracing env-filter directive.
@@ -228,6 +265,7 @@ impl Default for Config {
         Config {
             output: None,
             source: SourceKind::Auto,
+            cursor: CursorMode::Embedded,
             fps: 60,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             headless: None,
@@ -275,6 +313,9 @@ impl Config {
             if let Some(s) = f.source {
                 cfg.source = s;
             }
+            if let Some(c) = f.cursor {
+                cfg.cursor = c;
+            }
             if let Some(fps) = f.fps {
                 cfg.fps = fps;
             }
@@ -316,6 +357,9 @@ impl Config {
         }
         if let Some(s) = args.source {
             cfg.source = s.into();
+        }
+        if let Some(c) = args.cursor {
+            cfg.cursor = c.into();
         }
         if let Some(fps) = args.fps {
             cfg.fps = fps;
@@ -393,7 +437,8 @@ impl Config {
             SourceKind::Pipewire => "pipewire",
         };
         s += &format!(
-            "source = \"{source}\"\nfps = {}\nlog_level = {}\n\n[headless]\n",
+            "source = \"{source}\"\ncursor = \"{}\"\nfps = {}\nlog_level = {}\n\n[headless]\n",
+            self.cursor.name(),
             self.fps,
             toml_str(&self.log_filter)
         );
@@ -489,6 +534,7 @@ mod tests {
         let cfg = Config {
             output: Some("DP-1".into()),
             source: SourceKind::Screencopy,
+            cursor: CursorMode::Metadata,
             fps: 30,
             log_filter: "debug".into(),
             headless: Some(HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }),

@@ -86,6 +86,30 @@ pub fn choose_dmabuf(
     Ok((offer, format))
 }
 
+/// DRM_FORMAT_MOD_LINEAR.
+pub const MOD_LINEAR: u64 = 0;
+/// DRM_FORMAT_MOD_INVALID: "implicit modifier", not something GBM can be asked for explicitly.
+pub const MOD_INVALID: u64 = 0x00ff_ffff_ffff_ffff;
+
+/// The modifiers to ask GBM for, out of those the compositor accepts: every explicit one, LINEAR when the
+/// list is empty or holds only the implicit modifier (which every importer reads as linear here).
+pub fn usable_modifiers(offered: &[u64]) -> Vec<u64> {
+    let explicit: Vec<u64> = offered.iter().copied().filter(|&m| m != MOD_INVALID).collect();
+    if explicit.is_empty() { vec![MOD_LINEAR] } else { explicit }
+}
+
+/// The render node for a `dev_t` the compositor named (ext-image-copy `dmabuf_device`): the render node with
+/// that device number, else this machine's default render node. The protocol says the node type is
+/// unspecified, so a primary node's number simply does not match and the default is used.
+pub fn render_node_for_device(dri_dir: &Path, dev: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let exact = std::fs::read_dir(dri_dir).ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        (name.starts_with("renderD") && e.metadata().ok()?.rdev() == dev).then(|| e.path())
+    });
+    exact.or_else(|| find_render_node(dri_dir))
+}
+
 /// GBM on a render node.
 pub struct GbmAllocator {
     device: gbm::Device<File>,
@@ -145,6 +169,22 @@ impl DmabufBuffer {
     where
         D: Dispatch<WlBuffer, BufferData> + Dispatch<ZwpLinuxBufferParamsV1, BufferData> + 'static,
     {
+        DmabufBuffer::with_modifiers(alloc, offer, format, &[], linux_dmabuf, qh)
+    }
+
+    /// Allocate a buffer for `offer` with one of `modifiers` (GBM picks; see [`usable_modifiers`]) and wrap it
+    /// in a wl_buffer (create_immed). An empty list means LINEAR.
+    pub fn with_modifiers<D>(
+        alloc: &GbmAllocator,
+        offer: DmabufOffer,
+        format: PixelFormat,
+        modifiers: &[u64],
+        linux_dmabuf: &ZwpLinuxDmabufV1,
+        qh: &QueueHandle<D>,
+    ) -> Result<DmabufBuffer, BufferError>
+    where
+        D: Dispatch<WlBuffer, BufferData> + Dispatch<ZwpLinuxBufferParamsV1, BufferData> + 'static,
+    {
         let fourcc = gbm::Format::try_from(offer.fourcc)
             .map_err(|_| BufferError::Dmabuf(format!("unknown fourcc {:#x}", offer.fourcc)))?;
         let bo = alloc
@@ -153,7 +193,7 @@ impl DmabufBuffer {
                 offer.width,
                 offer.height,
                 fourcc,
-                std::iter::once(gbm::Modifier::Linear),
+                usable_modifiers(modifiers).into_iter().map(gbm::Modifier::from),
                 gbm::BufferObjectFlags::RENDERING,
             )
             .map_err(|e| BufferError::Dmabuf(format!("gbm_bo_create {}x{}: {e}", offer.width, offer.height)))?;
@@ -218,6 +258,14 @@ mod tests {
     #[test]
     fn missing_render_node_dir_is_none() {
         assert_eq!(find_render_node(Path::new("/nonexistent/dri")), None);
+        assert_eq!(render_node_for_device(Path::new("/nonexistent/dri"), 0xe280), None);
+    }
+
+    #[test]
+    fn modifiers_fall_back_to_linear() {
+        assert_eq!(usable_modifiers(&[]), vec![MOD_LINEAR]);
+        assert_eq!(usable_modifiers(&[MOD_INVALID]), vec![MOD_LINEAR]);
+        assert_eq!(usable_modifiers(&[MOD_INVALID, 0x0100_0000_0000_0001, MOD_LINEAR]), vec![0x0100_0000_0000_0001, 0]);
     }
 
     #[test]

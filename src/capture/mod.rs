@@ -1,15 +1,72 @@
 //! Capture sources. The capture thread owns the Wayland connection; a source hands out one frame at a time
 //! (pixels stay in the source's reused buffer until the next call).
 //!
-//! Sources: `screencopy` (wlr-screencopy v3). `ext-image-copy` and `pipewire` are chosen by `--source` but
-//! not built yet; `auto` picks the best one the compositor offers.
+//! Sources: `ext-image-copy` (ext-image-copy-capture-v1, [`image_copy`]) and `screencopy` (wlr-screencopy v3,
+//! [`screencopy`]), both behind the one [`Capture`] enum the pipeline uses; `auto` picks the best one the
+//! compositor offers. `pipewire` is chosen by `--source` but not built yet.
+//! Both Wayland sources keep their buffer in [`buffers::CaptureBuffers`] (shm, or dmabuf where possible).
 
+pub mod buffers;
+pub mod image_copy;
 pub mod screencopy;
 pub mod wayland;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
+pub use crate::config::CursorMode;
 use crate::config::SourceKind;
+use crate::frame::{Damage, FrameInfo, FrameLayout, PixelFormat, Rect};
+use image_copy::{CursorState, ImageCopyCapture};
+use screencopy::ScreencopyCapture;
+use wayland::{OutputDesc, WlSession};
+
+/// Consecutive failed frames after which capture gives up.
+pub(crate) const MAX_CONSECUTIVE_FAILURES: u32 = 50;
+/// Pause after a failed frame before asking again.
+pub(crate) const FAILURE_BACKOFF: Duration = Duration::from_millis(20);
+
+/// The `FrameInfo` of a frame that just became ready in a buffer of `layout` (`None`: no buffer, an empty
+/// layout). `rects`: the compositor's damage in buffer coordinates (clipped here, and flipped into display
+/// orientation when `y_invert`), or `None` when the frame must count as fully damaged.
+pub(crate) fn ready_frame_info(
+    layout: Option<FrameLayout>,
+    y_invert: bool,
+    rects: Option<Vec<Rect>>,
+    requested_at: Instant,
+    presented: Option<Duration>,
+    seq: u64,
+) -> FrameInfo {
+    let layout = layout.unwrap_or(FrameLayout { width: 0, height: 0, stride: 0, format: PixelFormat::Xrgb8888 });
+    let damage = match rects {
+        Some(rects) => {
+            let flip =
+                |r: Rect| if y_invert { Rect { y: layout.height.saturating_sub(r.y + r.height), ..r } } else { r };
+            Damage::Rects(rects.into_iter().filter_map(|r| r.clip(layout.width, layout.height)).map(flip).collect())
+        }
+        None => Damage::Full,
+    };
+    FrameInfo {
+        layout,
+        y_invert,
+        damage,
+        requested_at,
+        ready_at: Instant::now(),
+        presented,
+        age: presented.map(|p| crate::frame::monotonic_now().saturating_sub(p)),
+        seq,
+    }
+}
+
+/// Counters of one capture session.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CaptureCounters {
+    /// Buffers allocated (1 in steady state; +1 per size or format change).
+    pub buffer_allocations: u64,
+    /// Frames the compositor failed.
+    pub failed_frames: u64,
+}
 
 /// Errors of any capture source. Messages say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +97,11 @@ pub enum CaptureError {
     Buffer(#[from] crate::buffer::BufferError),
     #[error("the compositor failed {0} frames in a row; giving up")]
     RepeatedFailures(u32),
+    #[error(
+        "the compositor stopped capturing {0} (the output went away or capture was revoked); \
+         capture is retried while the server runs"
+    )]
+    SessionStopped(String),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -52,9 +114,21 @@ fn list_or_none(names: &[String]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedSource {
     Screencopy,
+    ExtImageCopy,
 }
 
-/// Resolve `--source` against what the compositor offers.
+impl ResolvedSource {
+    /// The `--source` value naming it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ResolvedSource::Screencopy => "screencopy",
+            ResolvedSource::ExtImageCopy => "ext-image-copy",
+        }
+    }
+}
+
+/// Resolve `--source` against what the compositor offers. `auto`: ext-image-copy-capture, else wlr-screencopy,
+/// else PipeWire (not built yet, so a clear error).
 pub fn resolve_source(
     kind: SourceKind,
     offers_ext_image_copy: bool,
@@ -63,21 +137,119 @@ pub fn resolve_source(
     match kind {
         SourceKind::Screencopy if offers_screencopy => Ok(ResolvedSource::Screencopy),
         SourceKind::Screencopy => Err(CaptureError::MissingGlobal(
-            "the compositor does not offer wlr-screencopy (zwlr_screencopy_manager_v1); try --source pipewire".into(),
-        )),
-        SourceKind::Auto if offers_screencopy => Ok(ResolvedSource::Screencopy),
-        SourceKind::Auto if offers_ext_image_copy => Err(CaptureError::Unsupported(
-            "the compositor offers only ext-image-copy-capture, which this build cannot use yet; try --source pipewire"
+            "the compositor does not offer wlr-screencopy (zwlr_screencopy_manager_v1); try --source ext-image-copy"
                 .into(),
         )),
+        SourceKind::ExtImageCopy if offers_ext_image_copy => Ok(ResolvedSource::ExtImageCopy),
+        SourceKind::ExtImageCopy => Err(CaptureError::MissingGlobal(
+            "the compositor does not offer ext-image-copy-capture (ext_image_copy_capture_manager_v1 and \
+             ext_output_image_capture_source_manager_v1); try --source screencopy"
+                .into(),
+        )),
+        SourceKind::Auto if offers_ext_image_copy => Ok(ResolvedSource::ExtImageCopy),
+        SourceKind::Auto if offers_screencopy => Ok(ResolvedSource::Screencopy),
         SourceKind::Auto => Err(CaptureError::MissingGlobal(
-            "the compositor offers neither ext-image-copy-capture nor wlr-screencopy; try --source pipewire".into(),
+            "the compositor offers neither ext-image-copy-capture nor wlr-screencopy, and the PipeWire source is \
+             not built yet: this compositor cannot be captured by wl-webrtc today"
+                .into(),
         )),
-        SourceKind::ExtImageCopy => Err(CaptureError::Unsupported(
-            "--source ext-image-copy is not implemented yet; use --source screencopy".into(),
+        SourceKind::Pipewire => Err(CaptureError::Unsupported(
+            "--source pipewire is not implemented yet; use --source ext-image-copy or --source screencopy".into(),
         )),
-        SourceKind::Pipewire => {
-            Err(CaptureError::Unsupported("--source pipewire is not implemented yet; use --source screencopy".into()))
+    }
+}
+
+/// The capture source the pipeline uses, whichever protocol is behind it. Closed set, picked once at start.
+#[derive(Debug)]
+pub enum Capture {
+    // Boxed: both are large (sessions, buffers, Wayland state) and moved between threads whole.
+    Screencopy(Box<ScreencopyCapture>),
+    ImageCopy(Box<ImageCopyCapture>),
+}
+
+impl Capture {
+    /// Connect to the compositor at `socket` and open `source` (resolved against what it offers) on `output`
+    /// (the first output when `None`).
+    pub fn open(
+        socket: &Path,
+        source: SourceKind,
+        output: Option<&str>,
+        cursor: CursorMode,
+    ) -> Result<Capture, CaptureError> {
+        let session = WlSession::connect(socket)?;
+        let resolved = resolve_source(source, session.offers_ext_image_copy(), session.offers_screencopy())?;
+        match resolved {
+            ResolvedSource::Screencopy => {
+                let mut cap = ScreencopyCapture::new(session, output)?;
+                cap.set_cursor_mode(cursor);
+                Ok(Capture::Screencopy(Box::new(cap)))
+            }
+            ResolvedSource::ExtImageCopy => {
+                Ok(Capture::ImageCopy(Box::new(ImageCopyCapture::new(session, output, cursor)?)))
+            }
+        }
+    }
+
+    /// Which protocol this is.
+    pub fn source(&self) -> ResolvedSource {
+        match self {
+            Capture::Screencopy(_) => ResolvedSource::Screencopy,
+            Capture::ImageCopy(_) => ResolvedSource::ExtImageCopy,
+        }
+    }
+
+    /// The output as it was when capture started.
+    pub fn output(&self) -> &OutputDesc {
+        match self {
+            Capture::Screencopy(c) => c.output(),
+            Capture::ImageCopy(c) => c.output(),
+        }
+    }
+
+    pub fn counters(&self) -> CaptureCounters {
+        match self {
+            Capture::Screencopy(c) => c.counters(),
+            Capture::ImageCopy(c) => c.counters(),
+        }
+    }
+
+    /// "shm" or "dmabuf", once the first frame has arrived.
+    pub fn buffer_kind(&self) -> Option<&'static str> {
+        match self {
+            Capture::Screencopy(c) => c.buffer_kind(),
+            Capture::ImageCopy(c) => c.buffer_kind(),
+        }
+    }
+
+    /// Wait up to `timeout` for the next changed frame (`Ok(None)`: none in time, or `stop` was set).
+    pub fn next_frame(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<Option<FrameInfo>, CaptureError> {
+        match self {
+            Capture::Screencopy(c) => c.next_frame(timeout, stop),
+            Capture::ImageCopy(c) => c.next_frame(timeout, stop),
+        }
+    }
+
+    /// Read pending events without asking for a frame: notices a vanished compositor, output or session.
+    pub fn check_alive(&mut self) -> Result<(), CaptureError> {
+        match self {
+            Capture::Screencopy(c) => c.check_alive(),
+            Capture::ImageCopy(c) => c.check_alive(),
+        }
+    }
+
+    /// Run `f(data, stride)` over the pixels of the last frame.
+    pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
+        match self {
+            Capture::Screencopy(c) => c.with_pixels(f),
+            Capture::ImageCopy(c) => c.with_pixels(f),
+        }
+    }
+
+    /// The cursor as metadata (`--cursor metadata` on a source that has it), else `None`.
+    pub fn cursor(&self) -> Option<&CursorState> {
+        match self {
+            Capture::Screencopy(_) => None,
+            Capture::ImageCopy(c) => c.cursor(),
         }
     }
 }
@@ -87,10 +259,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_prefers_screencopy_when_that_is_all_we_can_use() {
+    fn auto_prefers_ext_image_copy_then_screencopy() {
+        assert_eq!(resolve_source(SourceKind::Auto, true, true).ok(), Some(ResolvedSource::ExtImageCopy));
         assert_eq!(resolve_source(SourceKind::Auto, false, true).ok(), Some(ResolvedSource::Screencopy));
-        assert!(resolve_source(SourceKind::Auto, false, false).is_err());
+        let none = resolve_source(SourceKind::Auto, false, false).expect_err("nothing offered");
+        assert!(none.to_string().contains("PipeWire"), "{none}");
         assert!(resolve_source(SourceKind::Screencopy, true, false).is_err());
+        assert_eq!(resolve_source(SourceKind::Screencopy, true, true).ok(), Some(ResolvedSource::Screencopy));
+        assert_eq!(resolve_source(SourceKind::ExtImageCopy, true, false).ok(), Some(ResolvedSource::ExtImageCopy));
+        let missing = resolve_source(SourceKind::ExtImageCopy, false, true).expect_err("not offered");
+        assert!(missing.to_string().contains("--source screencopy"), "{missing}");
+        assert!(resolve_source(SourceKind::Pipewire, true, true).is_err());
     }
 
     #[test]

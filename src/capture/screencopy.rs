@@ -14,22 +14,20 @@ use std::time::{Duration, Instant};
 use smithay_client_toolkit::dispatch2::Dispatch2;
 use wayland_client::protocol::wl_output::WlOutput;
 use wayland_client::{Connection, Proxy, QueueHandle, WEnum};
-use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_dmabuf_v1::ZwpLinuxDmabufV1;
 use wayland_protocols_wlr::screencopy::v1::client::{
     zwlr_screencopy_frame_v1::{self, ZwlrScreencopyFrameV1},
     zwlr_screencopy_manager_v1::{self, ZwlrScreencopyManagerV1},
 };
 
-use super::CaptureError;
+pub use super::CaptureCounters;
+use super::buffers::{CaptureBuffers, DmabufWant};
 use super::wayland::{OutputDesc, WlSession, WlState};
-use crate::buffer::dmabuf::{self, DmabufBuffer, DmabufOffer, DmabufUnavailable, GbmAllocator};
-use crate::buffer::{BufferData, FrameBuffer, shm::ShmBuffer};
-use crate::frame::{Damage, FrameInfo, FrameLayout, PixelFormat, Rect};
+use super::{CaptureError, CursorMode};
+use crate::buffer::FrameBuffer;
+use crate::buffer::dmabuf::DmabufOffer;
+use crate::frame::{FrameInfo, FrameLayout, PixelFormat, Rect};
 
-/// Consecutive failed frames after which capture gives up.
-const MAX_CONSECUTIVE_FAILURES: u32 = 50;
-/// Pause after a failed frame before asking again.
-const FAILURE_BACKOFF: Duration = Duration::from_millis(20);
+use super::{FAILURE_BACKOFF, MAX_CONSECUTIVE_FAILURES};
 
 /// A frame event, decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,15 +167,6 @@ impl FrameMachine {
     }
 }
 
-/// Counters of one capture session.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CaptureCounters {
-    /// Buffers allocated (1 in steady state; +1 per size or format change).
-    pub buffer_allocations: u64,
-    /// Frames the compositor failed.
-    pub failed_frames: u64,
-}
-
 /// Capture of one output over wlr-screencopy.
 pub struct ScreencopyCapture {
     session: WlSession,
@@ -185,10 +174,7 @@ pub struct ScreencopyCapture {
     version: u32,
     output: WlOutput,
     output_desc: OutputDesc,
-    linux_dmabuf: Option<ZwpLinuxDmabufV1>,
-    gbm: Result<GbmAllocator, DmabufUnavailable>,
-    shm_reason_logged: bool,
-    buffer: Option<FrameBuffer>,
+    buffers: CaptureBuffers,
     in_flight: Option<(ZwlrScreencopyFrameV1, FrameMachine, Instant, bool)>,
     /// The current buffer holds a complete earlier frame, so damage rectangles describe all changes.
     with_damage: bool,
@@ -215,8 +201,7 @@ impl ScreencopyCapture {
             )
         })?;
         let (output, output_desc) = session.find_output(output)?;
-        let linux_dmabuf: Option<ZwpLinuxDmabufV1> = session.globals.bind(&qh, 3..=4, BufferData).ok();
-        let gbm = GbmAllocator::open_default();
+        let buffers = CaptureBuffers::new(&session, None);
         let version = manager.version();
         tracing::info!(output = %output_desc.name, version, "capturing with wlr-screencopy");
         Ok(ScreencopyCapture {
@@ -225,10 +210,7 @@ impl ScreencopyCapture {
             version,
             output,
             output_desc,
-            linux_dmabuf,
-            gbm,
-            shm_reason_logged: false,
-            buffer: None,
+            buffers,
             in_flight: None,
             with_damage: false,
             overlay_cursor: true,
@@ -244,17 +226,26 @@ impl ScreencopyCapture {
     }
 
     pub fn counters(&self) -> CaptureCounters {
-        self.counters
+        CaptureCounters { buffer_allocations: self.buffers.allocations(), ..self.counters }
     }
 
     /// Kind of buffer frames are captured into ("shm" or "dmabuf"), once the first frame has arrived.
     pub fn buffer_kind(&self) -> Option<&'static str> {
-        self.buffer.as_ref().map(FrameBuffer::kind)
+        self.buffers.kind()
     }
 
     /// Whether the cursor is painted into frames (default true).
     pub fn set_overlay_cursor(&mut self, on: bool) {
         self.overlay_cursor = on;
+    }
+
+    /// Apply `--cursor`: screencopy can paint the cursor in or leave it out, but has no cursor metadata, so
+    /// `metadata` paints it in (the viewer still sees a cursor) and says so.
+    pub fn set_cursor_mode(&mut self, mode: CursorMode) {
+        if mode == CursorMode::Metadata {
+            tracing::warn!("wlr-screencopy has no cursor metadata: the cursor is painted into frames instead");
+        }
+        self.overlay_cursor = mode != CursorMode::Hidden;
     }
 
     /// Wait up to `timeout` for the next frame. `Ok(None)`: nothing changed in time, or `stop` was set (the
@@ -267,10 +258,7 @@ impl ScreencopyCapture {
                 self.request_frame();
             }
             let got = self.session.dispatch_until(deadline, stop, |st| Ok(!st.screencopy.events.is_empty()))?;
-            if let Some(name) = self.session.take_destroyed_outputs().into_iter().find(|n| *n == self.output_desc.name)
-            {
-                return Err(CaptureError::OutputGone(name));
-            }
+            self.session.check_output(&self.output_desc.name)?;
             if !got {
                 return Ok(None);
             }
@@ -297,16 +285,12 @@ impl ScreencopyCapture {
     pub fn check_alive(&mut self) -> Result<(), CaptureError> {
         let never = AtomicBool::new(false);
         self.session.dispatch_until(Instant::now() + Duration::from_millis(1), &never, |_| Ok(false))?;
-        match self.session.take_destroyed_outputs().into_iter().find(|n| *n == self.output_desc.name) {
-            Some(name) => Err(CaptureError::OutputGone(name)),
-            None => Ok(()),
-        }
+        self.session.check_output(&self.output_desc.name)
     }
 
     /// Run `f(data, stride)` over the pixels of the last frame.
     pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
-        let buf = self.buffer.as_mut().ok_or_else(|| CaptureError::Unsupported("no frame captured yet".into()))?;
-        Ok(buf.with_pixels(f)?)
+        self.buffers.with_pixels(f)
     }
 
     fn request_frame(&mut self) {
@@ -317,24 +301,13 @@ impl ScreencopyCapture {
 
     /// Make sure a buffer for the offers exists (reused when the layout is unchanged) and send the copy.
     fn start_copy(&mut self, offers: &Offers) -> Result<(), CaptureError> {
-        let want_dmabuf =
-            dmabuf::choose_dmabuf(offers.dmabuf, self.gbm.as_ref().map(|_| ()), self.linux_dmabuf.is_some());
-        let reusable = match (&self.buffer, &want_dmabuf) {
-            (Some(FrameBuffer::Dmabuf(b)), Ok((offer, _))) => {
-                b.layout().width == offer.width
-                    && b.layout().height == offer.height
-                    && b.layout().format.drm_fourcc() == offer.fourcc
-            }
-            (Some(FrameBuffer::Shm(b)), Err(_)) => Some(b.layout()) == offers.shm_layout().ok(),
-            _ => false,
-        };
-        if !reusable {
-            self.buffer = None;
+        let dmabuf = offers.dmabuf.map(|offer| DmabufWant { offer, modifiers: Vec::new() });
+        if self.buffers.ensure(&self.session, offers.shm_layout(), dmabuf.as_ref())? {
             self.with_damage = false;
-            self.buffer = Some(self.allocate(offers, want_dmabuf)?);
-            self.counters.buffer_allocations += 1;
         }
-        let Some(buffer) = self.buffer.as_ref() else { unreachable!("allocated above") };
+        let Some(buffer) = self.buffers.buffer() else {
+            return Err(CaptureError::Unsupported("no capture buffer".into()));
+        };
         let Some((frame, _, _, with_damage)) = self.in_flight.as_mut() else { return Ok(()) };
         // Always copy_with_damage: the compositor completes it at once when its damage tracker for us is new
         // (wlroots starts it fully damaged), and otherwise only when something changed. Damage rectangles
@@ -342,38 +315,6 @@ impl ScreencopyCapture {
         frame.copy_with_damage(buffer.wl_buffer());
         *with_damage = self.with_damage;
         Ok(())
-    }
-
-    fn allocate(
-        &mut self,
-        offers: &Offers,
-        want_dmabuf: Result<(DmabufOffer, PixelFormat), DmabufUnavailable>,
-    ) -> Result<FrameBuffer, CaptureError> {
-        let qh = self.session.handle();
-        match (want_dmabuf, &self.gbm, &self.linux_dmabuf) {
-            (Ok((offer, format)), Ok(gbm), Some(ld)) => match DmabufBuffer::new(gbm, offer, format, ld, &qh) {
-                Ok(b) => {
-                    tracing::info!(node = %gbm.path().display(), "capturing into dmabuf (GBM) buffers");
-                    return Ok(FrameBuffer::Dmabuf(b));
-                }
-                Err(e) => {
-                    self.gbm = Err(DmabufUnavailable::AllocationFailed(e.to_string()));
-                    self.log_shm_reason(&DmabufUnavailable::AllocationFailed(e.to_string()));
-                }
-            },
-            (Err(reason), _, _) => self.log_shm_reason(&reason),
-            _ => {}
-        }
-        let layout = offers.shm_layout()?;
-        tracing::debug!(?layout, "allocating shm capture buffer");
-        Ok(FrameBuffer::Shm(ShmBuffer::new(&self.session.state.shm, layout, &qh)?))
-    }
-
-    fn log_shm_reason(&mut self, reason: &DmabufUnavailable) {
-        if !self.shm_reason_logged {
-            self.shm_reason_logged = true;
-            tracing::info!("capturing over shm, not dmabuf: {reason}");
-        }
     }
 
     fn finish_frame(
@@ -389,29 +330,14 @@ impl ScreencopyCapture {
         }
         self.consecutive_failures = 0;
         self.with_damage = true;
-        let layout = self.buffer.as_ref().map(FrameBuffer::layout).unwrap_or(FrameLayout {
-            width: 0,
-            height: 0,
-            stride: 0,
-            format: PixelFormat::Xrgb8888,
-        });
-        let damage = if with_damage {
-            let flip =
-                |r: Rect| if y_invert { Rect { y: layout.height.saturating_sub(r.y + r.height), ..r } } else { r };
-            Damage::Rects(rects.into_iter().filter_map(|r| r.clip(layout.width, layout.height)).map(flip).collect())
-        } else {
-            Damage::Full
-        };
-        let info = FrameInfo {
-            layout,
+        let info = super::ready_frame_info(
+            self.buffers.buffer().map(FrameBuffer::layout),
             y_invert,
-            damage,
+            with_damage.then_some(rects),
             requested_at,
-            ready_at: Instant::now(),
-            presented: (!presented.is_zero()).then_some(presented),
-            age: (!presented.is_zero()).then(|| crate::frame::monotonic_now().saturating_sub(presented)),
-            seq: self.seq,
-        };
+            (!presented.is_zero()).then_some(presented),
+            self.seq,
+        );
         self.seq += 1;
         info
     }
@@ -423,12 +349,7 @@ impl ScreencopyCapture {
         self.counters.failed_frames += 1;
         self.consecutive_failures += 1;
         self.with_damage = false;
-        if matches!(self.buffer, Some(FrameBuffer::Dmabuf(_))) {
-            let reason = DmabufUnavailable::AllocationFailed("the compositor failed a dmabuf copy".into());
-            self.log_shm_reason(&reason);
-            self.gbm = Err(reason);
-            self.buffer = None;
-        }
+        self.buffers.copy_failed();
         tracing::debug!(failures = self.consecutive_failures, "screencopy frame failed; asking again");
         if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
             return Err(CaptureError::RepeatedFailures(self.consecutive_failures));

@@ -24,6 +24,8 @@ use super::CaptureError;
 /// Interface names we look for in the registry.
 pub const SCREENCOPY_IFACE: &str = "zwlr_screencopy_manager_v1";
 pub const EXT_IMAGE_COPY_IFACE: &str = "ext_image_copy_capture_manager_v1";
+/// ext-image-copy-capture needs a source for an output too.
+pub const EXT_OUTPUT_SOURCE_IFACE: &str = "ext_output_image_capture_source_manager_v1";
 pub const LINUX_DMABUF_IFACE: &str = "zwp_linux_dmabuf_v1";
 
 /// Where the compositor's socket is, from the environment (`WAYLAND_DISPLAY`, relative to
@@ -54,6 +56,8 @@ pub struct WlState {
     destroyed_outputs: Vec<String>,
     /// Protocol state of the screencopy source.
     pub screencopy: super::screencopy::ScreencopyEvents,
+    /// Protocol state of the ext-image-copy-capture source.
+    pub image_copy: super::image_copy::ImageCopyEvents,
 }
 
 impl std::fmt::Debug for WlState {
@@ -112,6 +116,7 @@ impl WlSession {
             shm,
             destroyed_outputs: Vec::new(),
             screencopy: Default::default(),
+            image_copy: Default::default(),
         };
         // First round trip: wl_output/xdg_output objects bound; second: their done events.
         for _ in 0..2 {
@@ -125,13 +130,23 @@ impl WlSession {
         self.globals.contents().with_list(|list| list.iter().any(|g| g.interface == interface))
     }
 
+    /// Whether ext-image-copy-capture of outputs is possible (the capture manager and the output source
+    /// manager are both offered).
+    pub fn offers_ext_image_copy(&self) -> bool {
+        self.has_global(EXT_IMAGE_COPY_IFACE) && self.has_global(EXT_OUTPUT_SOURCE_IFACE)
+    }
+
+    pub fn offers_screencopy(&self) -> bool {
+        self.has_global(SCREENCOPY_IFACE)
+    }
+
     /// All outputs with a name, in the compositor's order.
     pub fn outputs(&self) -> Vec<(WlOutput, OutputDesc)> {
         let mut sources = Vec::new();
-        if self.has_global(EXT_IMAGE_COPY_IFACE) {
+        if self.offers_ext_image_copy() {
             sources.push("ext-image-copy");
         }
-        if self.has_global(SCREENCOPY_IFACE) {
+        if self.offers_screencopy() {
             sources.push("screencopy");
         }
         let mut v: Vec<(u32, WlOutput, OutputDesc)> = self
@@ -225,6 +240,14 @@ impl WlSession {
                     Err(e) => return Err(gone_or_protocol(&e)),
                 }
             }
+        }
+    }
+
+    /// `Err(OutputGone)` when the output called `name` was removed since the last look.
+    pub fn check_output(&mut self, name: &str) -> Result<(), CaptureError> {
+        match self.take_destroyed_outputs().into_iter().find(|n| n == name) {
+            Some(name) => Err(CaptureError::OutputGone(name)),
+            None => Ok(()),
         }
     }
 

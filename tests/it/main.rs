@@ -1,4 +1,5 @@
-//! Integration tests against a real headless Sway (started and stopped per test by `support::Fixture`).
+//! Integration tests against a real headless Sway (started and stopped per test by `support::Fixture`) and,
+//! for ext-image-copy-capture, against the in-process test compositor (`support::compositor`).
 //! One test binary, one module per area.
 
 #[path = "../support/mod.rs"]
@@ -8,6 +9,7 @@ mod browser_smoke;
 mod capture;
 mod cli;
 mod encode;
+mod image_copy;
 mod lifecycle;
 mod outputs;
 mod stream;

@@ -14,12 +14,12 @@ use crate::support::browser::Browser;
 use crate::support::netns::in_private_netns;
 
 /// Browser tests share two cores with sway, the server and x264: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A running `wl-webrtc start` pointed at a fixture desktop; stopped (SIGTERM) and reaped on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
@@ -30,7 +30,11 @@ impl Server {
     }
 
     fn start_with(f: &Fixture, args: &[&str]) -> Server {
-        let mut cmd = f.cli(args);
+        Server::spawn(f.cli(args))
+    }
+
+    /// Spawn `wl-webrtc start …` (already pointed at a desktop) and wait for its URL line.
+    pub(crate) fn spawn(mut cmd: std::process::Command) -> Server {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn wl-webrtc start");
         let stdout = child.stdout.take().expect("stdout");
@@ -45,7 +49,7 @@ impl Server {
         self.child.id()
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         http_get_json(&format!("{}/api/status", self.base))
     }
 }
@@ -92,12 +96,12 @@ fn watch(f: &Fixture, until: &str) -> (Server, Browser, crate::support::browser:
 }
 
 /// Frames keep arriving (animated desktop).
-const DECODING: &str = "window.wlw && wlw.stats && wlw.stats.framesDecoded > 30 && wlw.stats.decoder !== ''";
+pub(crate) const DECODING: &str = "window.wlw && wlw.stats && wlw.stats.framesDecoded > 30 && wlw.stats.decoder !== ''";
 /// A picture arrived and was decoded (a static desktop sends only the first frames).
 const DECODED: &str = "window.wlw && wlw.stats && wlw.stats.framesDecoded > 0 && wlw.stats.decoder !== ''";
 
 /// The pixel of the playing video at (x, y) in video coordinates, as [r, g, b].
-fn video_pixel_js(x: u32, y: u32) -> String {
+pub(crate) fn video_pixel_js(x: u32, y: u32) -> String {
     format!(
         "(() => {{ const v = document.querySelector('video'); const c = document.createElement('canvas'); \
          c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d'); g.drawImage(v, 0, 0); \
@@ -105,7 +109,7 @@ fn video_pixel_js(x: u32, y: u32) -> String {
     )
 }
 
-fn close_to(got: &serde_json::Value, want: [u8; 3]) -> bool {
+pub(crate) fn close_to(got: &serde_json::Value, want: [u8; 3]) -> bool {
     let Some(a) = got.as_array() else { return false };
     a.len() == 3 && a.iter().zip(want).all(|(g, w)| (g.as_i64().unwrap_or(-999) - i64::from(w)).abs() <= 40)
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod compositor;
 pub mod http;
 pub mod netns;
 
@@ -126,6 +127,13 @@ impl Fixture {
 
 /// Check the quadrant colours (centres and corners of each quadrant) of the last captured frame.
 pub fn quadrants_match(cap: &mut ScreencopyCapture, info: &FrameInfo) -> Result<(), String> {
+    let layout = info.layout;
+    cap.with_pixels(|data, stride| quadrants_match_in(data, &wl_webrtc::frame::FrameLayout { stride, ..layout }, info))
+        .map_err(|e| e.to_string())?
+}
+
+/// Check the quadrant colours of a mapped frame.
+pub fn quadrants_match_in(data: &[u8], layout: &wl_webrtc::frame::FrameLayout, info: &FrameInfo) -> Result<(), String> {
     let (w, h) = (info.layout.width, info.layout.height);
     let points = [
         (w / 4, h / 4),
@@ -137,19 +145,14 @@ pub fn quadrants_match(cap: &mut ScreencopyCapture, info: &FrameInfo) -> Result<
         (0, h - 1),
         (w - 1, h - 1),
     ];
-    let layout = info.layout;
-    cap.with_pixels(|data, stride| {
-        let layout = wl_webrtc::frame::FrameLayout { stride, ..layout };
-        for (x, y) in points {
-            let got = pixel_rgb(data, &layout, info.y_invert, x, y);
-            let want = quadrant_colour(w, h, x, y);
-            if got != Some(want) {
-                return Err(format!("pixel ({x},{y}) of {w}x{h}: got {got:?}, want {want:?}"));
-            }
+    for (x, y) in points {
+        let got = pixel_rgb(data, layout, info.y_invert, x, y);
+        let want = quadrant_colour(w, h, x, y);
+        if got != Some(want) {
+            return Err(format!("pixel ({x},{y}) of {w}x{h}: got {got:?}, want {want:?}"));
         }
-        Ok(())
-    })
-    .map_err(|e| e.to_string())?
+    }
+    Ok(())
 }
 
 /// Run a command to completion, killing it (and failing the test) if it runs past `timeout`.
