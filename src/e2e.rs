@@ -31,7 +31,7 @@ use crate::config::{DEFAULT_HEADLESS_USER, HeadlessMode};
 use crate::headless::{HeadlessDesktop, HeadlessOptions, spawn_guarded, terminate_group};
 use crate::metrics::percentile;
 
-const PAGE: &str = include_str!("../web/e2e.html");
+use crate::signaling::http::E2E_HTML as PAGE;
 const GST_PEER: &str = include_str!("../scripts/gst-whep-peer.py");
 
 /// What to measure.

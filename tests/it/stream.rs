@@ -23,7 +23,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn start(f: &Fixture, extra: &[&str]) -> Server {
+    pub(crate) fn start(f: &Fixture, extra: &[&str]) -> Server {
         let mut args = vec!["start", "--listen", "127.0.0.1:0"];
         args.extend(extra);
         Server::start_with(f, &args)
