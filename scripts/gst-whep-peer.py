@@ -25,7 +25,9 @@ Design notes (see the long comments below):
    connection is up; before that (and with no viewer) they are read and dropped, except that the most recent
    frame is kept and pushed at connect time so a static screen still shows up at once.
  * No queue elements: appsrc's own one-frame queue (leaky downstream = newest frame wins) is the only buffer
-   between the stdin reader and the encoder thread; everything downstream runs in appsrc's streaming thread.
+   between the stdin reader and the encoder thread; convert/encode/payload/SRTP run in appsrc's streaming thread
+   (webrtcbin adds its own leaky queue before its nicesink, which has sync=false).
+ * webrtcbin 1.22 answers H.264 without profile-level-id: the answer sent to the browser gets the offer's back.
  * PLI/FIR from the browser -> rtpsession sends GstForceKeyUnit upstream -> rtph264pay -> x264enc -> IDR.
    key-int-max=2*fps is the fallback.
  * Frames are read straight into GstBuffer memory (ctypes: gst_buffer_new_allocate/map + readinto), and pushed
@@ -205,8 +207,9 @@ class Session:
         self.lock = threading.Lock()
         # No queue elements: appsrc's internal queue (max 1 frame, leaky downstream: drop the older frame when the
         # encoder is still busy) is the only buffering between the stdin reader thread and the streaming thread;
-        # videoconvert/x264enc/rtph264pay/webrtcbin all run in appsrc's streaming thread (webrtcbin's transport
-        # then sends from that thread). A queue would add a second frame of latency and a thread hop.
+        # videoconvert, x264enc, rtph264pay and webrtcbin's rtpbin/SRTP all run in appsrc's streaming thread. (webrtcbin
+        # itself puts a leaky queue in front of its nicesink, sync=false: that hop is GStreamer's, not ours.)
+        # Another queue would only add a frame of latency and a thread hop.
         desc = (
             f'appsrc name=src is-live=true do-timestamp=true format=time block=false '
             f'max-buffers=1 max-bytes=0 max-time=0 leaky-type=downstream '
@@ -237,14 +240,13 @@ class Session:
         except TypeError:
             pass
 
-        self.webrtc.connect('on-ice-candidate', self._on_ice_candidate)
-        self.webrtc.connect('notify::ice-gathering-state', self._on_gathering)
-        self.webrtc.connect('notify::connection-state', self._on_connection_state)
-        self.webrtc.connect('notify::ice-connection-state', self._on_ice_state)
-
-        srcpad = enc.get_static_pad('src')
-        srcpad.add_probe(Gst.PadProbeType.BUFFER, self._on_encoded)
-        srcpad.add_probe(Gst.PadProbeType.EVENT_UPSTREAM, self._on_upstream_event)
+        self.handlers = [self.webrtc.connect('on-ice-candidate', self._on_ice_candidate),
+                         self.webrtc.connect('notify::ice-gathering-state', self._on_gathering),
+                         self.webrtc.connect('notify::connection-state', self._on_connection_state),
+                         self.webrtc.connect('notify::ice-connection-state', self._on_ice_state)]
+        self.enc_src = enc.get_static_pad('src')
+        self.probes = [self.enc_src.add_probe(Gst.PadProbeType.BUFFER, self._on_encoded),
+                       self.enc_src.add_probe(Gst.PadProbeType.EVENT_UPSTREAM, self._on_upstream_event)]
 
         self.bus = self.pipeline.get_bus()
         self.bus_watch = self.bus.add_watch(GLib.PRIORITY_DEFAULT, self._on_bus)
@@ -351,11 +353,19 @@ class Session:
             self.closed = True
             self.connected = False
         self.pipeline.set_state(Gst.State.NULL)
-        GLib.source_remove(self.bus_watch) if self.bus_watch else None
-        self.bus_watch = None
-        dur = time.monotonic() - (self.t_connected or time.monotonic())
+        # Break the Python <-> GObject reference cycles (signal closures and probes hold bound methods of self),
+        # else every viewer leaks its webrtcbin with its two threads (webrtc:pc, webrtc:ice) and ~13 fds.
+        for h in self.handlers:
+            self.webrtc.disconnect(h)
+        for pr in self.probes:
+            self.enc_src.remove_probe(pr)
+        if self.bus_watch:
+            GLib.source_remove(self.bus_watch)
+        self.handlers, self.probes, self.bus_watch = [], [], None
+        self.pipeline = self.appsrc = self.webrtc = self.ice = self.enc_src = self.bus = None
         s = self.stats
-        log(f'viewer {self.sid} closed: streamed {dur:.1f} s, frames pushed={s["pushed"]} encoded={s["encoded"]} '
+        streamed = f'streamed {time.monotonic() - self.t_connected:.1f} s' if self.t_connected else 'never connected'
+        log(f'viewer {self.sid} closed: {streamed}, frames pushed={s["pushed"]} encoded={s["encoded"]} '
             f'(dropped by the leaky 1-frame appsrc queue: {s["pushed"] - s["encoded"]}) keyframes={s["keyframes"]} '
             f'keyframe requests={s["key_requests"]}')
 
