@@ -138,17 +138,17 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (w, h) in sizes {
         match b.what {
-            crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames)?),
+            crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames, cfg.convert)?),
             crate::cli::BenchWhat::Encode => rows.push(crate::bench::encode(w, h, b.frames, cfg.fps)?),
         }
     }
     if b.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<8} {:<28} {:>10} {:>7} {:>9} {:>9}", "stage", "case", "size", "frames", "p50 ms", "mean ms");
+        println!("{:<8} {:<46} {:>10} {:>7} {:>9} {:>9}", "stage", "case", "size", "frames", "p50 ms", "mean ms");
         for r in &rows {
             println!(
-                "{:<8} {:<28} {:>10} {:>7} {:>9.3} {:>9.3}",
+                "{:<8} {:<46} {:>10} {:>7} {:>9.3} {:>9.3}",
                 r.stage,
                 r.case,
                 format!("{}x{}", r.width, r.height),
@@ -626,7 +626,8 @@ fn media_run(
     hub: &crate::server::Hub,
     pipe: &crate::media::PictureSlot,
 ) -> anyhow::Result<()> {
-    let mut stage = crate::media::ConvertStage::default();
+    let mut stage = crate::media::ConvertStage::new(cfg.convert);
+    tracing::info!(converter = stage.converter_name(), "colour conversion");
     let mut pacer = Pacer::new(cfg.fps);
     let stop = &hub.stop;
     while !stop.load(Ordering::Relaxed) {

@@ -36,6 +36,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum)]
     pub source: Option<SourceArg>,
 
+    /// RGB→NV12 converter: auto (Vulkan on a hardware GPU, else CPU SIMD), cpu, or vulkan (any Vulkan device,
+    /// software included; CPU if there is none).
+    #[arg(long, global = true, value_enum)]
+    pub convert: Option<ConvertArg>,
+
     /// Frame-rate cap (frames per second).
     #[arg(long, global = true, value_name = "N")]
     pub fps: Option<u32>,
@@ -80,6 +85,14 @@ pub enum SourceArg {
     Pipewire,
 }
 
+/// `--convert` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConvertArg {
+    Auto,
+    Cpu,
+    Vulkan,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Capture continuously and report the frame rate (the default command; streaming is built on it).
@@ -98,7 +111,8 @@ pub enum Command {
     TestPattern(TestPatternArgs),
     /// Print the man page (roff) or shell completions.
     Generate(GenerateArgs),
-    /// Time the CPU stages on this machine (synthetic desktop frames).
+    /// Time the media stages on this machine (synthetic desktop frames): `convert` compares CPU SIMD with
+    /// Vulkan (per stage), `encode` times x264.
     Bench(BenchArgs),
 }
 
@@ -121,7 +135,7 @@ pub struct BenchArgs {
 /// `bench` stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchWhat {
-    /// RGB→NV12 conversion per pixel format.
+    /// RGB→NV12 conversion: CPU SIMD per pixel format, and Vulkan (upload, dispatch, readback) when a device exists.
     Convert,
     /// x264 encode of converted frames.
     Encode,

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{GlobalArgs, SourceArg};
+use crate::cli::{ConvertArg, GlobalArgs, SourceArg};
+use crate::convert::ConvertChoice;
 use crate::encode::{EncoderSettings, Profile, RateControl};
 
 /// The commented default configuration file (also printed by `wl-webrtc config --print-default`).
@@ -52,6 +53,16 @@ impl From<SourceArg> for SourceKind {
             SourceArg::Screencopy => SourceKind::Screencopy,
             SourceArg::ExtImageCopy => SourceKind::ExtImageCopy,
             SourceArg::Pipewire => SourceKind::Pipewire,
+        }
+    }
+}
+
+impl From<ConvertArg> for ConvertChoice {
+    fn from(a: ConvertArg) -> Self {
+        match a {
+            ConvertArg::Auto => ConvertChoice::Auto,
+            ConvertArg::Cpu => ConvertChoice::Cpu,
+            ConvertArg::Vulkan => ConvertChoice::Vulkan,
         }
     }
 }
@@ -101,6 +112,7 @@ impl std::fmt::Display for HeadlessMode {
 struct FileConfig {
     output: Option<String>,
     source: Option<SourceKind>,
+    convert: Option<ConvertChoice>,
     fps: Option<u32>,
     log_level: Option<String>,
     #[serde(default)]
@@ -211,6 +223,8 @@ pub struct Config {
     /// Output to capture; `None` = the first one the compositor lists.
     pub output: Option<String>,
     pub source: SourceKind,
+    /// RGB→NV12 converter.
+    pub convert: ConvertChoice,
     /// Frame-rate cap.
     pub fps: u32,
     /// tracing env-filter directive.
@@ -228,6 +242,7 @@ impl Default for Config {
         Config {
             output: None,
             source: SourceKind::Auto,
+            convert: ConvertChoice::Auto,
             fps: 60,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             headless: None,
@@ -275,6 +290,9 @@ impl Config {
             if let Some(s) = f.source {
                 cfg.source = s;
             }
+            if let Some(c) = f.convert {
+                cfg.convert = c;
+            }
             if let Some(fps) = f.fps {
                 cfg.fps = fps;
             }
@@ -316,6 +334,9 @@ impl Config {
         }
         if let Some(s) = args.source {
             cfg.source = s.into();
+        }
+        if let Some(c) = args.convert {
+            cfg.convert = c.into();
         }
         if let Some(fps) = args.fps {
             cfg.fps = fps;
@@ -393,7 +414,8 @@ impl Config {
             SourceKind::Pipewire => "pipewire",
         };
         s += &format!(
-            "source = \"{source}\"\nfps = {}\nlog_level = {}\n\n[headless]\n",
+            "source = \"{source}\"\nconvert = \"{}\"\nfps = {}\nlog_level = {}\n\n[headless]\n",
+            self.convert.name(),
             self.fps,
             toml_str(&self.log_filter)
         );
@@ -489,6 +511,7 @@ mod tests {
         let cfg = Config {
             output: Some("DP-1".into()),
             source: SourceKind::Screencopy,
+            convert: ConvertChoice::Vulkan,
             fps: 30,
             log_filter: "debug".into(),
             headless: Some(HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }),
@@ -515,8 +538,15 @@ mod tests {
 
     #[test]
     fn flags_override_file() {
-        let file = parse_file("output = \"A\"\nfps = 30\nsource = \"pipewire\"\n", Path::new("t")).expect("parse");
+        let file = parse_file("output = \"A\"\nfps = 30\nsource = \"pipewire\"\nconvert = \"cpu\"\n", Path::new("t"))
+            .expect("parse");
         let args = GlobalArgs { output: Some("B".into()), verbose: 1, ..Default::default() };
+        assert_eq!(
+            Config::from_parts(Some(&file), &GlobalArgs::default()).expect("file only").convert,
+            ConvertChoice::Cpu
+        );
+        let flag = GlobalArgs { convert: Some(ConvertArg::Vulkan), ..Default::default() };
+        assert_eq!(Config::from_parts(Some(&file), &flag).expect("flag wins").convert, ConvertChoice::Vulkan);
         let cfg = Config::from_parts(Some(&file), &args).expect("resolve");
         assert_eq!(cfg.output.as_deref(), Some("B"));
         assert_eq!(cfg.fps, 30);
@@ -532,6 +562,8 @@ mod tests {
         assert!(err.to_string().contains("colour"), "{err}");
         let err = Config::from_toml("source = \"x11\"").expect_err("bad source");
         assert!(err.to_string().contains("x11"), "{err}");
+        let err = Config::from_toml("convert = \"opencl\"").expect_err("bad converter");
+        assert!(err.to_string().contains("opencl"), "{err}");
         let args = GlobalArgs { headless: Some("big".into()), ..Default::default() };
         let err = Config::from_parts(None, &args).expect_err("bad mode");
         assert!(err.to_string().contains("--headless"), "{err}");

@@ -11,3 +11,4 @@ mod encode;
 mod lifecycle;
 mod outputs;
 mod stream;
+mod vulkan;
