@@ -142,6 +142,8 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
             crate::cli::BenchWhat::Encode => rows.push(crate::bench::encode(w, h, b.frames, cfg.fps)?),
         }
     }
+    let mut devices: Vec<&str> = rows.iter().filter_map(|r| r.device.as_deref()).collect();
+    devices.dedup();
     if b.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -156,6 +158,9 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
                 r.p50_ms,
                 r.mean_ms
             );
+        }
+        for d in devices {
+            println!("vulkan device: {d}");
         }
     }
     Ok(ExitCode::SUCCESS)

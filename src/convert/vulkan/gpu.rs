@@ -446,6 +446,15 @@ impl Gpu {
         buf.ptr = std::ptr::null_mut();
     }
 
+    /// Whether some memory type is DEVICE_LOCAL, HOST_VISIBLE and HOST_COHERENT (BAR, resizable BAR, unified
+    /// memory, or a software device).
+    pub fn has_host_visible_device_memory(&self) -> bool {
+        use vk::MemoryPropertyFlags as M;
+        let want = M::DEVICE_LOCAL | M::HOST_VISIBLE | M::HOST_COHERENT;
+        let count = (self.memory_props.memory_type_count as usize).min(self.memory_props.memory_types.len());
+        self.memory_props.memory_types[..count].iter().any(|t| t.property_flags.contains(want))
+    }
+
     /// Wait for the last submission (if any) to finish.
     pub fn wait_idle(&self) {
         // SAFETY: valid device. A failure (device lost) leaves nothing to wait for.
