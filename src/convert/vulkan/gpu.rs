@@ -89,23 +89,9 @@ pub struct Buf {
     pub device_local: bool,
 }
 
-// SAFETY: the mapping is owned by this buffer (nothing else holds the pointer) and is only accessed through
-// `&mut Buf`, so moving the buffer to another thread moves exclusive access with it.
+// SAFETY: the mapping is owned by this buffer; the converter that owns the buffer is the only one that copies
+// through the pointer (from `&mut self` methods), so moving it to another thread moves exclusive access with it.
 unsafe impl Send for Buf {}
-
-impl Buf {
-    /// The mapped bytes (`None` when not host-visible). Callers only touch them while the GPU does not (every
-    /// submission is waited for before the converter returns).
-    pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
-        if self.ptr.is_null() {
-            return None;
-        }
-        let len = usize::try_from(self.size).ok()?;
-        // SAFETY: `ptr` maps the whole buffer (`size` bytes, mapped at creation with VK_WHOLE_SIZE and kept mapped
-        // until freed); `&mut self` guarantees no other reference into it exists on the host.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr, len) })
-    }
-}
 
 /// Memory properties a buffer wants: `required` must all be present, `preferred` are taken when a type has them.
 #[derive(Debug, Clone, Copy)]

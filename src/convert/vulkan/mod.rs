@@ -24,6 +24,7 @@
 //! The output equals the scalar reference within ±1 per sample (float math in the shader); damage-aware
 //! conversion equals full conversion exactly, because every sample depends only on its own pixel / 2×2 block.
 
+mod copy;
 pub mod dmabuf;
 mod gpu;
 pub mod plan;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 
+use self::copy::{CopyPool, Piece};
 use self::gpu::{Buf, Gpu, MemoryWish};
 use self::plan::{Blocks, PushConstants};
 use super::{ConvertError, check_source, fits};
@@ -89,29 +91,6 @@ impl VulkanError {
     pub fn is_device_lost(&self) -> bool {
         matches!(self, VulkanError::Vk { result: vk::Result::ERROR_DEVICE_LOST, .. } | VulkanError::Timeout)
     }
-}
-
-/// Copies at least this large are split over several threads (one core's memcpy does ~10 GB/s, far below what
-/// memory and PCIe offer; a 4K frame is 33 MB in and 12 MB out).
-const PAR_COPY_MIN: usize = 4 << 20;
-/// Most threads one copy uses.
-const PAR_COPY_THREADS: usize = 8;
-
-/// `dst.copy_from_slice(src)` (equal lengths), on up to [`PAR_COPY_THREADS`] scoped threads for large copies.
-fn par_copy(dst: &mut [u8], src: &[u8]) {
-    let n = dst.len().min(src.len());
-    let (dst, src) = (&mut dst[..n], &src[..n]);
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(PAR_COPY_THREADS);
-    if n < PAR_COPY_MIN || threads < 2 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let chunk = n.div_ceil(threads).next_multiple_of(4096);
-    std::thread::scope(|scope| {
-        for (d, s) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
-            scope.spawn(move || d.copy_from_slice(s));
-        }
-    });
 }
 
 /// Which devices may be used.
@@ -218,6 +197,7 @@ struct Scratch {
     blocks: Vec<Blocks>,
     rows: Vec<(u32, u32)>,
     copies: Vec<vk::BufferCopy>,
+    pieces: Vec<Piece>,
 }
 
 /// The Vulkan converter. Create once per capture stream and keep it; see the module documentation.
@@ -225,6 +205,8 @@ pub struct VulkanConverter {
     frame: Option<FrameBuffers>,
     imports: dmabuf::ImportCache,
     scratch: Scratch,
+    /// Threads for the host-side copies.
+    copier: CopyPool,
     timings: VulkanTimings,
     mode: UploadMode,
     /// The buffers the descriptor set points at (source, destination).
@@ -264,6 +246,7 @@ impl VulkanConverter {
             frame: None,
             imports: dmabuf::ImportCache::default(),
             scratch: Scratch::default(),
+            copier: CopyPool::new(),
             timings: VulkanTimings::default(),
             mode,
             bound: (vk::Buffer::null(), vk::Buffer::null()),
@@ -384,9 +367,14 @@ impl VulkanConverter {
         let t_up = Instant::now();
         let (src_buffer, src_size) = match source {
             Source::Host(src) => {
-                let frame = self.frame.as_mut().ok_or(ConvertError::Internal("frame buffers"))?;
-                let upload = frame.upload.bytes_mut().ok_or(ConvertError::Internal("upload buffer not mapped"))?;
+                let frame = self.frame.as_ref().ok_or(ConvertError::Internal("frame buffers"))?;
+                let upload = &frame.upload;
+                if upload.ptr.is_null() {
+                    return Err(ConvertError::Internal("upload buffer not mapped"));
+                }
+                let up_len = usize::try_from(upload.size).map_err(|_| ConvertError::TooLarge)?;
                 s.copies.clear();
+                s.pieces.clear();
                 let stride = layout.stride as usize;
                 for &(y0, y1) in &s.rows {
                     let (r0, r1) = plan::source_rows(y0, y1, h, y_invert);
@@ -394,10 +382,17 @@ impl VulkanConverter {
                     if a >= b {
                         continue;
                     }
-                    let from = src.get(a..b).ok_or(ConvertError::Internal("upload source range"))?;
-                    par_copy(upload.get_mut(a..b).ok_or(ConvertError::Internal("upload buffer range"))?, from);
+                    if b > up_len {
+                        return Err(ConvertError::Internal("upload buffer range"));
+                    }
+                    let (dst, from) = (upload.ptr as usize + a, src.as_ptr() as usize + a);
+                    s.pieces.push(Piece { dst, src: from, len: b - a });
                     s.copies.push(vk::BufferCopy { src_offset: a as u64, dst_offset: a as u64, size: (b - a) as u64 });
                 }
+                // SAFETY: every piece lies inside `src` (b <= src.len()) and inside the mapped upload buffer
+                // (b <= its size); the row ranges are merged, so destinations are disjoint; the GPU is idle (the
+                // previous submission was waited for) and nothing else touches either buffer during the call.
+                unsafe { self.copier.run(&s.pieces) };
                 match &frame.src {
                     Some(dev) => (dev.buffer, dev.size),
                     None => (frame.upload.buffer, frame.upload.size),
@@ -427,20 +422,38 @@ impl VulkanConverter {
 
         // 3. Copy the damaged NV12 rows out.
         let t_rb = Instant::now();
-        let frame = self.frame.as_mut().ok_or(ConvertError::Internal("frame buffers"))?;
+        let frame = self.frame.as_ref().ok_or(ConvertError::Internal("frame buffers"))?;
         let ph = out.padded_height() as usize;
         let os = out.stride;
-        let readback = frame.readback.bytes_mut().ok_or(ConvertError::Internal("readback buffer not mapped"))?;
+        let rb = &frame.readback;
+        if rb.ptr.is_null() {
+            return Err(ConvertError::Internal("readback buffer not mapped"));
+        }
+        let rb_len = usize::try_from(rb.size).map_err(|_| ConvertError::TooLarge)?;
         let uv_base = os * ph;
+        let (y_ptr, y_len) = (out.y.as_mut_ptr() as usize, out.y.len());
+        let (uv_ptr, uv_len) = (out.uv.as_mut_ptr() as usize, out.uv.len());
+        let pieces = &mut self.scratch.pieces;
+        pieces.clear();
         for &(y0, y1) in &self.scratch.rows {
             let (y0, y1) = (y0 as usize, y1 as usize);
-            let (a, b) = (2 * y0 * os, (2 * y1 * os).min(out.y.len()));
-            let from = readback.get(a..b).ok_or(ConvertError::Internal("readback y range"))?;
-            par_copy(out.y.get_mut(a..b).ok_or(ConvertError::Internal("out y range"))?, from);
-            let (a, b) = (y0 * os, (y1 * os).min(out.uv.len()));
-            let from = readback.get(uv_base + a..uv_base + b).ok_or(ConvertError::Internal("readback uv range"))?;
-            par_copy(out.uv.get_mut(a..b).ok_or(ConvertError::Internal("out uv range"))?, from);
+            let (a, b) = (2 * y0 * os, (2 * y1 * os).min(y_len));
+            let (ua, ub) = (y0 * os, (y1 * os).min(uv_len));
+            if b > rb_len || uv_base + ub > rb_len {
+                return Err(ConvertError::Internal("readback range"));
+            }
+            if a < b {
+                pieces.push(Piece { dst: y_ptr + a, src: rb.ptr as usize + a, len: b - a });
+            }
+            if ua < ub {
+                pieces.push(Piece { dst: uv_ptr + ua, src: rb.ptr as usize + uv_base + ua, len: ub - ua });
+            }
         }
+        // SAFETY: the Y pieces lie inside `out.y`, the UV pieces inside `out.uv` (checked against their lengths
+        // above, pointers taken once from each plane), all sources inside the mapped readback buffer (checked
+        // against its size); merged row ranges make the destinations disjoint; the GPU finished (fence waited)
+        // and `out` is exclusively borrowed, so nothing else touches these bytes during the call.
+        unsafe { self.copier.run(pieces) };
         let readback_cpu = t_rb.elapsed();
         let (upload_gpu, dispatch_gpu, readback_gpu) = self.read_timestamps();
         self.timings = VulkanTimings {
