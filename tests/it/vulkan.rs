@@ -308,3 +308,16 @@ fn no_vulkan_device_falls_back_to_cpu_with_a_message() {
     assert!(stdout.contains("\"cpu XR24\""), "CPU rows still reported: {stdout}");
     assert!(!stdout.contains("vulkan"), "no Vulkan rows without a device: {stdout}");
 }
+
+#[test]
+fn auto_uses_vulkan_only_on_a_hardware_gpu() {
+    use wl_webrtc::convert::vulkan::{choose_device, list_devices};
+    use wl_webrtc::convert::{ConvertChoice, Converter};
+    let hardware = list_devices().is_ok_and(|d| choose_device(&d, true).is_some());
+    let auto = Converter::from_choice(ConvertChoice::Auto);
+    assert_eq!(auto.name(), if hardware { "vulkan" } else { "cpu" }, "hardware GPU present: {hardware}");
+    assert_eq!(Converter::from_choice(ConvertChoice::Cpu).name(), "cpu");
+    if converter(UploadMode::Auto).is_some() {
+        assert_eq!(Converter::from_choice(ConvertChoice::Vulkan).name(), "vulkan");
+    }
+}

@@ -108,7 +108,7 @@ pub enum UploadMode {
     /// [`UploadMode::Direct`] when the device has host-visible device-local memory (unified memory, software
     /// devices, discrete GPUs with a large BAR such as the H100: the CPU writes the frame straight into VRAM and
     /// the shader writes NV12 straight into host memory), else [`UploadMode::Staged`]. On the H100, Direct
-    /// measured 0.95 vs 1.35 ms per 1080p frame and 2.65 vs 2.91 ms at 4K (README, Performance).
+    /// measured 0.51 vs 0.75 ms per 1080p frame and 1.69 vs 2.03 ms at 4K (README, Performance).
     Auto,
     /// Host staging buffers plus GPU copies to and from device-local memory (the shader touches only VRAM).
     Staged,
