@@ -321,3 +321,37 @@ fn auto_uses_vulkan_only_on_a_hardware_gpu() {
         assert_eq!(Converter::from_choice(ConvertChoice::Vulkan).name(), "vulkan");
     }
 }
+
+#[test]
+fn capture_encode_runs_through_the_vulkan_converter() {
+    // The real pipeline: headless Sway → screencopy → Vulkan convert (damage-aware) → x264.
+    if converter(UploadMode::Auto).is_none() {
+        return;
+    }
+    let mut f = crate::support::Fixture::start(640, 480, 60);
+    f.spawn_pattern(wl_webrtc::cli::PatternKind::MovingBar, None);
+    f.wait_for_pattern(640, 480);
+    let path = std::env::temp_dir().join(format!("wl-webrtc-vk-{}.h264", std::process::id()));
+    let out = output_within(
+        f.cli(&[
+            "--convert",
+            "vulkan",
+            "capture",
+            "--frames",
+            "20",
+            "--json",
+            "--encode",
+            path.to_str().expect("utf-8"),
+        ]),
+        Duration::from_secs(90),
+    );
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    std::fs::remove_file(&path).ok();
+    assert_no_panic(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Vulkan converter ready") && !stderr.contains("falling back"), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["encoded_frames"].as_u64(), Some(20), "{r}");
+    assert!(bytes > 1000, "stream of {bytes} bytes");
+}

@@ -728,7 +728,11 @@ impl VulkanConverter {
                 let _ = unsafe { g.device.reset_fences(&[g.fence]) };
                 return Err(VulkanError::Timeout);
             }
-            Err(e) => return Err(VulkanError::Vk { call: "vkWaitForFences", result: e }),
+            Err(e) => {
+                // Device lost or similar: make sure nothing is still pending before the buffers are reused.
+                g.wait_idle();
+                return Err(VulkanError::Vk { call: "vkWaitForFences", result: e });
+            }
         }
         // SAFETY: the fence is signalled and no longer in use by a pending submission.
         unsafe { g.device.reset_fences(&[g.fence]) }.map_err(VulkanError::vk("vkResetFences"))?;
