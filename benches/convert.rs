@@ -1,10 +1,14 @@
 //! RGB → NV12 conversion speed: full 1080p and 2160p frames for the common capture formats, plus a 1080p
 //! XRGB8888 frame with 5 % damage. Run with `cargo bench --bench convert`.
+//!
+//! When a Vulkan device exists (software ones included), the `convert_vulkan` group times the Vulkan converter
+//! end to end (upload + dispatch + readback) on the same frames; `wl-webrtc bench convert` splits it by stage.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
 use wl_webrtc::convert::Converter;
+use wl_webrtc::convert::vulkan::{DevicePreference, VulkanConverter};
 use wl_webrtc::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat, Rect};
 
 /// A deterministic, busy test picture (gradients plus noise) in `format`.
@@ -73,5 +77,41 @@ fn damaged_frame(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, full_frames, damaged_frame);
+fn vulkan(c: &mut Criterion) {
+    let mut conv = match VulkanConverter::new(DevicePreference::Any) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("convert_vulkan: skipped, no Vulkan device: {e}");
+            return;
+        }
+    };
+    let software = !conv.device().is_hardware_gpu();
+    let mut group = c.benchmark_group("convert_vulkan");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    for (w, h) in [(1920, 1080), (3840, 2160)] {
+        let (data, layout) = source(PixelFormat::Xrgb8888, w, h);
+        let mut out = Nv12Frame::new(w, h);
+        let id = format!("{w}x{h}{}", if software { "_software" } else { "" });
+        group.bench_with_input(BenchmarkId::new("XR24", &id), &data, |b, data| {
+            b.iter(|| {
+                conv.convert(black_box(data), &layout, false, &Damage::Full, &mut out).expect("convert");
+                black_box(&out);
+            })
+        });
+        let damage = Damage::Rects(vec![
+            Rect::new(301, 417, 800, 100),
+            Rect::new(0, 1040, 500, 40),
+            Rect::new(1501, 99, 64, 64),
+        ]);
+        group.bench_with_input(BenchmarkId::new("XR24_damage", &id), &data, |b, data| {
+            b.iter(|| {
+                conv.convert(black_box(data), &layout, false, &damage, &mut out).expect("convert");
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, full_frames, damaged_frame, vulkan);
 criterion_main!(benches);

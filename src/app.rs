@@ -171,18 +171,20 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs, stop: &AtomicBool) -> anyhow::
     let mut rows = Vec::new();
     for (w, h) in sizes {
         match b.what {
-            crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames)?),
+            crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames, cfg.convert)?),
             crate::cli::BenchWhat::Encode => rows.push(crate::bench::encode(w, h, b.frames, cfg.fps)?),
             crate::cli::BenchWhat::E2e => {}
         }
     }
+    let mut devices: Vec<&str> = rows.iter().filter_map(|r| r.device.as_deref()).collect();
+    devices.dedup();
     if b.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<8} {:<28} {:>10} {:>7} {:>9} {:>9}", "stage", "case", "size", "frames", "p50 ms", "mean ms");
+        println!("{:<8} {:<46} {:>10} {:>7} {:>9} {:>9}", "stage", "case", "size", "frames", "p50 ms", "mean ms");
         for r in &rows {
             println!(
-                "{:<8} {:<28} {:>10} {:>7} {:>9.3} {:>9.3}",
+                "{:<8} {:<46} {:>10} {:>7} {:>9.3} {:>9.3}",
                 r.stage,
                 r.case,
                 format!("{}x{}", r.width, r.height),
@@ -190,6 +192,9 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs, stop: &AtomicBool) -> anyhow::
                 r.p50_ms,
                 r.mean_ms
             );
+        }
+        for d in devices {
+            println!("vulkan device: {d}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -688,7 +693,8 @@ fn media_run(
     hub: &crate::server::Hub,
     pipe: &crate::media::PictureSlot,
 ) -> anyhow::Result<()> {
-    let mut stage = crate::media::ConvertStage::default();
+    let mut stage = crate::media::ConvertStage::new(cfg.convert);
+    tracing::info!(converter = stage.converter_name(), "colour conversion");
     let mut pacer = Pacer::new(cfg.fps);
     let stop = &hub.stop;
     while !stop.load(Ordering::Relaxed) {

@@ -1,14 +1,19 @@
-//! `wl-webrtc bench`: in-process timings of the CPU stages on synthetic desktop frames (criterion benches
+//! `wl-webrtc bench`: in-process timings of the media stages on synthetic desktop frames (criterion benches
 //! under `benches/` are the reference; this is the quick check a user runs on their own machine).
+//!
+//! `bench convert` times CPU SIMD per format, then the Vulkan converter (when a device exists, software ones
+//! included) per stage: upload (memcpy into the upload buffer + GPU copy to device memory), dispatch alone
+//! (GPU timestamps), readback (GPU copy + memcpy into the caller's frame) and the whole call.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::convert::Converter;
+use crate::convert::vulkan::{DevicePreference, UploadMode, VulkanConverter, VulkanTimings};
 use crate::encode::x264::X264Encoder;
 use crate::encode::{Encoder, EncoderSettings, Profile, RateControl};
-use crate::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat};
+use crate::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat, Rect};
 use crate::metrics::percentile;
 use crate::pattern::synthetic_desktop;
 
@@ -22,6 +27,9 @@ pub struct BenchRow {
     pub frames: usize,
     pub p50_ms: f64,
     pub mean_ms: f64,
+    /// The Vulkan device, for Vulkan rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 fn row(stage: &'static str, case: String, w: u32, h: u32, ms: &[f64]) -> BenchRow {
@@ -33,7 +41,19 @@ fn row(stage: &'static str, case: String, w: u32, h: u32, ms: &[f64]) -> BenchRo
         frames: ms.len(),
         p50_ms: percentile(ms, 50.0).unwrap_or(0.0),
         mean_ms: ms.iter().sum::<f64>() / ms.len().max(1) as f64,
+        device: None,
     }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A text area, a toolbar and a cursor, ≈ 5 % of the frame (the criterion bench's rectangles at 1080p, scaled).
+fn typical_damage(w: u32, h: u32) -> Damage {
+    let s = |v: u32, full: u32, of: u32| (u64::from(v) * u64::from(of) / u64::from(full)) as u32;
+    let r = |x, y, rw, rh| Rect::new(s(x, 1920, w), s(y, 1080, h), s(rw, 1920, w).max(1), s(rh, 1080, h).max(1));
+    Damage::Rects(vec![r(301, 417, 800, 100), r(0, 1040, 500, 40), r(1501, 99, 64, 64)])
 }
 
 /// XRGB8888 source frames re-encoded as `format`.
@@ -47,8 +67,14 @@ fn source(w: u32, h: u32, format: PixelFormat, t: u32) -> (Vec<u8>, FrameLayout)
     (out, FrameLayout { width: w, height: h, stride: w * bpp as u32, format })
 }
 
-/// Full-frame conversion time per format.
-pub fn convert(w: u32, h: u32, frames: usize) -> Result<Vec<BenchRow>, crate::convert::ConvertError> {
+/// Conversion time: CPU SIMD per format (full frames, and XRGB8888 with ~5 % damage), then Vulkan per stage
+/// unless `choice` is `cpu`. A missing Vulkan device is reported on stderr, not an error.
+pub fn convert(
+    w: u32,
+    h: u32,
+    frames: usize,
+    choice: crate::convert::ConvertChoice,
+) -> Result<Vec<BenchRow>, crate::convert::ConvertError> {
     let mut rows = Vec::new();
     for format in [PixelFormat::Xrgb8888, PixelFormat::Xbgr8888, PixelFormat::Argb8888, PixelFormat::Xrgb2101010] {
         let (src, layout) = source(w, h, format, 0);
@@ -62,6 +88,90 @@ pub fn convert(w: u32, h: u32, frames: usize) -> Result<Vec<BenchRow>, crate::co
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         rows.push(row("convert", format!("cpu {format}"), w, h, &ms));
+    }
+    let (src, layout) = source(w, h, PixelFormat::Xrgb8888, 0);
+    let damage = typical_damage(w, h);
+    let pct = damage.fraction(w, h) * 100.0;
+    let mut conv = Converter::cpu();
+    let mut out = Nv12Frame::new(w, h);
+    conv.convert(&src, &layout, false, &Damage::Full, &mut out)?;
+    let mut t = Vec::with_capacity(frames);
+    for _ in 0..frames {
+        let t0 = Instant::now();
+        conv.convert(&src, &layout, false, &damage, &mut out)?;
+        t.push(ms(t0.elapsed()));
+    }
+    rows.push(row("convert", format!("cpu XR24 {pct:.0}% damage"), w, h, &t));
+
+    if choice == crate::convert::ConvertChoice::Cpu {
+        return Ok(rows);
+    }
+    let modes = match VulkanConverter::with_mode(DevicePreference::Any, UploadMode::Auto) {
+        Ok(c) if c.device().is_hardware_gpu() => {
+            vec![c.mode(), if c.mode() == UploadMode::Staged { UploadMode::Direct } else { UploadMode::Staged }]
+        }
+        Ok(c) => vec![c.mode()],
+        Err(e) => {
+            tracing::warn!("bench convert: no Vulkan rows: {e}");
+            return Ok(rows);
+        }
+    };
+    for mode in modes {
+        let mut vk = match VulkanConverter::with_mode(DevicePreference::Any, mode) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("bench convert: Vulkan ({}) unavailable: {e}", mode.name());
+                continue;
+            }
+        };
+        rows.extend(vulkan_rows(&mut vk, &src, &layout, frames, &Damage::Full, "")?);
+        rows.extend(vulkan_rows(&mut vk, &src, &layout, frames, &damage, &format!(" {pct:.0}% damage"))?);
+    }
+    Ok(rows)
+}
+
+/// Per-stage rows of the Vulkan converter over `frames` conversions with `damage` (after a full warm-up).
+fn vulkan_rows(
+    vk: &mut VulkanConverter,
+    src: &[u8],
+    layout: &FrameLayout,
+    frames: usize,
+    damage: &Damage,
+    what: &str,
+) -> Result<Vec<BenchRow>, crate::convert::ConvertError> {
+    let (w, h) = (layout.width, layout.height);
+    let mut out = Nv12Frame::new(w, h);
+    for _ in 0..3 {
+        vk.convert(src, layout, false, &Damage::Full, &mut out)?; // warm-up: allocation, pipeline, caches
+    }
+    let mut all: Vec<VulkanTimings> = Vec::with_capacity(frames);
+    for _ in 0..frames {
+        vk.convert(src, layout, false, damage, &mut out)?;
+        all.push(vk.timings());
+    }
+    let mode = vk.mode().name();
+    let device = format!("{} ({})", vk.device().name, vk.device().kind_name());
+    let opt = |d: Option<std::time::Duration>| d.map_or(f64::NAN, ms);
+    type Stage = (&'static str, fn(&VulkanTimings) -> Option<std::time::Duration>);
+    let stages: [Stage; 8] = [
+        ("total", |t| Some(t.total)),
+        ("upload", |t| t.upload_gpu.map(|g| g + t.upload_cpu)),
+        ("upload memcpy", |t| Some(t.upload_cpu)),
+        ("upload GPU copy", |t| t.upload_gpu),
+        ("dispatch (GPU)", |t| t.dispatch_gpu),
+        ("readback", |t| t.readback_gpu.map(|g| g + t.readback_cpu)),
+        ("readback GPU copy", |t| t.readback_gpu),
+        ("readback memcpy", |t| Some(t.readback_cpu)),
+    ];
+    let mut rows = Vec::new();
+    for (name, f) in stages {
+        let v: Vec<f64> = all.iter().map(|t| opt(f(t))).collect();
+        if v.iter().any(|x| x.is_nan()) {
+            continue; // no timestamps on this queue
+        }
+        let mut r = row("convert", format!("vulkan {mode} XR24{what} {name}"), w, h, &v);
+        r.device = Some(device.clone());
+        rows.push(r);
     }
     Ok(rows)
 }

@@ -41,6 +41,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum)]
     pub cursor: Option<CursorArg>,
 
+    /// RGB→NV12 converter: auto (Vulkan on a hardware GPU, else CPU SIMD), cpu, or vulkan (any Vulkan device,
+    /// software included; CPU if there is none).
+    #[arg(long, global = true, value_enum)]
+    pub convert: Option<ConvertArg>,
+
     /// Frame-rate cap (frames per second).
     #[arg(long, global = true, value_name = "N")]
     pub fps: Option<u32>,
@@ -93,6 +98,14 @@ pub enum CursorArg {
     Hidden,
 }
 
+/// `--convert` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConvertArg {
+    Auto,
+    Cpu,
+    Vulkan,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Capture continuously and report the frame rate (the default command; streaming is built on it).
@@ -111,7 +124,8 @@ pub enum Command {
     TestPattern(TestPatternArgs),
     /// Print the man page (roff) or shell completions.
     Generate(GenerateArgs),
-    /// Time the CPU stages on this machine (synthetic desktop frames).
+    /// Time the media stages on this machine (synthetic desktop frames): `convert` compares CPU SIMD with
+    /// Vulkan (per stage), `encode` times x264.
     Bench(BenchArgs),
 }
 
@@ -155,7 +169,7 @@ pub struct BenchArgs {
 /// `bench` stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchWhat {
-    /// RGB→NV12 conversion per pixel format.
+    /// RGB→NV12 conversion: CPU SIMD per pixel format, and Vulkan (upload, dispatch, readback) when a device exists.
     Convert,
     /// x264 encode of converted frames.
     Encode,

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{CursorArg, GlobalArgs, SourceArg};
+use crate::cli::{ConvertArg, CursorArg, GlobalArgs, SourceArg};
+use crate::convert::ConvertChoice;
 use crate::encode::{EncoderSettings, Profile, RateControl};
 
 /// The commented default configuration file (also printed by `wl-webrtc config --print-default`).
@@ -90,6 +91,16 @@ impl From<CursorArg> for CursorMode {
     }
 }
 
+impl From<ConvertArg> for ConvertChoice {
+    fn from(a: ConvertArg) -> Self {
+        match a {
+            ConvertArg::Auto => ConvertChoice::Auto,
+            ConvertArg::Cpu => ConvertChoice::Cpu,
+            ConvertArg::Vulkan => ConvertChoice::Vulkan,
+        }
+    }
+}
+
 /// Size and refresh of a private headless desktop: `WxH` or `WxH@HZ`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadlessMode {
@@ -136,6 +147,7 @@ struct FileConfig {
     output: Option<String>,
     source: Option<SourceKind>,
     cursor: Option<CursorMode>,
+    convert: Option<ConvertChoice>,
     fps: Option<u32>,
     log_level: Option<String>,
     #[serde(default)]
@@ -248,6 +260,8 @@ pub struct Config {
     pub source: SourceKind,
     /// Pointer cursor: painted in, sent as metadata, or left out.
     pub cursor: CursorMode,
+    /// RGB→NV12 converter.
+    pub convert: ConvertChoice,
     /// Frame-rate cap.
     pub fps: u32,
     /// tracing env-filter directive.
@@ -266,6 +280,7 @@ impl Default for Config {
             output: None,
             source: SourceKind::Auto,
             cursor: CursorMode::Embedded,
+            convert: ConvertChoice::Auto,
             fps: 60,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             headless: None,
@@ -315,6 +330,9 @@ impl Config {
             }
             if let Some(c) = f.cursor {
                 cfg.cursor = c;
+        }
+            if let Some(c) = f.convert {
+                cfg.convert = c;
             }
             if let Some(fps) = f.fps {
                 cfg.fps = fps;
@@ -360,6 +378,9 @@ impl Config {
         }
         if let Some(c) = args.cursor {
             cfg.cursor = c.into();
+        }
+        if let Some(c) = args.convert {
+            cfg.convert = c.into();
         }
         if let Some(fps) = args.fps {
             cfg.fps = fps;
@@ -437,8 +458,9 @@ impl Config {
             SourceKind::Pipewire => "pipewire",
         };
         s += &format!(
-            "source = \"{source}\"\ncursor = \"{}\"\nfps = {}\nlog_level = {}\n\n[headless]\n",
+            "source = \"{source}\"\ncursor = \"{}\"\nconvert = \"{}\"\nfps = {}\nlog_level = {}\n\n[headless]\n",
             self.cursor.name(),
+            self.convert.name(),
             self.fps,
             toml_str(&self.log_filter)
         );
@@ -535,6 +557,7 @@ mod tests {
             output: Some("DP-1".into()),
             source: SourceKind::Screencopy,
             cursor: CursorMode::Metadata,
+            convert: ConvertChoice::Vulkan,
             fps: 30,
             log_filter: "debug".into(),
             headless: Some(HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }),
@@ -561,8 +584,15 @@ mod tests {
 
     #[test]
     fn flags_override_file() {
-        let file = parse_file("output = \"A\"\nfps = 30\nsource = \"pipewire\"\n", Path::new("t")).expect("parse");
+        let file = parse_file("output = \"A\"\nfps = 30\nsource = \"pipewire\"\nconvert = \"cpu\"\n", Path::new("t"))
+            .expect("parse");
         let args = GlobalArgs { output: Some("B".into()), verbose: 1, ..Default::default() };
+        assert_eq!(
+            Config::from_parts(Some(&file), &GlobalArgs::default()).expect("file only").convert,
+            ConvertChoice::Cpu
+        );
+        let flag = GlobalArgs { convert: Some(ConvertArg::Vulkan), ..Default::default() };
+        assert_eq!(Config::from_parts(Some(&file), &flag).expect("flag wins").convert, ConvertChoice::Vulkan);
         let cfg = Config::from_parts(Some(&file), &args).expect("resolve");
         assert_eq!(cfg.output.as_deref(), Some("B"));
         assert_eq!(cfg.fps, 30);
@@ -578,6 +608,8 @@ mod tests {
         assert!(err.to_string().contains("colour"), "{err}");
         let err = Config::from_toml("source = \"x11\"").expect_err("bad source");
         assert!(err.to_string().contains("x11"), "{err}");
+        let err = Config::from_toml("convert = \"opencl\"").expect_err("bad converter");
+        assert!(err.to_string().contains("opencl"), "{err}");
         let args = GlobalArgs { headless: Some("big".into()), ..Default::default() };
         let err = Config::from_parts(None, &args).expect_err("bad mode");
         assert!(err.to_string().contains("--headless"), "{err}");

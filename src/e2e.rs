@@ -758,7 +758,7 @@ mod tests {
         ];
         let t = table(&rs);
         assert_eq!(t.lines().count(), 2 + 3);
-        assert!(t.contains("| 1920x1080@60 | gstreamer | 32.5 |"), "{t}");
+        assert!(t.contains("| 1920x1080@60 | gstreamer | 30.0 |"), "{t}");
         let svg = histogram_svg(&rs);
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("3840x2160@30") && svg.ends_with("</svg>\n"));

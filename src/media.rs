@@ -127,12 +127,23 @@ pub struct ConvertStage {
 }
 
 impl Default for ConvertStage {
+    /// A CPU converter.
     fn default() -> Self {
         ConvertStage { converter: Converter::cpu(), nv12: Nv12Frame::new(2, 2) }
     }
 }
 
 impl ConvertStage {
+    /// The converter `choice` asks for (CPU when Vulkan is unavailable; see [`Converter::from_choice`]).
+    pub fn new(choice: crate::convert::ConvertChoice) -> ConvertStage {
+        ConvertStage { converter: Converter::from_choice(choice), nv12: Nv12Frame::new(2, 2) }
+    }
+
+    /// Which converter runs ("cpu" or "vulkan").
+    pub fn converter_name(&self) -> &'static str {
+        self.converter.name()
+    }
+
     /// Convert the damaged part of `pixels` into the persistent picture (everything after a size change).
     pub fn convert(
         &mut self,
@@ -225,7 +236,7 @@ pub struct MediaStage {
 
 impl MediaStage {
     pub fn new(cfg: &Config) -> MediaStage {
-        MediaStage { convert: ConvertStage::default(), encode: EncodeStage::new(cfg) }
+        MediaStage { convert: ConvertStage::new(cfg.convert), encode: EncodeStage::new(cfg) }
     }
 
     /// Convert the damaged part of `pixels` and encode the frame.

@@ -9,6 +9,8 @@
 //!   buffer for XRGB/ARGB/XBGR/ABGR8888 and RGB/BGR888 and through a small reused row band for everything
 //!   else (other byte orders, 10-bit, 565, `y_invert`). It never
 //!   allocates per frame in steady state (scratch grows to the largest band seen, then stays).
+//! * [`vulkan::VulkanConverter`] runs a compute shader on a Vulkan device (`--convert vulkan`, or `auto` when a
+//!   hardware GPU is present): same contract, same damage handling, output within ±1 of the reference.
 //! * [`reference::reference_to_nv12`] is the slow, obviously-correct scalar definition every fast path is
 //!   tested against (within ±1 per sample).
 //!
@@ -20,6 +22,9 @@
 
 pub mod cpu;
 pub mod reference;
+pub mod vulkan;
+
+use std::sync::OnceLock;
 
 use crate::frame::{Damage, FrameLayout, Nv12Frame};
 
@@ -43,11 +48,14 @@ pub enum ConvertError {
     /// An internal bounds check failed (a bug in this module, reported rather than panicking).
     #[error("internal converter bounds check failed: {0}")]
     Internal(&'static str),
+    /// The Vulkan converter failed.
+    #[error("Vulkan: {0}")]
+    Vulkan(#[from] vulkan::VulkanError),
 }
 
-/// Check that `src` can hold a frame of `layout`; returns the minimum number of bytes it must have
-/// (`stride * (height - 1) + width * bpp`: the last row needs no padding).
-pub(crate) fn check_source(src: &[u8], layout: &FrameLayout) -> Result<usize, ConvertError> {
+/// Bytes a source buffer of `layout` must hold: `stride * (height - 1) + width * bpp` (the last row needs no
+/// padding). Errors for an inconsistent layout or one too large to address.
+pub(crate) fn required_len(layout: &FrameLayout) -> Result<usize, ConvertError> {
     if !layout.is_consistent() {
         return Err(ConvertError::InvalidLayout {
             width: layout.width,
@@ -64,6 +72,13 @@ pub(crate) fn check_source(src: &[u8], layout: &FrameLayout) -> Result<usize, Co
     // The NV12 planes must be addressable too (stride and sizes are computed in usize).
     let pw = (layout.width as usize).next_multiple_of(64);
     pw.checked_mul(layout.height as usize + 1).ok_or(ConvertError::TooLarge)?;
+    Ok(need)
+}
+
+/// Check that `src` can hold a frame of `layout`; returns the minimum number of bytes it must have
+/// (`stride * (height - 1) + width * bpp`: the last row needs no padding).
+pub(crate) fn check_source(src: &[u8], layout: &FrameLayout) -> Result<usize, ConvertError> {
+    let need = required_len(layout)?;
     if src.len() < need {
         return Err(ConvertError::SourceTooShort { need, got: src.len(), width: layout.width, height: layout.height });
     }
@@ -82,11 +97,57 @@ pub(crate) fn fits(out: &Nv12Frame, layout: &FrameLayout) -> bool {
         && u32::try_from(out.stride).is_ok()
 }
 
+/// Which converter to use (`--convert`, config key `convert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvertChoice {
+    /// Vulkan on a hardware GPU (discrete or integrated), else the CPU. Software Vulkan (lavapipe) is slower
+    /// than the CPU SIMD path and is never picked.
+    #[default]
+    Auto,
+    /// CPU SIMD.
+    Cpu,
+    /// Vulkan on the best device there is, software included; the CPU if there is none.
+    Vulkan,
+}
+
+impl ConvertChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvertChoice::Auto => "auto",
+            ConvertChoice::Cpu => "cpu",
+            ConvertChoice::Vulkan => "vulkan",
+        }
+    }
+}
+
+/// Whether the machine has a hardware Vulkan GPU, probed once per process (creating and destroying an instance
+/// each time a capture session starts would be wasted work; GPUs do not come and go).
+fn hardware_gpu_present() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| match vulkan::list_devices() {
+        Ok(devices) => {
+            let found = vulkan::choose_device(&devices, true).is_some();
+            if !found {
+                let names: Vec<String> = devices.iter().map(|d| format!("{} ({})", d.name, d.kind_name())).collect();
+                tracing::info!("no hardware Vulkan GPU (devices: [{}]): converting on the CPU", names.join(", "));
+            }
+            found
+        }
+        Err(e) => {
+            tracing::info!("Vulkan unavailable ({e}): converting on the CPU");
+            false
+        }
+    })
+}
+
 /// Every way this crate can turn captured RGB into NV12.
 #[derive(Debug)]
 pub enum Converter {
     /// SIMD conversion on the CPU ([`cpu::CpuConverter`]).
     Cpu(cpu::CpuConverter),
+    /// A compute shader on a Vulkan device ([`vulkan::VulkanConverter`]).
+    Vulkan(Box<vulkan::VulkanConverter>),
 }
 
 impl Converter {
@@ -95,16 +156,41 @@ impl Converter {
         Converter::Cpu(cpu::CpuConverter::new())
     }
 
+    /// The converter `choice` asks for, or the CPU one when Vulkan cannot be used (with a warning when Vulkan
+    /// was asked for explicitly). Never fails.
+    pub fn from_choice(choice: ConvertChoice) -> Converter {
+        let pref = match choice {
+            ConvertChoice::Cpu => return Converter::cpu(),
+            ConvertChoice::Auto if !hardware_gpu_present() => return Converter::cpu(),
+            ConvertChoice::Auto => vulkan::DevicePreference::HardwareOnly,
+            ConvertChoice::Vulkan => vulkan::DevicePreference::Any,
+        };
+        match vulkan::VulkanConverter::new(pref) {
+            Ok(v) => Converter::Vulkan(Box::new(v)),
+            Err(e) => {
+                tracing::warn!(
+                    "--convert {}: Vulkan unavailable: {e}; falling back to the CPU converter",
+                    choice.name()
+                );
+                Converter::cpu()
+            }
+        }
+    }
+
     /// Short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
             Converter::Cpu(_) => "cpu",
+            Converter::Vulkan(_) => "vulkan",
         }
     }
 
     /// Convert `src` (laid out as `layout`, rows bottom-up when `y_invert`) into `out`, touching only the
     /// 2×2 blocks covered by `damage`. If `out` is not a frame of the layout's size it is replaced by a fresh
     /// one and everything is converted. See [`cpu::CpuConverter::convert`].
+    ///
+    /// A Vulkan device that is lost (or hangs) is dropped for good: this frame and every later one are converted
+    /// on the CPU, with a warning.
     pub fn convert(
         &mut self,
         src: &[u8],
@@ -115,6 +201,14 @@ impl Converter {
     ) -> Result<(), ConvertError> {
         match self {
             Converter::Cpu(c) => c.convert(src, layout, y_invert, damage, out),
+            Converter::Vulkan(v) => match v.convert(src, layout, y_invert, damage, out) {
+                Err(ConvertError::Vulkan(e)) if e.is_device_lost() => {
+                    tracing::warn!("Vulkan device failed ({e}); converting on the CPU from now on");
+                    *self = Converter::cpu();
+                    self.convert(src, layout, y_invert, &Damage::Full, out)
+                }
+                other => other,
+            },
         }
     }
 }

@@ -14,3 +14,4 @@ mod image_copy;
 mod lifecycle;
 mod outputs;
 mod stream;
+mod vulkan;
