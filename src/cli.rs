@@ -74,6 +74,11 @@ pub struct GlobalArgs {
     /// session. The program after `--` runs inside it; everything is torn down on exit.
     #[arg(long, global = true, value_name = "WxH[@HZ]")]
     pub headless: Option<String>,
+
+    /// Let viewers control the desktop (mouse, wheel, keyboard over the `input` data channel). Off by
+    /// default: without it viewers can only watch, and their input messages are dropped.
+    #[arg(long, global = true)]
+    pub allow_input: bool,
 }
 
 /// `--source` values.
