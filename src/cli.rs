@@ -273,6 +273,9 @@ pub enum PatternKind {
     /// The glass-to-glass clock: every frame carries the wall-clock time and a frame counter as a barcode
     /// across the top (see `barcode`), over content chosen by `--complexity`.
     Clock,
+    /// The quadrants on a surface that takes keyboard focus and prints every pointer and keyboard event it
+    /// receives as one JSON object per line on stdout (for remote-control tests).
+    InputLog,
 }
 
 #[cfg(test)]

@@ -112,6 +112,20 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
     let mut state = InputState::default();
     let mut last_try: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        // The devices exist from the start (not at the first event): a compositor without a physical
+        // keyboard (headless) gives clients a wl_keyboard only once one exists, and they need it before the
+        // first key arrives.
+        if devices.is_none() && last_try.is_none_or(|t| t.elapsed() >= RETRY) {
+            last_try = Some(Instant::now());
+            match Devices::open(cfg) {
+                Ok(d) => {
+                    tracing::info!(pointer = ?d.space, "input: virtual pointer and keyboard ready");
+                    devices = Some(d);
+                    state = InputState::default();
+                }
+                Err(e) => tracing::warn!("input: cannot create virtual devices: {e}; retrying every second"),
+            }
+        }
         let cmd = match rx.recv_timeout(IDLE_POLL) {
             Ok(cmd) => cmd,
             Err(RecvTimeoutError::Timeout) => {
@@ -125,17 +139,6 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if devices.is_none() && last_try.is_none_or(|t| t.elapsed() >= RETRY) {
-            last_try = Some(Instant::now());
-            match Devices::open(cfg) {
-                Ok(d) => {
-                    tracing::info!(pointer = ?d.space, "input: virtual pointer and keyboard ready");
-                    devices = Some(d);
-                    state = InputState::default();
-                }
-                Err(e) => tracing::warn!("input: cannot create virtual devices: {e}"),
-            }
-        }
         let Some(d) = devices.as_mut() else {
             if matches!(cmd, InputCommand::Event { .. }) {
                 InputCounters::add(&counters.dropped, 1);
@@ -143,7 +146,6 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
             continue;
         };
         // Everything already queued goes out in one flush.
-        let mut result = Ok(());
         for cmd in std::iter::once(cmd).chain(rx.try_iter()) {
             let actions = match cmd {
                 InputCommand::Event { viewer, event } => {
@@ -161,9 +163,6 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
             d.apply(&actions, counters);
         }
         if let Err(e) = d.flush() {
-            result = Err(e);
-        }
-        if let Err(e) = result {
             tracing::warn!("input: {e}; reconnecting");
             devices = None;
         }
