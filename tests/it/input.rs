@@ -30,8 +30,15 @@ struct InputLog {
 }
 
 impl InputLog {
-    /// Start `wl-webrtc test-pattern --pattern input-log` on the desktop and wait until it is on screen.
+    /// Start `wl-webrtc test-pattern --pattern input-log` on HEADLESS-1 and wait until it is on screen.
     fn start(f: &mut Fixture) -> InputLog {
+        let log = InputLog::spawn(f, "HEADLESS-1");
+        f.wait_for_pattern(W, H);
+        log
+    }
+
+    /// Start the input-log client on `output` (not waited for).
+    fn spawn(f: &mut Fixture, output: &str) -> InputLog {
         let path = std::env::temp_dir().join(format!(
             "wl-webrtc-input-log-{}-{}.jsonl",
             std::process::id(),
@@ -39,10 +46,9 @@ impl InputLog {
         ));
         let file = std::fs::File::create(&path).expect("create the input log");
         let mut cmd = f.desk.command(crate::support::bin());
-        cmd.args(["test-pattern", "--pattern", "input-log"]).stdout(Stdio::from(file));
+        cmd.args(["test-pattern", "--pattern", "input-log", "--output", output]).stdout(Stdio::from(file));
         let pid = f.desk.spawn(cmd).expect("spawn the input-log client");
         f.pattern = Some(pid);
-        f.wait_for_pattern(W, H);
         InputLog { path }
     }
 
@@ -99,6 +105,35 @@ fn viewer(srv: &Server, browser: &Browser) -> Page {
     page
 }
 
+/// The 800x600 desktop with the input-log client, a server (`extra` flags) and a connected viewer page.
+/// Bind the parts in this order: they drop in reverse (page, browser, server, log, desktop).
+fn session(extra: &[&str]) -> (Fixture, InputLog, Server, Browser, Page) {
+    let mut f = Fixture::start(W, H, 60);
+    let log = InputLog::start(&mut f);
+    let srv = Server::start(&f, extra);
+    if extra.contains(&"--allow-input") {
+        log.wait_keyboard_focus();
+    }
+    let browser = Browser::launch();
+    let page = viewer(&srv, &browser);
+    (f, log, srv, browser, page)
+}
+
+/// Click at output point (x, y) through the page; the logged press must be there (±2 px).
+fn click_lands(page: &mut Page, log: &InputLog, x: f64, y: f64) -> Value {
+    let (px, py) = page_point(x, y);
+    let t = Instant::now();
+    page.mouse_click(px, py);
+    let press = log.wait(
+        |e| e["ev"] == "button" && e["down"] == true && near(&e["x"], x) && near(&e["y"], y),
+        Duration::from_secs(5),
+        &format!("left press at ({x}, {y})"),
+    );
+    eprintln!("click at output ({x}, {y}) → logged {press} after {:?}", t.elapsed());
+    log.wait(|e| e["ev"] == "button" && e["down"] == false, Duration::from_secs(5), "release");
+    press
+}
+
 fn input_status(srv: &Server) -> Value {
     srv.status()["input"].clone()
 }
@@ -123,27 +158,13 @@ fn near(got: &Value, want: f64) -> bool {
 fn clicks_land_at_output_coordinates_and_typed_text_arrives_with_modifiers() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(W, H, 60);
-        let log = InputLog::start(&mut f);
-        let srv = Server::start(&f, &["--allow-input"]);
-        log.wait_keyboard_focus();
-        let browser = Browser::launch();
-        let mut page = viewer(&srv, &browser);
+        let (_f, log, srv, _browser, mut page) = session(&["--allow-input"]);
         assert_eq!(page.eval("wlw.input.allowed"), Value::Bool(true));
 
         // Clicks through the letterbox land on the output pixel under the pointer.
         for (x, y) in [(200.0, 150.0), (700.0, 500.0), (13.0, 587.0)] {
-            let (px, py) = page_point(x, y);
-            let t = Instant::now();
-            page.mouse_click(px, py);
-            let press = log.wait(
-                |e| e["ev"] == "button" && e["down"] == true && near(&e["x"], x) && near(&e["y"], y),
-                Duration::from_secs(5),
-                &format!("left press at ({x}, {y})"),
-            );
-            eprintln!("click at output ({x}, {y}) → logged {press} after {:?}", t.elapsed());
+            let press = click_lands(&mut page, &log, x, y);
             assert_eq!(press["button"], 0x110, "BTN_LEFT");
-            log.wait(|e| e["ev"] == "button" && e["down"] == false, Duration::from_secs(5), "release");
         }
         page.mouse_button(400.0, 300.0, "right", true);
         page.mouse_button(400.0, 300.0, "right", false);
@@ -211,11 +232,7 @@ fn clicks_land_at_output_coordinates_and_typed_text_arrives_with_modifiers() {
 fn without_allow_input_nothing_is_injected_and_input_is_counted_as_dropped() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(W, H, 60);
-        let log = InputLog::start(&mut f);
-        let srv = Server::start(&f, &[]);
-        let browser = Browser::launch();
-        let mut page = viewer(&srv, &browser);
+        let (_f, log, srv, _browser, mut page) = session(&[]);
         assert_eq!(page.eval("wlw.input.allowed"), Value::Bool(false), "the server said view-only");
         let (px, py) = page_point(200.0, 150.0);
         page.mouse_click(px, py);
@@ -245,12 +262,7 @@ fn without_allow_input_nothing_is_injected_and_input_is_counted_as_dropped() {
 fn a_key_held_when_the_viewer_disconnects_is_released() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let mut f = Fixture::start(W, H, 60);
-        let log = InputLog::start(&mut f);
-        let srv = Server::start(&f, &["--allow-input"]);
-        log.wait_keyboard_focus();
-        let browser = Browser::launch();
-        let mut page = viewer(&srv, &browser);
+        let (_f, log, _srv, _browser, mut page) = session(&["--allow-input"]);
         page.key_down("Shift");
         page.key_down("x");
         log.wait(|e| e["ev"] == "key" && e["down"] == true && e["code"] == 45, Duration::from_secs(5), "KeyX press");
@@ -274,5 +286,38 @@ fn a_key_held_when_the_viewer_disconnects_is_released() {
         assert!(released_after < Duration::from_secs(2), "released only after {released_after:?}");
         let shift_up = log.events().iter().any(|e| e["ev"] == "key" && e["down"] == false && e["code"] == 42);
         assert!(shift_up, "Shift released too: {:?}", log.events());
+    });
+}
+
+#[test]
+fn clicks_map_onto_a_scaled_output_placed_right_of_another() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        // HEADLESS-2: 1600x1200 pixels at scale 2 = 800x600 logical, at (800, 0) in the layout. The stream is
+        // 1600x1200, letterboxed into the page exactly like an 800x600 one (scale 0.6, bars of 160 px).
+        let mut f = Fixture::start(W, H, 60);
+        f.swaymsg(&["create_output"]);
+        f.swaymsg(&[
+            "output",
+            "HEADLESS-2",
+            "mode",
+            "--custom",
+            "1600x1200@60Hz",
+            "scale",
+            "2",
+            "position",
+            "800",
+            "0",
+        ]);
+        let log = InputLog::spawn(&mut f, "HEADLESS-2");
+        let srv = Server::start(&f, &["--allow-input", "--output", "HEADLESS-2"]);
+        log.wait_keyboard_focus();
+        let browser = Browser::launch();
+        let mut page = viewer(&srv, &browser);
+        let size = page.eval("[wlw.stats.width, wlw.stats.height]");
+        assert_eq!(size, serde_json::json!([1600, 1200]), "the stream is the output's pixels");
+        for (x, y) in [(200.0, 150.0), (650.0, 420.0)] {
+            click_lands(&mut page, &log, x, y);
+        }
     });
 }
