@@ -245,6 +245,17 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         s["frames_dropped"],
         s["keyframes"]
     );
+    let i = &v["input"];
+    if i.is_object() {
+        println!(
+            "input {}: received {}, injected {}, dropped {}, rejected {}",
+            if i["allowed"] == true { "allowed" } else { "off (view-only)" },
+            i["received"],
+            i["injected"],
+            i["dropped"],
+            i["rejected"]
+        );
+    }
     if let Some(stages) = v["latency_ms"].as_object() {
         for (stage, l) in stages {
             let ms = |k: &str| l[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
