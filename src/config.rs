@@ -14,7 +14,8 @@ use crate::encode::{EncoderSettings, Profile, RateControl};
 pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
 
 /// Log filter used when neither flags, the file nor RUST_LOG say otherwise.
-pub const DEFAULT_LOG_FILTER: &str = "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,webrtc=warn";
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_sctp::endpoint=error,rtc_srtp=warn,webrtc=warn";
 
 /// Unprivileged account the private compositor runs as when wl-webrtc runs as root.
 pub const DEFAULT_HEADLESS_USER: &str = "wlwebrtc";

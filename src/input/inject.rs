@@ -111,6 +111,7 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
     let mut devices: Option<Devices> = None;
     let mut state = InputState::default();
     let mut last_try: Option<Instant> = None;
+    let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
         // The devices exist from the start (not at the first event): a compositor without a physical
         // keyboard (headless) gives clients a wl_keyboard only once one exists, and they need it before the
@@ -119,11 +120,20 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
             last_try = Some(Instant::now());
             match Devices::open(cfg) {
                 Ok(d) => {
+                    failures = 0;
                     tracing::info!(pointer = ?d.space, "input: virtual pointer and keyboard ready");
                     devices = Some(d);
                     state = InputState::default();
                 }
-                Err(e) => tracing::warn!("input: cannot create virtual devices: {e}; retrying every second"),
+                Err(e) => {
+                    // Said once; a compositor without the protocols would otherwise fill the log.
+                    if failures == 0 {
+                        tracing::warn!("input: cannot create virtual devices: {e}; retrying every second");
+                    } else {
+                        tracing::debug!("input: cannot create virtual devices: {e}");
+                    }
+                    failures += 1;
+                }
             }
         }
         let cmd = match rx.recv_timeout(IDLE_POLL) {
