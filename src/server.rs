@@ -437,3 +437,48 @@ impl Hub {
         tracing::info!(viewer = id, frames = sent, viewers = left, "viewer left");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::InputEvent;
+
+    fn hub(allow: bool) -> Arc<Hub> {
+        let mut cfg = Config::default();
+        cfg.input.allow = allow;
+        Hub::new(&cfg, TransportConfig::default(), Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn view_only_input_is_dropped_and_counted() {
+        let hub = hub(false);
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        hub.set_input(InputSender::from_channel(tx, Arc::clone(&hub.input_counters)));
+        hub.input_message(1, br#"{"t":"key","code":"KeyA","down":true}"#);
+        hub.input_message(1, b"garbage");
+        assert!(rx.try_recv().is_err(), "nothing reaches the injector");
+        let st = hub.status().input;
+        assert_eq!((st.allowed, st.received, st.dropped, st.rejected), (false, 2, 2, 0));
+        assert!(hub.prometheus().contains("wl_webrtc_input_dropped_total 2"));
+    }
+
+    #[test]
+    fn allowed_input_is_validated_then_queued_and_a_leaving_viewer_is_announced() {
+        let hub = hub(true);
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        hub.set_input(InputSender::from_channel(tx, Arc::clone(&hub.input_counters)));
+        hub.input_message(7, br#"{"t":"move","x":0.5,"y":0.5}"#);
+        hub.input_message(7, br#"{"t":"move","x":1.5,"y":0.5}"#);
+        hub.input_message(7, br#"{"t":"key","code":"NoSuchKey","down":true}"#);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(InputCommand::Event { viewer: 7, event: InputEvent::Move { x: 0.5, y: 0.5 } })
+        );
+        assert!(rx.try_recv().is_err(), "rejected messages are not queued");
+        hub.input_gone(7);
+        assert_eq!(rx.try_recv().ok(), Some(InputCommand::ViewerGone(7)));
+        let st = hub.status().input;
+        assert_eq!((st.allowed, st.received, st.dropped, st.rejected), (true, 3, 0, 2));
+        assert!(hub.prometheus().contains("wl_webrtc_input_rejected_total 2"));
+    }
+}

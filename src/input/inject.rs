@@ -77,6 +77,11 @@ pub struct InputSender {
 }
 
 impl InputSender {
+    /// A sender over an existing channel (tests drive the receiving side themselves).
+    pub fn from_channel(tx: SyncSender<InputCommand>, counters: Arc<InputCounters>) -> InputSender {
+        InputSender { tx, counters }
+    }
+
     /// Queue a command; false (and counted as dropped) when the injector is behind or gone.
     pub fn send(&self, cmd: InputCommand) -> bool {
         match self.tx.try_send(cmd) {
@@ -418,4 +423,24 @@ impl Dispatch2<ZwpVirtualKeyboardV1, WlState> for InputData {
 
 impl Dispatch2<WlSeat, WlState> for InputData {
     fn event(&self, _: &mut WlState, _: &WlSeat, _: wl_seat::Event, _: &Connection, _: &QueueHandle<WlState>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_full_queue_drops_events_but_never_a_viewers_departure() {
+        let counters = Arc::new(InputCounters::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let sender = InputSender::from_channel(tx, Arc::clone(&counters));
+        let ev = InputCommand::Event { viewer: 1, event: InputEvent::Key { key: 30, down: true } };
+        assert!(sender.send(ev.clone()));
+        assert!(!sender.send(ev.clone()), "queue full: dropped");
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
+        assert!(sender.send(InputCommand::ViewerGone(1)), "queued for delivery once there is room");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(1)).ok(), Some(ev));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).ok(), Some(InputCommand::ViewerGone(1)));
+    }
 }
