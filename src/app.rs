@@ -250,6 +250,17 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         s["frames_dropped"],
         s["keyframes"]
     );
+    let i = &v["input"];
+    if i.is_object() {
+        println!(
+            "input {}: received {}, injected {}, dropped {}, rejected {}",
+            if i["allowed"] == true { "allowed" } else { "off (view-only)" },
+            i["received"],
+            i["injected"],
+            i["dropped"],
+            i["rejected"]
+        );
+    }
     if let Some(stages) = v["latency_ms"].as_object() {
         for (stage, l) in stages {
             let ms = |k: &str| l[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
@@ -569,6 +580,29 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     if let Ok(mut o) = hub.output.lock() {
         *o = Some(output.clone());
     }
+    // Remote control: its own thread and Wayland connection (see input::inject for why).
+    let injector = if cfg.input.allow {
+        // A layout xkbcommon cannot compile fails now, not at the first key.
+        crate::input::keymap::Keyboard::new(&cfg.input.layout, &cfg.input.variant)
+            .context("--allow-input: the [input] layout")?;
+        let icfg = crate::input::inject::InjectorConfig {
+            socket: desk.socket.clone(),
+            output: Some(output.clone()),
+            layout: cfg.input.layout.clone(),
+            variant: cfg.input.variant.clone(),
+        };
+        let (sender, thread) = crate::input::inject::spawn(icfg, Arc::clone(&hub.input_counters), Arc::clone(stop))?;
+        hub.set_input(sender);
+        if !cfg.server.listen.ip().is_loopback() && !cfg.server.auth_required() {
+            tracing::warn!(
+                "input is allowed on a non-loopback address without a token: anyone who reaches it can type"
+            );
+        }
+        tracing::info!(layout = %cfg.input.layout, "remote control on: viewers may use mouse and keyboard");
+        Some(thread)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.server.listen))
@@ -629,6 +663,9 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     stop.store(true, Ordering::Relaxed);
     let media_result = media.join().map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
     encoder_thread.join().map_err(|_| anyhow::anyhow!("the media thread panicked"))?;
+    if let Some(t) = injector {
+        t.join().map_err(|_| anyhow::anyhow!("the input thread panicked"))?;
+    }
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(desk);
     media_result?;

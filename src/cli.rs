@@ -79,6 +79,11 @@ pub struct GlobalArgs {
     /// session. The program after `--` runs inside it; everything is torn down on exit.
     #[arg(long, global = true, value_name = "WxH[@HZ]")]
     pub headless: Option<String>,
+
+    /// Let viewers control the desktop (mouse, wheel, keyboard over the `input` data channel). Off by
+    /// default: without it viewers can only watch, and their input messages are dropped.
+    #[arg(long, global = true)]
+    pub allow_input: bool,
 }
 
 /// `--source` values.
@@ -282,6 +287,9 @@ pub enum PatternKind {
     /// The glass-to-glass clock: every frame carries the wall-clock time and a frame counter as a barcode
     /// across the top (see `barcode`), over content chosen by `--complexity`.
     Clock,
+    /// The quadrants on a surface that takes keyboard focus and prints every pointer and keyboard event it
+    /// receives as one JSON object per line on stdout (for remote-control tests).
+    InputLog,
 }
 
 #[cfg(test)]

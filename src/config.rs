@@ -15,7 +15,8 @@ use crate::encode::{EncoderSettings, Profile, RateControl};
 pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
 
 /// Log filter used when neither flags, the file nor RUST_LOG say otherwise.
-pub const DEFAULT_LOG_FILTER: &str = "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,webrtc=warn";
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_sctp::endpoint=error,rtc_srtp=warn,webrtc=warn";
 
 /// Unprivileged account the private compositor runs as when wl-webrtc runs as root.
 pub const DEFAULT_HEADLESS_USER: &str = "wlwebrtc";
@@ -156,6 +157,33 @@ struct FileConfig {
     encoder: FileEncoder,
     #[serde(default)]
     server: FileServer,
+    #[serde(default)]
+    input: FileInput,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInput {
+    allow: Option<bool>,
+    layout: Option<String>,
+    variant: Option<String>,
+}
+
+/// Remote control (viewer input injected into the session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputConfig {
+    /// Whether viewers may drive the desktop; off unless `--allow-input` or `[input] allow = true`.
+    pub allow: bool,
+    /// xkb layout of the virtual keyboard's keymap (e.g. "us", "de", "fr").
+    pub layout: String,
+    /// xkb variant ("" = the layout's default, e.g. "nodeadkeys", "dvorak").
+    pub variant: String,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig { allow: false, layout: "us".to_owned(), variant: String::new() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +300,7 @@ pub struct Config {
     pub headless_user: String,
     pub encoder: EncoderConfig,
     pub server: ServerConfig,
+    pub input: InputConfig,
 }
 
 impl Default for Config {
@@ -287,6 +316,7 @@ impl Default for Config {
             headless_user: DEFAULT_HEADLESS_USER.to_owned(),
             encoder: EncoderConfig::default(),
             server: ServerConfig::default(),
+            input: InputConfig::default(),
         }
     }
 }
@@ -369,6 +399,14 @@ impl Config {
                 let addr = a.parse().map_err(|_| invalid("server.udp_addrs", format!("{a:?} is not IP:PORT")))?;
                 cfg.server.udp_addrs.push(addr);
             }
+            let i = &f.input;
+            cfg.input.allow = i.allow.unwrap_or(false);
+            if let Some(l) = &i.layout {
+                cfg.input.layout = l.clone();
+            }
+            if let Some(v) = &i.variant {
+                cfg.input.variant = v.clone();
+            }
         }
         if let Some(o) = &args.output {
             cfg.output = Some(o.clone());
@@ -406,6 +444,9 @@ impl Config {
         if let Some(h) = &args.headless {
             cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);
         }
+        if args.allow_input {
+            cfg.input.allow = true;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -436,6 +477,12 @@ impl Config {
             if !(url.starts_with("stun:") || url.starts_with("turn:") || url.starts_with("turns:")) {
                 return Err(invalid("server.ice_servers", format!("{url:?} is not a stun:/turn:/turns: URL")));
             }
+        }
+        if self.input.layout.is_empty() || !crate::input::keymap::valid_name(&self.input.layout) {
+            return Err(invalid("input.layout", "must be an xkb layout name such as \"us\", \"de\" or \"us,de\""));
+        }
+        if !crate::input::keymap::valid_name(&self.input.variant) {
+            return Err(invalid("input.variant", "must be an xkb variant name such as \"nodeadkeys\" (or empty)"));
         }
         if self.headless_user.is_empty() {
             return Err(invalid("headless.user", "must not be empty"));
@@ -495,6 +542,13 @@ impl Config {
             enum_toml(&e.profile),
             e.threads,
             e.intra_refresh
+        );
+        let i = &self.input;
+        s += &format!(
+            "\n[input]\nallow = {}\nlayout = {}\nvariant = {}\n",
+            i.allow,
+            toml_str(&i.layout),
+            toml_str(&i.variant)
         );
         s
     }
@@ -578,6 +632,7 @@ mod tests {
                 nat_1to1_ip: Some("203.0.113.1".parse().expect("ip")),
                 udp_addrs: vec!["127.0.0.1:40000".parse().expect("addr")],
             },
+            input: InputConfig { allow: true, layout: "de".into(), variant: "nodeadkeys".into() },
         };
         assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);
     }
@@ -613,6 +668,20 @@ mod tests {
         let args = GlobalArgs { headless: Some("big".into()), ..Default::default() };
         let err = Config::from_parts(None, &args).expect_err("bad mode");
         assert!(err.to_string().contains("--headless"), "{err}");
+        let err = Config::from_toml("[input]\nlayout = \"us; rm\"").expect_err("bad layout");
+        assert!(err.to_string().contains("input.layout"), "{err}");
+    }
+
+    #[test]
+    fn input_is_off_unless_allowed() {
+        assert!(!Config::default().input.allow);
+        let file = parse_file("[input]\nlayout = \"fr\"\n", Path::new("t")).expect("parse");
+        let cfg = Config::from_parts(Some(&file), &GlobalArgs::default()).expect("resolve");
+        assert!(!cfg.input.allow);
+        assert_eq!(cfg.input.layout, "fr");
+        let args = GlobalArgs { allow_input: true, ..Default::default() };
+        assert!(Config::from_parts(Some(&file), &args).expect("resolve").input.allow);
+        assert!(Config::from_toml("[input]\nallow = true").expect("parse").input.allow);
     }
 
     #[test]

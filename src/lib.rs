@@ -18,6 +18,7 @@ pub mod e2e;
 pub mod encode;
 pub mod frame;
 pub mod headless;
+pub mod input;
 pub mod media;
 pub mod metrics;
 pub mod netns;

@@ -4,10 +4,18 @@
 //!
 //! Patterns: four quadrants (red, green / blue, yellow: colour order and orientation are both visible), and
 //! the same with a white bar that moves on every frame callback, damaging only the bar.
+//!
+//! `input-log`: the quadrants on a surface with exclusive keyboard focus that prints every pointer and keyboard
+//! event as one JSON object per line on stdout (surface-local coordinates = output logical coordinates, as the
+//! surface covers the output; keys as evdev code, keysym and the text xkb makes of them), so tests can check
+//! what remote control injected.
 
 use smithay_client_toolkit::compositor::{CompositorHandler, CompositorState, FrameCallbackData};
 use smithay_client_toolkit::output::{OutputHandler, OutputState};
 use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
+use smithay_client_toolkit::seat::keyboard::{KeyEvent, KeyboardHandler, Keysym, Modifiers, RawModifiers};
+use smithay_client_toolkit::seat::pointer::{PointerEvent, PointerEventKind, PointerHandler};
+use smithay_client_toolkit::seat::{Capability, SeatHandler, SeatState};
 use smithay_client_toolkit::shell::WaylandSurface;
 use smithay_client_toolkit::shell::wlr_layer::{
     Anchor, KeyboardInteractivity, Layer, LayerShell, LayerShellHandler, LayerSurface, LayerSurfaceConfigure,
@@ -15,7 +23,7 @@ use smithay_client_toolkit::shell::wlr_layer::{
 use smithay_client_toolkit::shm::{Shm, ShmHandler, slot::SlotPool};
 use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
 use wayland_client::globals::registry_queue_init;
-use wayland_client::protocol::{wl_output, wl_shm, wl_surface};
+use wayland_client::protocol::{wl_keyboard, wl_output, wl_pointer, wl_seat, wl_shm, wl_surface};
 use wayland_client::{Connection, QueueHandle};
 
 use crate::capture::wayland;
@@ -72,6 +80,9 @@ pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, fram
     if kind == PatternKind::Clock {
         return paint(canvas, width, height, PatternKind::MovingBar, frame);
     }
+    if kind == PatternKind::InputLog {
+        return paint(canvas, width, height, PatternKind::Quadrants, frame);
+    }
     let mut px = [[0u8; 4]; 4];
     for (i, c) in QUADRANTS.iter().enumerate() {
         PixelFormat::Xrgb8888.from_rgb8(*c, &mut px[i]);
@@ -84,7 +95,7 @@ pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, fram
             let x0 = ((frame * u64::from(BAR_STEP)) % u64::from(width - BAR_WIDTH)) as u32;
             Some((x0, x0 + BAR_WIDTH))
         }
-        PatternKind::MovingBar | PatternKind::Noise | PatternKind::Clock => None,
+        PatternKind::MovingBar | PatternKind::Noise | PatternKind::Clock | PatternKind::InputLog => None,
     };
     // Build the top and bottom rows once, then copy them: fast even in debug builds.
     let make_row = |half: usize| -> Vec<u8> {
@@ -187,6 +198,20 @@ struct App {
     last_bar: Option<(u32, u32)>,
     closed: bool,
     error: Option<String>,
+    seat: SeatState,
+    /// `input-log`: the devices whose events are printed.
+    keyboard: Option<wl_keyboard::WlKeyboard>,
+    pointer: Option<wl_pointer::WlPointer>,
+}
+
+/// Whether a pattern is painted once (no frame callbacks): the static ones.
+fn is_static(kind: PatternKind) -> bool {
+    matches!(kind, PatternKind::Quadrants | PatternKind::InputLog)
+}
+
+/// Print one input-log line (stdout is line-buffered: each line is out at once).
+fn log_event(v: serde_json::Value) {
+    println!("{v}");
 }
 
 /// Run the test-pattern client on `output` (first output when `None`) until the compositor closes it.
@@ -215,6 +240,9 @@ pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind, co
         last_bar: None,
         closed: false,
         error: None,
+        seat: SeatState::new(&globals, &qh),
+        keyboard: None,
+        pointer: None,
     };
     queue.roundtrip(&mut app)?;
     queue.roundtrip(&mut app)?;
@@ -239,7 +267,11 @@ pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind, co
         layer_shell.create_layer_surface(&qh, surface, Layer::Overlay, Some("wl-webrtc-test-pattern"), Some(&target));
     layer.set_anchor(Anchor::TOP | Anchor::BOTTOM | Anchor::LEFT | Anchor::RIGHT);
     layer.set_exclusive_zone(-1);
-    layer.set_keyboard_interactivity(KeyboardInteractivity::None);
+    layer.set_keyboard_interactivity(if kind == PatternKind::InputLog {
+        KeyboardInteractivity::Exclusive
+    } else {
+        KeyboardInteractivity::None
+    });
     layer.set_size(0, 0);
     layer.commit();
     app.layer = Some(layer);
@@ -303,7 +335,7 @@ impl App {
             }
         }
         self.last_bar = bar;
-        if self.kind != PatternKind::Quadrants {
+        if !is_static(self.kind) {
             surface.frame(qh, FrameCallbackData(surface.clone()));
         }
         if let Err(e) = buffer.attach_to(surface) {
@@ -364,7 +396,7 @@ impl LayerShellHandler for App {
             self.last_bar = None;
             println!("configured {}x{}", cfg.new_size.0, cfg.new_size.1);
             self.draw(qh);
-        } else if self.kind == PatternKind::Quadrants {
+        } else if is_static(self.kind) {
             self.draw(qh);
         }
     }
@@ -385,11 +417,131 @@ impl ShmHandler for App {
     }
 }
 
+impl SeatHandler for App {
+    fn seat_state(&mut self) -> &mut SeatState {
+        &mut self.seat
+    }
+    fn new_seat(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_seat::WlSeat) {}
+    fn new_capability(&mut self, _: &Connection, qh: &QueueHandle<Self>, seat: wl_seat::WlSeat, cap: Capability) {
+        if self.kind != PatternKind::InputLog {
+            return;
+        }
+        if cap == Capability::Keyboard && self.keyboard.is_none() {
+            match self.seat.get_keyboard(qh, &seat, None) {
+                Ok(k) => self.keyboard = Some(k),
+                Err(e) => self.error = Some(format!("cannot get the keyboard: {e}")),
+            }
+        }
+        if cap == Capability::Pointer && self.pointer.is_none() {
+            match self.seat.get_pointer(qh, &seat) {
+                Ok(p) => self.pointer = Some(p),
+                Err(e) => self.error = Some(format!("cannot get the pointer: {e}")),
+            }
+        }
+    }
+    fn remove_capability(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_seat::WlSeat, cap: Capability) {
+        if cap == Capability::Keyboard {
+            self.keyboard = None;
+        }
+        if cap == Capability::Pointer {
+            self.pointer = None;
+        }
+    }
+    fn remove_seat(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_seat::WlSeat) {}
+}
+
+fn key_json(kind: &str, e: &KeyEvent) -> serde_json::Value {
+    serde_json::json!({
+        "ev": "key",
+        "down": kind == "press",
+        "code": e.raw_code,
+        "keysym": e.keysym.raw(),
+        "name": e.keysym.name(),
+        "utf8": e.utf8,
+    })
+}
+
+impl KeyboardHandler for App {
+    fn enter(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_keyboard::WlKeyboard,
+        _: &wl_surface::WlSurface,
+        _: u32,
+        raw: &[u32],
+        _: &[Keysym],
+    ) {
+        log_event(serde_json::json!({ "ev": "keyboard_enter", "held": raw }));
+    }
+    fn leave(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_keyboard::WlKeyboard,
+        _: &wl_surface::WlSurface,
+        _: u32,
+    ) {
+        log_event(serde_json::json!({ "ev": "keyboard_leave" }));
+    }
+    fn press_key(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &wl_keyboard::WlKeyboard, _: u32, e: KeyEvent) {
+        log_event(key_json("press", &e));
+    }
+    fn repeat_key(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &wl_keyboard::WlKeyboard, _: u32, _: KeyEvent) {}
+    fn release_key(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &wl_keyboard::WlKeyboard, _: u32, e: KeyEvent) {
+        log_event(key_json("release", &e));
+    }
+    fn update_modifiers(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_keyboard::WlKeyboard,
+        _: u32,
+        m: Modifiers,
+        _: RawModifiers,
+        _: u32,
+    ) {
+        log_event(serde_json::json!({
+            "ev": "modifiers", "shift": m.shift, "ctrl": m.ctrl, "alt": m.alt, "logo": m.logo, "caps": m.caps_lock,
+        }));
+    }
+}
+
+impl PointerHandler for App {
+    fn pointer_frame(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_pointer::WlPointer,
+        events: &[PointerEvent],
+    ) {
+        for e in events {
+            let (x, y) = e.position;
+            let v = match &e.kind {
+                PointerEventKind::Enter { .. } => serde_json::json!({ "ev": "enter", "x": x, "y": y }),
+                PointerEventKind::Leave { .. } => serde_json::json!({ "ev": "leave" }),
+                PointerEventKind::Motion { .. } => serde_json::json!({ "ev": "motion", "x": x, "y": y }),
+                PointerEventKind::Press { button, .. } | PointerEventKind::Release { button, .. } => {
+                    let down = matches!(e.kind, PointerEventKind::Press { .. });
+                    serde_json::json!({ "ev": "button", "button": button, "down": down, "x": x, "y": y })
+                }
+                PointerEventKind::Axis { horizontal, vertical, source, .. } => serde_json::json!({
+                    "ev": "axis",
+                    "v": vertical.absolute, "h": horizontal.absolute,
+                    "v_discrete": vertical.discrete, "h_discrete": horizontal.discrete,
+                    "source": source.map(|s| format!("{s:?}")),
+                }),
+            };
+            log_event(v);
+        }
+    }
+}
+
 impl ProvidesRegistryState for App {
     fn registry(&mut self) -> &mut RegistryState {
         &mut self.registry
     }
-    registry_handlers![OutputState];
+    registry_handlers![OutputState, SeatState];
 }
 
 delegate_dispatch2!(App);

@@ -15,8 +15,10 @@ use tokio::sync::{broadcast, oneshot};
 use crate::config::Config;
 use crate::control::{BitrateController, KeyframeLimiter};
 use crate::encode::EncodedFrame;
+use crate::input::inject::{InputCommand, InputSender};
+use crate::input::{InputCounters, InputStatus};
 use crate::metrics::PipelineMetrics;
-use crate::transport::webrtc::{Peer, PeerEvent, TransportConfig, TransportError};
+use crate::transport::webrtc::{DataChannel, Peer, PeerEvent, TransportConfig, TransportError};
 
 /// Frames buffered per viewer before it counts as lagging (then it waits for the next IDR).
 const FANOUT_DEPTH: usize = 8;
@@ -59,6 +61,8 @@ pub struct Status {
     pub stream: StreamStats,
     /// Per-stage latency: `{stage: {p50_ms, p95_ms, count}}` for capture_wait, copy, convert, encode, send.
     pub latency_ms: serde_json::Value,
+    /// Remote control: allowed or not, and what happened to viewers' input messages.
+    pub input: InputStatus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,11 @@ pub struct Hub {
     /// Benchmark check only (`WL_WEBRTC_ADDED_LATENCY_MS`): hold every frame this long after capture before
     /// sending it, so `bench e2e` can show it measures an added delay.
     added_latency: Duration,
+    /// Whether viewers may control the desktop (`--allow-input`).
+    input_allowed: bool,
+    pub input_counters: Arc<InputCounters>,
+    /// The injector, once started (only when input is allowed).
+    input: Mutex<Option<InputSender>>,
 }
 
 impl Hub {
@@ -112,7 +121,71 @@ impl Hub {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map_or(Duration::ZERO, Duration::from_millis),
+            input_allowed: cfg.input.allow,
+            input_counters: Arc::new(InputCounters::default()),
+            input: Mutex::new(None),
         })
+    }
+
+    /// Connect the injector (input allowed): validated events of viewers go to it from now on.
+    pub fn set_input(&self, sender: InputSender) {
+        if let Ok(mut i) = self.input.lock() {
+            *i = Some(sender);
+        }
+    }
+
+    fn input_sender(&self) -> Option<InputSender> {
+        self.input.lock().ok().and_then(|i| i.clone())
+    }
+
+    /// One message from viewer `id`'s `input` data channel: dropped (view-only), rejected (invalid) or
+    /// queued for the injector. Counted either way.
+    pub fn input_message(&self, id: u64, data: &[u8]) {
+        let c = &self.input_counters;
+        InputCounters::add(&c.received, 1);
+        if !self.input_allowed {
+            InputCounters::add(&c.dropped, 1);
+            return;
+        }
+        match crate::input::parse(data) {
+            Ok(event) => match self.input_sender() {
+                Some(tx) => {
+                    tx.send(InputCommand::Event { viewer: id, event });
+                }
+                None => InputCounters::add(&c.dropped, 1),
+            },
+            Err(e) => {
+                tracing::debug!(viewer = id, "input message rejected: {e}");
+                InputCounters::add(&c.rejected, 1);
+            }
+        }
+    }
+
+    /// Viewer `id` stopped sending input: release whatever it holds.
+    fn input_gone(&self, id: u64) {
+        if let Some(tx) = self.input_sender() {
+            tx.send(InputCommand::ViewerGone(id));
+        }
+    }
+
+    /// Serve viewer `id`'s `input` data channel until it closes: tell the page whether input is allowed,
+    /// then hand every message to [`Hub::input_message`].
+    async fn run_input_channel(self: Arc<Self>, id: u64, channel: DataChannel) {
+        use webrtc::data_channel::DataChannelEvent;
+        let hello = format!(r#"{{"t":"state","input":{}}}"#, self.input_allowed);
+        let _ = channel.send_text(&hello).await;
+        while let Some(ev) = channel.poll().await {
+            match ev {
+                DataChannelEvent::OnOpen => {
+                    let _ = channel.send_text(&hello).await;
+                }
+                DataChannelEvent::OnMessage(msg) => self.input_message(id, &msg.data),
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+        tracing::debug!(viewer = id, "input channel closed");
+        self.input_gone(id);
     }
 
     pub fn viewers(&self) -> usize {
@@ -177,6 +250,7 @@ impl Hub {
             capture: self.capture_state.lock().map(|c| c.clone()).unwrap_or_default(),
             stream,
             latency_ms,
+            input: self.input_counters.snapshot(self.input_allowed),
         }
     }
 
@@ -184,7 +258,17 @@ impl Hub {
     pub fn prometheus(&self) -> String {
         let (fps, kbps, target) =
             self.stats.lock().map(|s| (s.fps, s.bitrate_kbps, s.target_bitrate_kbps)).unwrap_or_default();
-        self.metrics.lock().map(|m| m.prometheus(self.viewers(), fps, kbps, target)).unwrap_or_default()
+        let mut text = self.metrics.lock().map(|m| m.prometheus(self.viewers(), fps, kbps, target)).unwrap_or_default();
+        let i = self.input_counters.snapshot(self.input_allowed);
+        for (name, help, value) in [
+            ("wl_webrtc_input_received_total", "Input messages received from viewers.", i.received),
+            ("wl_webrtc_input_injected_total", "Input events injected into the session.", i.injected),
+            ("wl_webrtc_input_dropped_total", "Input messages dropped (input not allowed, or queue full).", i.dropped),
+            ("wl_webrtc_input_rejected_total", "Input messages rejected as invalid.", i.rejected),
+        ] {
+            text += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+        }
+        text
     }
 
     pub fn set_capture_state(&self, state: impl Into<String>) {
@@ -223,9 +307,10 @@ impl Hub {
         self.with_bitrate(|b| b.viewer_joined(id, Instant::now()));
         let answer = std::mem::take(&mut peer.answer);
         let events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::unbounded_channel().1);
+        let channels = std::mem::replace(&mut peer.data_channels, tokio::sync::mpsc::unbounded_channel().1);
         let peer = Arc::new(peer);
         tracing::info!(viewer = id, viewers = self.viewers(), "viewer joined");
-        tokio::spawn(Arc::clone(self).run_viewer(id, Arc::clone(&peer), events, cancel_rx));
+        tokio::spawn(Arc::clone(self).run_viewer(id, Arc::clone(&peer), events, channels, cancel_rx));
         Ok((id, answer, peer))
     }
 
@@ -254,8 +339,10 @@ impl Hub {
         id: u64,
         peer: Arc<Peer>,
         mut events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+        mut channels: tokio::sync::mpsc::UnboundedReceiver<DataChannel>,
         mut cancel: oneshot::Receiver<()>,
     ) {
+        let mut input_tasks = Vec::new();
         let mut frames = self.frames.subscribe();
         let mut sender = peer.sender();
         let track = peer.track();
@@ -299,6 +386,9 @@ impl Hub {
                     Some(PeerEvent::Gone) | None => break,
                 },
                 () = &mut rtcp => {}
+                Some(channel) = channels.recv() => {
+                    input_tasks.push(tokio::spawn(Arc::clone(&self).run_input_channel(id, channel)));
+                }
                 f = frames.recv() => match f {
                     Ok(frame) => {
                         if !connected || (need_idr && !frame.idr) {
@@ -337,8 +427,58 @@ impl Hub {
             v.remove(&id);
         }
         self.with_bitrate(|b| b.viewer_left(id));
+        for task in input_tasks {
+            task.abort();
+        }
+        // Whatever this viewer still held (a key down when the page closed) goes up now.
+        self.input_gone(id);
         peer.close().await;
         let left = self.viewer_count.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
         tracing::info!(viewer = id, frames = sent, viewers = left, "viewer left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::InputEvent;
+
+    fn hub(allow: bool) -> Arc<Hub> {
+        let mut cfg = Config::default();
+        cfg.input.allow = allow;
+        Hub::new(&cfg, TransportConfig::default(), Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn view_only_input_is_dropped_and_counted() {
+        let hub = hub(false);
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        hub.set_input(InputSender::from_channel(tx, Arc::clone(&hub.input_counters)));
+        hub.input_message(1, br#"{"t":"key","code":"KeyA","down":true}"#);
+        hub.input_message(1, b"garbage");
+        assert!(rx.try_recv().is_err(), "nothing reaches the injector");
+        let st = hub.status().input;
+        assert_eq!((st.allowed, st.received, st.dropped, st.rejected), (false, 2, 2, 0));
+        assert!(hub.prometheus().contains("wl_webrtc_input_dropped_total 2"));
+    }
+
+    #[test]
+    fn allowed_input_is_validated_then_queued_and_a_leaving_viewer_is_announced() {
+        let hub = hub(true);
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        hub.set_input(InputSender::from_channel(tx, Arc::clone(&hub.input_counters)));
+        hub.input_message(7, br#"{"t":"move","x":0.5,"y":0.5}"#);
+        hub.input_message(7, br#"{"t":"move","x":1.5,"y":0.5}"#);
+        hub.input_message(7, br#"{"t":"key","code":"NoSuchKey","down":true}"#);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(InputCommand::Event { viewer: 7, event: InputEvent::Move { x: 0.5, y: 0.5 } })
+        );
+        assert!(rx.try_recv().is_err(), "rejected messages are not queued");
+        hub.input_gone(7);
+        assert_eq!(rx.try_recv().ok(), Some(InputCommand::ViewerGone(7)));
+        let st = hub.status().input;
+        assert_eq!((st.allowed, st.received, st.dropped, st.rejected), (true, 3, 0, 2));
+        assert!(hub.prometheus().contains("wl_webrtc_input_rejected_total 2"));
     }
 }

@@ -124,9 +124,16 @@ impl Feedback {
     }
 }
 
+/// Label of the data channel that carries viewer input (see `crate::input`).
+pub const INPUT_CHANNEL: &str = "input";
+
+/// A data channel the viewer opened.
+pub type DataChannel = Arc<dyn webrtc::data_channel::DataChannel>;
+
 struct Handler {
     gathered: tokio::sync::watch::Sender<bool>,
     events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
+    channels: tokio::sync::mpsc::UnboundedSender<DataChannel>,
 }
 
 #[async_trait::async_trait]
@@ -147,6 +154,19 @@ impl PeerConnectionEventHandler for Handler {
             _ => return,
         };
         let _ = self.events.send(ev);
+    }
+
+    async fn on_data_channel(&self, channel: DataChannel) {
+        match channel.label().await {
+            Ok(label) if label == INPUT_CHANNEL => {
+                let _ = self.channels.send(channel);
+            }
+            Ok(label) => {
+                tracing::debug!(%label, "closing a data channel we do not know");
+                let _ = channel.close().await;
+            }
+            Err(e) => tracing::debug!("data channel gone before use: {e}"),
+        }
     }
 }
 
@@ -228,6 +248,8 @@ pub struct Peer {
     track: Arc<TrackLocalStaticRTP>,
     /// Events from this peer (connected, keyframe requests, gone).
     pub events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+    /// The `input` data channel(s) the viewer opens.
+    pub data_channels: tokio::sync::mpsc::UnboundedReceiver<DataChannel>,
     /// The SDP answer to send back.
     pub answer: String,
     payload_type: u8,
@@ -301,7 +323,8 @@ impl Peer {
             .build();
         let (gathered_tx, mut gathered_rx) = tokio::sync::watch::channel(false);
         let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
-        let handler = Arc::new(Handler { gathered: gathered_tx, events: ev_tx });
+        let (dc_tx, dc_rx) = tokio::sync::mpsc::unbounded_channel();
+        let handler = Arc::new(Handler { gathered: gathered_tx, events: ev_tx, channels: dc_tx });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(me)
@@ -350,7 +373,7 @@ impl Peer {
         .await;
         match result {
             Ok((track, payload_type, ssrc, answer)) => {
-                Ok(Peer { pc, track, events: ev_rx, answer, payload_type, ssrc })
+                Ok(Peer { pc, track, events: ev_rx, data_channels: dc_rx, answer, payload_type, ssrc })
             }
             Err(e) => {
                 let _ = pc.close().await;

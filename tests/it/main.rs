@@ -11,6 +11,7 @@ mod cli;
 mod e2e;
 mod encode;
 mod image_copy;
+mod input;
 mod lifecycle;
 mod outputs;
 mod stream;

@@ -72,7 +72,7 @@ impl Drop for Server {
 }
 
 /// One HTTP request to `url` (http://HOST:PORT/PATH) through the product's own client; (status, body).
-fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+pub(crate) fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let addr = host.parse().unwrap_or_else(|_| panic!("{host} is not IP:PORT"));

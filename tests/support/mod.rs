@@ -77,6 +77,7 @@ impl Fixture {
             PatternKind::MovingBar => "moving-bar",
             PatternKind::Noise => "noise",
             PatternKind::Clock => "clock",
+            PatternKind::InputLog => "input-log",
         };
         cmd.args(["test-pattern", "--pattern", kind]).stdout(Stdio::null());
         if let Some(o) = output {

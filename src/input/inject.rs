@@ -1,0 +1,446 @@
+//! The injector thread: its own Wayland connection with a zwlr_virtual_pointer_v1 and a
+//! zwp_virtual_keyboard_v1, fed by a bounded channel of [`InputCommand`]s from the viewer tasks.
+//!
+//! Why a thread of its own and not the capture thread's connection: the capture thread blocks for up to
+//! 100 ms in `next_frame` on a static screen (and in `--fps` pacing), so input drained there would wait that
+//! long; here a command is injected and flushed the moment it arrives (blocking `recv`), and input keeps
+//! working while capture is lost and retried. The compositor sees two clients of the same process; virtual
+//! devices are per client anyway.
+//!
+//! Failure: no compositor (or it went away) → commands are dropped and counted, the connection is retried at
+//! most once a second; on reconnect the held-key state starts empty (the old devices died with the old
+//! connection, and the compositor released their keys). On stop everything still held is released.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use smithay_client_toolkit::dispatch2::Dispatch2;
+use wayland_client::protocol::wl_pointer::{self, ButtonState};
+use wayland_client::protocol::wl_seat::{self, WlSeat};
+use wayland_client::{Connection, Proxy, QueueHandle};
+use wayland_protocols_misc::zwp_virtual_keyboard_v1::client::zwp_virtual_keyboard_manager_v1::{
+    self, ZwpVirtualKeyboardManagerV1,
+};
+use wayland_protocols_misc::zwp_virtual_keyboard_v1::client::zwp_virtual_keyboard_v1::{self, ZwpVirtualKeyboardV1};
+use wayland_protocols_wlr::virtual_pointer::v1::client::zwlr_virtual_pointer_manager_v1::{
+    self, ZwlrVirtualPointerManagerV1,
+};
+use wayland_protocols_wlr::virtual_pointer::v1::client::zwlr_virtual_pointer_v1::{self, ZwlrVirtualPointerV1};
+
+use super::keymap::Keyboard;
+use super::state::{Action, Area, Axis, InputState, PointerSpace, bounding_box};
+use super::{InputCounters, InputEvent};
+use crate::capture::CaptureError;
+use crate::capture::wayland::{WlSession, WlState};
+
+/// Commands waiting for the injector before new ones are dropped.
+pub const QUEUE_DEPTH: usize = 1024;
+/// How often the injector looks at the stop flag and the compositor's events when idle.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Pause between connection attempts while the compositor is away.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub const VIRTUAL_POINTER_IFACE: &str = "zwlr_virtual_pointer_manager_v1";
+pub const VIRTUAL_KEYBOARD_IFACE: &str = "zwp_virtual_keyboard_manager_v1";
+
+/// What viewer tasks tell the injector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputCommand {
+    /// A validated event of viewer `viewer`.
+    Event { viewer: u64, event: InputEvent },
+    /// The viewer disconnected (or its input channel closed): release what it held.
+    ViewerGone(u64),
+}
+
+/// Settings of the injector.
+#[derive(Debug, Clone)]
+pub struct InjectorConfig {
+    /// Compositor socket.
+    pub socket: PathBuf,
+    /// The streamed output (pointer coordinates are relative to it); `None`: the first.
+    pub output: Option<String>,
+    /// xkb layout and variant of the uploaded keymap.
+    pub layout: String,
+    pub variant: String,
+}
+
+/// The sending side, held by the viewer tasks.
+#[derive(Debug, Clone)]
+pub struct InputSender {
+    tx: SyncSender<InputCommand>,
+    counters: Arc<InputCounters>,
+}
+
+impl InputSender {
+    /// A sender over an existing channel (tests drive the receiving side themselves).
+    pub fn from_channel(tx: SyncSender<InputCommand>, counters: Arc<InputCounters>) -> InputSender {
+        InputSender { tx, counters }
+    }
+
+    /// Queue a command; false (and counted as dropped) when the injector is behind or gone.
+    pub fn send(&self, cmd: InputCommand) -> bool {
+        match self.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(TrySendError::Full(InputCommand::ViewerGone(id))) => {
+                // Must not be lost (keys would stay held): wait for room, off the async runtime's hot path.
+                let tx = self.tx.clone();
+                std::thread::spawn(move || tx.send(InputCommand::ViewerGone(id)).is_ok());
+                true
+            }
+            Err(_) => {
+                InputCounters::add(&self.counters.dropped, 1);
+                false
+            }
+        }
+    }
+}
+
+/// Start the injector thread. It ends when `stop` is set (releasing every held key first).
+pub fn spawn(
+    cfg: InjectorConfig,
+    counters: Arc<InputCounters>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(InputSender, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
+    let sender = InputSender { tx, counters: Arc::clone(&counters) };
+    let handle = std::thread::Builder::new().name("input".into()).spawn(move || run(&cfg, &rx, &counters, &stop))?;
+    Ok((sender, handle))
+}
+
+fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounters, stop: &AtomicBool) {
+    let mut devices: Option<Devices> = None;
+    let mut state = InputState::default();
+    let mut last_try: Option<Instant> = None;
+    let mut failures = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        // The devices exist from the start (not at the first event): a compositor without a physical
+        // keyboard (headless) gives clients a wl_keyboard only once one exists, and they need it before the
+        // first key arrives.
+        if devices.is_none() && last_try.is_none_or(|t| t.elapsed() >= RETRY) {
+            last_try = Some(Instant::now());
+            match Devices::open(cfg) {
+                Ok(d) => {
+                    failures = 0;
+                    tracing::info!(pointer = ?d.space, "input: virtual pointer and keyboard ready");
+                    devices = Some(d);
+                    state = InputState::default();
+                }
+                Err(e) => {
+                    // Said once; a compositor without the protocols would otherwise fill the log.
+                    if failures == 0 {
+                        tracing::warn!("input: cannot create virtual devices: {e}; retrying every second");
+                    } else {
+                        tracing::debug!("input: cannot create virtual devices: {e}");
+                    }
+                    failures += 1;
+                }
+            }
+        }
+        let cmd = match rx.recv_timeout(IDLE_POLL) {
+            Ok(cmd) => cmd,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(d) = devices.as_mut()
+                    && let Err(e) = d.poll_events(stop)
+                {
+                    tracing::warn!("input: {e}; reconnecting");
+                    devices = None;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let Some(d) = devices.as_mut() else {
+            if matches!(cmd, InputCommand::Event { .. }) {
+                InputCounters::add(&counters.dropped, 1);
+            }
+            continue;
+        };
+        // Everything already queued goes out in one flush.
+        for cmd in std::iter::once(cmd).chain(rx.try_iter()) {
+            let actions = match cmd {
+                InputCommand::Event { viewer, event } => {
+                    InputCounters::add(&counters.injected, 1);
+                    state.handle(viewer, event, d.space)
+                }
+                InputCommand::ViewerGone(viewer) => {
+                    let up = state.viewer_gone(viewer);
+                    if !up.is_empty() {
+                        tracing::info!(viewer, released = up.len(), "input: released what the viewer held");
+                    }
+                    up
+                }
+            };
+            d.apply(&actions, counters);
+        }
+        if let Err(e) = d.flush() {
+            tracing::warn!("input: {e}; reconnecting");
+            devices = None;
+        }
+    }
+    if let Some(d) = devices.as_mut() {
+        let up = state.release_everything();
+        d.apply(&up, counters);
+        let _ = d.flush();
+    }
+}
+
+/// The virtual devices on one connection.
+struct Devices {
+    session: WlSession,
+    pointer: ZwlrVirtualPointerV1,
+    keyboard: ZwpVirtualKeyboardV1,
+    kbd: Keyboard,
+    /// Where pointer coordinates land (refreshed when outputs change).
+    space: PointerSpace,
+    bound_to_output: bool,
+    output: Option<String>,
+    epoch: Instant,
+}
+
+/// Where the pointer's coordinates land for `output` (the first when `None`) of `session`.
+fn pointer_space(session: &WlSession, output: Option<&str>, bound: bool) -> Result<PointerSpace, CaptureError> {
+    let (_, desc) = session.find_output(output)?;
+    let area = |d: &crate::capture::wayland::OutputDesc| {
+        let scale = d.scale.max(1);
+        Area {
+            x: d.x,
+            y: d.y,
+            width: d.logical_width.unwrap_or(d.width / scale).max(1) as u32,
+            height: d.logical_height.unwrap_or(d.height / scale).max(1) as u32,
+        }
+    };
+    let out = area(&desc);
+    if bound {
+        return Ok(PointerSpace::Output { width: out.width, height: out.height });
+    }
+    let layout = bounding_box(session.outputs().iter().map(|(_, d)| area(d))).unwrap_or(out);
+    Ok(PointerSpace::Layout { output: out, layout })
+}
+
+impl Devices {
+    fn open(cfg: &InjectorConfig) -> Result<Devices, CaptureError> {
+        let kbd = Keyboard::new(&cfg.layout, &cfg.variant).map_err(|e| CaptureError::Unsupported(e.to_string()))?;
+        let session = WlSession::connect(&cfg.socket)?;
+        let qh = session.handle();
+        let missing = |iface: &str| {
+            CaptureError::MissingGlobal(format!(
+                "the compositor does not offer {iface}: remote control needs a wlroots-based compositor (Sway, \
+                 Hyprland, river, …)"
+            ))
+        };
+        let pointers: ZwlrVirtualPointerManagerV1 =
+            session.globals.bind(&qh, 1..=2, InputData).map_err(|_| missing(VIRTUAL_POINTER_IFACE))?;
+        let keyboards: ZwpVirtualKeyboardManagerV1 =
+            session.globals.bind(&qh, 1..=1, InputData).map_err(|_| missing(VIRTUAL_KEYBOARD_IFACE))?;
+        let seat: WlSeat = session.globals.bind(&qh, 1..=7, InputData).map_err(|_| missing("wl_seat"))?;
+        let (output, _) = session.find_output(cfg.output.as_deref())?;
+        let bound_to_output = pointers.version() >= 2;
+        let pointer = if bound_to_output {
+            pointers.create_virtual_pointer_with_output(Some(&seat), Some(&output), &qh, InputData)
+        } else {
+            pointers.create_virtual_pointer(Some(&seat), &qh, InputData)
+        };
+        let space = pointer_space(&session, cfg.output.as_deref(), bound_to_output)?;
+        let keyboard = keyboards.create_virtual_keyboard(&seat, &qh, InputData);
+        upload_keymap(&keyboard, &kbd.keymap_text())?;
+        session.conn.flush().map_err(|e| crate::capture::wayland::gone_or_protocol(&e))?;
+        let mut d = Devices {
+            session,
+            pointer,
+            keyboard,
+            kbd,
+            space,
+            bound_to_output,
+            output: cfg.output.clone(),
+            epoch: Instant::now(),
+        };
+        // A round trip: a protocol error (e.g. a refused keymap) shows up here, not at the first key.
+        d.poll_events(&AtomicBool::new(false))?;
+        Ok(d)
+    }
+
+    /// Read the compositor's events (output changes; a dead connection is an error), at most ~1 ms.
+    fn poll_events(&mut self, stop: &AtomicBool) -> Result<(), CaptureError> {
+        self.session.dispatch_until(Instant::now() + Duration::from_millis(1), stop, |_| Ok(false))?;
+        if let Ok(space) = pointer_space(&self.session, self.output.as_deref(), self.bound_to_output) {
+            self.space = space;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), CaptureError> {
+        self.session.conn.flush().map_err(|e| crate::capture::wayland::gone_or_protocol(&e))
+    }
+
+    fn time(&self) -> u32 {
+        self.epoch.elapsed().as_millis() as u32
+    }
+
+    fn key(&mut self, code: u32, down: bool) {
+        let time = self.time();
+        let state = if down { wl_keyboard_state::PRESSED } else { wl_keyboard_state::RELEASED };
+        self.keyboard.key(time, code, state);
+        if let Some(m) = self.kbd.update_key(code, down) {
+            self.keyboard.modifiers(m.depressed, m.latched, m.locked, m.group);
+        }
+    }
+
+    fn apply(&mut self, actions: &[Action], counters: &InputCounters) {
+        for action in actions {
+            let time = self.time();
+            match action {
+                Action::Motion { x, y, x_extent, y_extent } => {
+                    self.pointer.motion_absolute(time, *x, *y, *x_extent, *y_extent);
+                    self.pointer.frame();
+                }
+                Action::Button { code, down } => {
+                    let state = if *down { ButtonState::Pressed } else { ButtonState::Released };
+                    self.pointer.button(time, *code, state);
+                    self.pointer.frame();
+                }
+                Action::Axis { axis, value, discrete } => {
+                    let axis = match axis {
+                        Axis::Vertical => wl_pointer::Axis::VerticalScroll,
+                        Axis::Horizontal => wl_pointer::Axis::HorizontalScroll,
+                    };
+                    match discrete {
+                        Some(steps) => {
+                            self.pointer.axis_source(wl_pointer::AxisSource::Wheel);
+                            self.pointer.axis_discrete(time, axis, *value, *steps);
+                        }
+                        None => {
+                            self.pointer.axis_source(wl_pointer::AxisSource::Continuous);
+                            self.pointer.axis(time, axis, *value);
+                        }
+                    }
+                    self.pointer.frame();
+                }
+                Action::Key { code, down } => self.key(*code, *down),
+                Action::Text(text) => {
+                    let (keys, skipped) = self.kbd.text_to_keys(text);
+                    if skipped > 0 {
+                        tracing::debug!(skipped, "input: characters the keymap cannot type");
+                        InputCounters::add(&counters.rejected, skipped as u64);
+                    }
+                    for (code, down) in keys {
+                        self.key(code, down);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Devices {
+    fn drop(&mut self) {
+        self.pointer.destroy();
+        self.keyboard.destroy();
+        let _ = self.session.conn.flush();
+    }
+}
+
+/// `wl_keyboard.key_state` values (the virtual keyboard's `key` takes them as a plain uint).
+mod wl_keyboard_state {
+    pub const RELEASED: u32 = 0;
+    pub const PRESSED: u32 = 1;
+}
+
+/// `wl_keyboard.keymap_format.xkb_v1`.
+const KEYMAP_FORMAT_XKB_V1: u32 = 1;
+
+/// Put the keymap text (NUL-terminated, as the compositor hands it to xkbcommon) in a sealed memfd and send it.
+fn upload_keymap(keyboard: &ZwpVirtualKeyboardV1, text: &str) -> Result<(), CaptureError> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let io = |e: std::io::Error| CaptureError::Unsupported(format!("cannot write the keymap to a memfd: {e}"));
+    let fd = rustix::fs::memfd_create("wl-webrtc-keymap", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(|e| io(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(text.as_bytes()).and_then(|()| file.write_all(&[0])).map_err(io)?;
+    let size = u32::try_from(text.len() + 1).map_err(|_| CaptureError::Unsupported("keymap too large".into()))?;
+    // Read-only from here on: the compositor maps it.
+    let _ =
+        rustix::fs::fcntl_add_seals(&file, SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL);
+    keyboard.keymap(KEYMAP_FORMAT_XKB_V1, file.as_fd(), size);
+    Ok(())
+}
+
+/// User data of the input protocol objects (none of them sends events we need).
+#[derive(Debug, Clone, Copy)]
+pub struct InputData;
+
+impl Dispatch2<ZwlrVirtualPointerManagerV1, WlState> for InputData {
+    fn event(
+        &self,
+        _: &mut WlState,
+        _: &ZwlrVirtualPointerManagerV1,
+        _: zwlr_virtual_pointer_manager_v1::Event,
+        _: &Connection,
+        _: &QueueHandle<WlState>,
+    ) {
+    }
+}
+
+impl Dispatch2<ZwlrVirtualPointerV1, WlState> for InputData {
+    fn event(
+        &self,
+        _: &mut WlState,
+        _: &ZwlrVirtualPointerV1,
+        _: zwlr_virtual_pointer_v1::Event,
+        _: &Connection,
+        _: &QueueHandle<WlState>,
+    ) {
+    }
+}
+
+impl Dispatch2<ZwpVirtualKeyboardManagerV1, WlState> for InputData {
+    fn event(
+        &self,
+        _: &mut WlState,
+        _: &ZwpVirtualKeyboardManagerV1,
+        _: zwp_virtual_keyboard_manager_v1::Event,
+        _: &Connection,
+        _: &QueueHandle<WlState>,
+    ) {
+    }
+}
+
+impl Dispatch2<ZwpVirtualKeyboardV1, WlState> for InputData {
+    fn event(
+        &self,
+        _: &mut WlState,
+        _: &ZwpVirtualKeyboardV1,
+        _: zwp_virtual_keyboard_v1::Event,
+        _: &Connection,
+        _: &QueueHandle<WlState>,
+    ) {
+    }
+}
+
+impl Dispatch2<WlSeat, WlState> for InputData {
+    fn event(&self, _: &mut WlState, _: &WlSeat, _: wl_seat::Event, _: &Connection, _: &QueueHandle<WlState>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_full_queue_drops_events_but_never_a_viewers_departure() {
+        let counters = Arc::new(InputCounters::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let sender = InputSender::from_channel(tx, Arc::clone(&counters));
+        let ev = InputCommand::Event { viewer: 1, event: InputEvent::Key { key: 30, down: true } };
+        assert!(sender.send(ev.clone()));
+        assert!(!sender.send(ev.clone()), "queue full: dropped");
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
+        assert!(sender.send(InputCommand::ViewerGone(1)), "queued for delivery once there is room");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(1)).ok(), Some(ev));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).ok(), Some(InputCommand::ViewerGone(1)));
+    }
+}

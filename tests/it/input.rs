@@ -1,0 +1,323 @@
+//! Remote control end to end: a real headless Sway running our `input-log` client (a fullscreen surface with
+//! keyboard focus that prints every pointer and keyboard event), a live `wl-webrtc start`, and Chromium on the
+//! viewer page driven over CDP (mouse and keys), inside a private network namespace.
+//!
+//! The desktop is 800x600 and the page 1280x720, so the picture is letterboxed: scale 1.2, 160 px bars left
+//! and right. Output point (x, y) is at page point (160 + 1.2 x, 1.2 y).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::stream::{SERIAL, Server, http};
+use crate::support::Fixture;
+use crate::support::browser::{Browser, Page};
+use crate::support::netns::in_private_netns;
+
+const W: u32 = 800;
+const H: u32 = 600;
+
+/// Page point of output point (x, y) (see the module note).
+fn page_point(x: f64, y: f64) -> (f64, f64) {
+    (160.0 + 1.2 * x, 1.2 * y)
+}
+
+/// The `input-log` client's output file.
+struct InputLog {
+    path: PathBuf,
+}
+
+impl InputLog {
+    /// Start `wl-webrtc test-pattern --pattern input-log` on HEADLESS-1 and wait until it is on screen.
+    fn start(f: &mut Fixture) -> InputLog {
+        let log = InputLog::spawn(f, "HEADLESS-1");
+        f.wait_for_pattern(W, H);
+        log
+    }
+
+    /// Start the input-log client on `output` (not waited for).
+    fn spawn(f: &mut Fixture, output: &str) -> InputLog {
+        let path = std::env::temp_dir().join(format!(
+            "wl-webrtc-input-log-{}-{}.jsonl",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ u128::from(rand_u32())
+        ));
+        let file = std::fs::File::create(&path).expect("create the input log");
+        let mut cmd = f.desk.command(crate::support::bin());
+        cmd.args(["test-pattern", "--pattern", "input-log", "--output", output]).stdout(Stdio::from(file));
+        let pid = f.desk.spawn(cmd).expect("spawn the input-log client");
+        f.pattern = Some(pid);
+        InputLog { path }
+    }
+
+    /// Wait until the client has keyboard focus: headless Sway has no keyboard until our virtual one
+    /// exists, so this is also "the server's virtual devices are ready".
+    fn wait_keyboard_focus(&self) {
+        self.wait(|e| e["ev"] == "keyboard_enter", Duration::from_secs(10), "keyboard focus");
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// The first event matching `pred`, waiting up to `timeout`.
+    fn wait(&self, pred: impl Fn(&Value) -> bool, timeout: Duration, what: &str) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no {what} in the input log within {timeout:?}: {:?}", self.events());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Text typed so far: the utf8 of every key press.
+    fn typed(&self) -> String {
+        self.events()
+            .iter()
+            .filter(|e| e["ev"] == "key" && e["down"] == true)
+            .filter_map(|e| e["utf8"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for InputLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+}
+
+/// A viewer page connected, decoding, with its input channel open and the server's verdict known.
+fn viewer(srv: &Server, browser: &Browser) -> Page {
+    let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+    page.wait_for(
+        "window.wlw && wlw.stats && wlw.stats.framesDecoded > 0 && wlw.input.open && wlw.input.known",
+        Duration::from_secs(20),
+    );
+    page
+}
+
+/// The 800x600 desktop with the input-log client, a server (`extra` flags) and a connected viewer page.
+/// Bind the parts in this order: they drop in reverse (page, browser, server, log, desktop).
+fn session(extra: &[&str]) -> (Fixture, InputLog, Server, Browser, Page) {
+    let mut f = Fixture::start(W, H, 60);
+    let log = InputLog::start(&mut f);
+    let srv = Server::start(&f, extra);
+    if extra.contains(&"--allow-input") {
+        log.wait_keyboard_focus();
+    }
+    let browser = Browser::launch();
+    let page = viewer(&srv, &browser);
+    (f, log, srv, browser, page)
+}
+
+/// Click at output point (x, y) through the page; the logged press must be there (±2 px).
+fn click_lands(page: &mut Page, log: &InputLog, x: f64, y: f64) -> Value {
+    let (px, py) = page_point(x, y);
+    let t = Instant::now();
+    page.mouse_click(px, py);
+    let press = log.wait(
+        |e| e["ev"] == "button" && e["down"] == true && near(&e["x"], x) && near(&e["y"], y),
+        Duration::from_secs(5),
+        &format!("left press at ({x}, {y})"),
+    );
+    eprintln!("click at output ({x}, {y}) → logged {press} after {:?}", t.elapsed());
+    log.wait(|e| e["ev"] == "button" && e["down"] == false, Duration::from_secs(5), "release");
+    press
+}
+
+fn input_status(srv: &Server) -> Value {
+    srv.status()["input"].clone()
+}
+
+fn wait_status(srv: &Server, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = input_status(srv);
+        if pred(&st) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "{what}: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn near(got: &Value, want: f64) -> bool {
+    got.as_f64().is_some_and(|g| (g - want).abs() <= 2.0)
+}
+
+#[test]
+fn clicks_land_at_output_coordinates_and_typed_text_arrives_with_modifiers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, srv, _browser, mut page) = session(&["--allow-input"]);
+        assert_eq!(page.eval("wlw.input.allowed"), Value::Bool(true));
+
+        // Clicks through the letterbox land on the output pixel under the pointer.
+        for (x, y) in [(200.0, 150.0), (700.0, 500.0), (13.0, 587.0)] {
+            let press = click_lands(&mut page, &log, x, y);
+            assert_eq!(press["button"], 0x110, "BTN_LEFT");
+        }
+        page.mouse_button(400.0, 300.0, "right", true);
+        page.mouse_button(400.0, 300.0, "right", false);
+        log.wait(|e| e["ev"] == "button" && e["button"] == 0x111, Duration::from_secs(5), "BTN_RIGHT");
+        page.mouse_wheel(400.0, 300.0, 0.0, 120.0);
+        let axis = log.wait(|e| e["ev"] == "axis", Duration::from_secs(5), "scroll");
+        assert!(axis["v"].as_f64().unwrap_or(0.0) > 0.0, "scrolled down: {axis}");
+
+        // Typed text, Shift for capitals.
+        let t = Instant::now();
+        for part in ["Hello", " ", "World"] {
+            for ch in part.chars() {
+                if ch.is_ascii_uppercase() {
+                    page.key_down("Shift");
+                    page.key_press(&ch.to_ascii_lowercase().to_string());
+                    page.key_up("Shift");
+                } else {
+                    page.key_press(&ch.to_string());
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.typed() != "Hello World" {
+            assert!(Instant::now() < deadline, "typed {:?}, want \"Hello World\"", log.typed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("\"Hello World\" arrived in {:?}", t.elapsed());
+        log.wait(|e| e["ev"] == "modifiers" && e["shift"] == true, Duration::from_secs(1), "Shift modifier");
+        // Ctrl: the client sees the modifier, and Ctrl+A produces no text.
+        page.key_down("Control");
+        page.key_press("a");
+        page.key_up("Control");
+        log.wait(|e| e["ev"] == "modifiers" && e["ctrl"] == true, Duration::from_secs(5), "Ctrl modifier");
+        log.wait(
+            |e| e["ev"] == "modifiers" && e["ctrl"] == false && e["shift"] == false,
+            Duration::from_secs(5),
+            "modifiers released",
+        );
+
+        // Text paste as typed keys (the `text` message).
+        page.eval(r#"wlw.dc.send(JSON.stringify({ t: "text", s: "Paste: OK!" }))"#);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log.typed().ends_with("Paste: OK!") {
+            assert!(Instant::now() < deadline, "typed {:?}", log.typed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // Malformed and out-of-range messages are rejected and counted, without effect.
+        let before = log.events().len();
+        for bad in
+            [r#"{"t":"dance"}"#, r#"{"t":"move","x":2,"y":0.5}"#, r#"{"t":"key","code":"KeyÄ","down":true}"#, "{"]
+        {
+            page.eval(&format!("wlw.dc.send({})", serde_json::to_string(bad).expect("json")));
+        }
+        let st = wait_status(&srv, "3 rejected", |s| s["rejected"].as_u64() >= Some(4));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(log.events().len(), before, "rejected messages had no effect");
+        assert_eq!(st["allowed"], true);
+        assert!(st["injected"].as_u64() > Some(20), "{st}");
+        assert_eq!(st["dropped"].as_u64(), Some(0), "{st}");
+    });
+}
+
+#[test]
+fn without_allow_input_nothing_is_injected_and_input_is_counted_as_dropped() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, srv, _browser, mut page) = session(&[]);
+        assert_eq!(page.eval("wlw.input.allowed"), Value::Bool(false), "the server said view-only");
+        let (px, py) = page_point(200.0, 150.0);
+        page.mouse_click(px, py);
+        page.key_press("a");
+        page.key_down("Shift");
+        page.key_press("b");
+        page.key_up("Shift");
+        let sent = page.eval("wlw.input.sent").as_u64().unwrap_or(0);
+        assert!(sent >= 7, "the page did send its input ({sent} messages)");
+        let st = wait_status(&srv, "all received", |s| s["received"].as_u64() >= Some(sent));
+        std::thread::sleep(Duration::from_millis(500));
+        let injected: Vec<Value> = log
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e["ev"].as_str(), Some("button" | "key" | "motion" | "axis")))
+            .collect();
+        assert!(injected.is_empty(), "nothing reaches the desktop: {injected:?}");
+        assert_eq!(st["allowed"], false);
+        assert_eq!(st["dropped"], st["received"], "every message dropped: {st}");
+        assert_eq!(st["injected"].as_u64(), Some(0), "{st}");
+        let (_, metrics) = http("GET", &format!("{}/metrics", srv.base), &[], "");
+        assert!(metrics.contains(&format!("wl_webrtc_input_dropped_total {}", st["dropped"])), "{metrics}");
+    });
+}
+
+#[test]
+fn a_key_held_when_the_viewer_disconnects_is_released() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, _srv, _browser, mut page) = session(&["--allow-input"]);
+        page.key_down("Shift");
+        page.key_down("x");
+        log.wait(|e| e["ev"] == "key" && e["down"] == true && e["code"] == 45, Duration::from_secs(5), "KeyX press");
+        // The page would release held keys itself on pagehide/blur; silence it so that the server's
+        // release on disconnect is what is tested (as when a tab crashes or the network drops).
+        page.eval("wlw.dc.send = () => {}; true");
+        let t = Instant::now();
+        drop(page);
+        let up = log.wait(
+            |e| e["ev"] == "key" && e["down"] == false && e["code"] == 45,
+            Duration::from_secs(5),
+            "KeyX release after the viewer left",
+        );
+        let released_after = t.elapsed();
+        log.wait(
+            |e| e["ev"] == "modifiers" && e["shift"] == false && e["caps"] == false,
+            Duration::from_secs(5),
+            "Shift up",
+        );
+        eprintln!("held key released {released_after:?} after the page closed: {up}");
+        assert!(released_after < Duration::from_secs(2), "released only after {released_after:?}");
+        let shift_up = log.events().iter().any(|e| e["ev"] == "key" && e["down"] == false && e["code"] == 42);
+        assert!(shift_up, "Shift released too: {:?}", log.events());
+    });
+}
+
+#[test]
+fn clicks_map_onto_a_scaled_output_placed_right_of_another() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        // HEADLESS-2: 1600x1200 pixels at scale 2 = 800x600 logical, at (800, 0) in the layout. The stream is
+        // 1600x1200, letterboxed into the page exactly like an 800x600 one (scale 0.6, bars of 160 px).
+        let mut f = Fixture::start(W, H, 60);
+        f.swaymsg(&["create_output"]);
+        f.swaymsg(&[
+            "output",
+            "HEADLESS-2",
+            "mode",
+            "--custom",
+            "1600x1200@60Hz",
+            "scale",
+            "2",
+            "position",
+            "800",
+            "0",
+        ]);
+        let log = InputLog::spawn(&mut f, "HEADLESS-2");
+        let srv = Server::start(&f, &["--allow-input", "--output", "HEADLESS-2"]);
+        log.wait_keyboard_focus();
+        let browser = Browser::launch();
+        let mut page = viewer(&srv, &browser);
+        let size = page.eval("[wlw.stats.width, wlw.stats.height]");
+        assert_eq!(size, serde_json::json!([1600, 1200]), "the stream is the output's pixels");
+        for (x, y) in [(200.0, 150.0), (650.0, 420.0)] {
+            click_lands(&mut page, &log, x, y);
+        }
+    });
+}
