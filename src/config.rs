@@ -360,7 +360,7 @@ impl Config {
             }
             if let Some(c) = f.cursor {
                 cfg.cursor = c;
-        }
+            }
             if let Some(c) = f.convert {
                 cfg.convert = c;
             }
