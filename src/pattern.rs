@@ -46,6 +46,30 @@ pub fn quadrant_colour(width: u32, height: u32, x: u32, y: u32) -> [u8; 3] {
     QUADRANTS[bottom * 2 + right]
 }
 
+/// Deterministic pseudo-random numbers (64-bit LCG, high bits): reproducible content for tests and benches.
+#[derive(Debug, Clone)]
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+
+    /// Fill `buf` with pseudo-random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.next() as u8;
+        }
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u32) -> u32 {
+        self.next() % n.max(1)
+    }
+}
+
 /// Side of the blocks of the noise pattern.
 const NOISE_BLOCK: usize = 8;
 

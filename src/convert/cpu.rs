@@ -405,25 +405,7 @@ mod tests {
     use super::*;
     use crate::convert::reference::reference_to_nv12;
 
-    /// Deterministic pseudo-random bytes (64-bit LCG, high bits).
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 33) as u32
-        }
-
-        fn fill(&mut self, buf: &mut [u8]) {
-            for b in buf {
-                *b = self.next() as u8;
-            }
-        }
-
-        fn below(&mut self, n: u32) -> u32 {
-            self.next() % n.max(1)
-        }
-    }
+    use crate::pattern::Lcg;
 
     fn frame(fmt: PixelFormat, w: u32, h: u32, extra: u32, seed: u64) -> (Vec<u8>, FrameLayout) {
         let stride = w * fmt.bytes_per_pixel() as u32 + extra;

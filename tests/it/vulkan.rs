@@ -10,6 +10,7 @@ use wl_webrtc::convert::reference::reference_to_nv12;
 use wl_webrtc::convert::vulkan::{DevicePreference, UploadMode, VulkanConverter, VulkanError};
 use wl_webrtc::convert::{ConvertError, CpuConverter};
 use wl_webrtc::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat, Rect};
+use wl_webrtc::pattern::Lcg;
 
 use crate::support::{assert_no_panic, bin, output_within};
 
@@ -34,25 +35,6 @@ fn converter(mode: UploadMode) -> Option<VulkanConverter> {
 /// Both upload modes (they take different buffer and copy paths), on the same device kind.
 fn converters() -> Vec<VulkanConverter> {
     [UploadMode::Staged, UploadMode::Direct].into_iter().filter_map(converter).collect()
-}
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next() as u8;
-        }
-    }
-
-    fn below(&mut self, n: u32) -> u32 {
-        self.next() % n.max(1)
-    }
 }
 
 /// Random pixels, `extra` bytes of row padding, and no padding after the last row (the tightest legal buffer).
