@@ -96,7 +96,10 @@ pub struct E2eResult {
     pub first_frame_ms: Option<f64>,
     pub decode_ms: Option<f64>,
     pub jitter_buffer_ms: Option<f64>,
+    /// The encoder bitrate configured for the system.
     pub bitrate_kbps: u32,
+    /// What the viewer actually received over the measured window (RTP payload bytes, from getStats).
+    pub received_kbps: Option<f64>,
     /// wl-webrtc's own per-stage breakdown (`/api/status` latency_ms) when the system is ours.
     pub stages: Option<serde_json::Value>,
     pub note: String,
@@ -183,6 +186,7 @@ impl E2eResult {
             decode_ms: None,
             jitter_buffer_ms: None,
             bitrate_kbps,
+            received_kbps: None,
             stages: None,
             note,
             samples_ms: Vec::new(),
@@ -497,6 +501,7 @@ impl PageServer {
         r.first_frame_ms = result["first_frame_ms"].as_f64();
         r.decode_ms = result["decode_ms"].as_f64();
         r.jitter_buffer_ms = result["jitter_buffer_ms"].as_f64();
+        r.received_kbps = result["received_kbps"].as_f64();
         r.samples_ms = samples;
         Ok(r)
     }
@@ -587,7 +592,7 @@ fn serve_one(mut conn: TcpStream, reports: &mpsc::Sender<serde_json::Value>) -> 
 pub fn table(results: &[E2eResult]) -> String {
     let f = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1}"));
     let mut s = String::from(
-        "| mode | system | p50 ms | p95 ms | p99 ms | fps received | frames lost | unreadable | server CPU % | CPU ms/frame | bitrate kbit/s | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| mode | system | p50 ms | p95 ms | p99 ms | fps received | frames lost | unreadable | server CPU % | CPU ms/frame | bitrate set / received kbit/s | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         s += &format!(
@@ -602,7 +607,7 @@ pub fn table(results: &[E2eResult]) -> String {
             r.unreadable,
             r.cpu_percent,
             r.cpu_ms_per_frame.map_or("—".into(), |v| format!("{v:.2}")),
-            r.bitrate_kbps,
+            format!("{} / {}", r.bitrate_kbps, r.received_kbps.map_or("—".into(), |v| format!("{v:.0}"))),
             r.note.replace('|', "/").replace('\n', " ")
         );
     }

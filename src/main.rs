@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if std::env::var_os(wl_webrtc::convert::PROBE_ENV).is_some() {
+        // A child that only probes for a Vulkan GPU (so the parent never maps the drivers).
+        wl_webrtc::convert::probe_child_main();
+        return ExitCode::SUCCESS;
+    }
     let cli = wl_webrtc::cli::Cli::parse();
     let cfg = match wl_webrtc::config::Config::resolve(&cli.global) {
         Ok(c) => c,

@@ -121,24 +121,67 @@ impl ConvertChoice {
     }
 }
 
+/// Environment variable that makes the `wl-webrtc` binary answer a Vulkan probe and exit (see
+/// [`probe_child_main`]).
+pub const PROBE_ENV: &str = "WL_WEBRTC_PROBE_VULKAN";
+
 /// Whether the machine has a hardware Vulkan GPU, probed once per process (creating and destroying an instance
 /// each time a capture session starts would be wasted work; GPUs do not come and go).
+///
+/// Loading the Vulkan loader and every installed driver costs tens of MB that stay mapped after the instance is
+/// destroyed (Mesa's lavapipe alone pulls in LLVM: 50 MB of RSS measured), so the `wl-webrtc` binary probes
+/// in a short-lived child of itself and stays lean when the answer is "CPU". Other executables (tests, library
+/// users) probe in-process.
 fn hardware_gpu_present() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
-    *PROBE.get_or_init(|| match vulkan::list_devices() {
+    *PROBE.get_or_init(|| {
+        let (found, why) = probe_in_child().unwrap_or_else(probe_here);
+        if !found {
+            tracing::info!("{why}: converting on the CPU");
+        }
+        found
+    })
+}
+
+/// The probe in this process: (hardware GPU found, what was found otherwise).
+fn probe_here() -> (bool, String) {
+    match vulkan::list_devices() {
         Ok(devices) => {
             let found = vulkan::choose_device(&devices, true).is_some();
-            if !found {
-                let names: Vec<String> = devices.iter().map(|d| format!("{} ({})", d.name, d.kind_name())).collect();
-                tracing::info!("no hardware Vulkan GPU (devices: [{}]): converting on the CPU", names.join(", "));
-            }
-            found
+            let names: Vec<String> = devices.iter().map(|d| format!("{} ({})", d.name, d.kind_name())).collect();
+            (found, format!("no hardware Vulkan GPU (devices: [{}])", names.join(", ")))
         }
-        Err(e) => {
-            tracing::info!("Vulkan unavailable ({e}): converting on the CPU");
-            false
-        }
-    })
+        Err(e) => (false, format!("Vulkan unavailable ({e})")),
+    }
+}
+
+/// The probe in a child `wl-webrtc` (None when this is not the `wl-webrtc` binary or the child fails).
+fn probe_in_child() -> Option<(bool, String)> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_name()? != "wl-webrtc" {
+        return None;
+    }
+    let out = std::process::Command::new(exe)
+        .env(PROBE_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?;
+    match line.split_once(' ') {
+        Some(("hardware", _)) => Some((true, String::new())),
+        Some(("cpu", why)) => Some((false, why.to_owned())),
+        _ => None,
+    }
+}
+
+/// Run by `main` when [`PROBE_ENV`] is set: print "hardware -" or "cpu WHY" and return.
+pub fn probe_child_main() {
+    match probe_here() {
+        (true, _) => println!("hardware -"),
+        (false, why) => println!("cpu {why}"),
+    }
 }
 
 /// Every way this crate can turn captured RGB into NV12.
