@@ -596,7 +596,7 @@ pub fn table(results: &[E2eResult]) -> String {
     );
     for r in results {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {:.1} | {} | {} / {} | {} |\n",
             r.mode,
             r.name,
             f(r.p50_ms),
@@ -607,7 +607,8 @@ pub fn table(results: &[E2eResult]) -> String {
             r.unreadable,
             r.cpu_percent,
             r.cpu_ms_per_frame.map_or("—".into(), |v| format!("{v:.2}")),
-            format!("{} / {}", r.bitrate_kbps, r.received_kbps.map_or("—".into(), |v| format!("{v:.0}"))),
+            r.bitrate_kbps,
+            r.received_kbps.map_or("—".into(), |v| format!("{v:.0}")),
             r.note.replace('|', "/").replace('\n', " ")
         );
     }
