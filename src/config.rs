@@ -147,6 +147,7 @@ impl std::fmt::Display for HeadlessMode {
 struct FileConfig {
     output: Option<String>,
     source: Option<SourceKind>,
+    pipewire_node: Option<String>,
     cursor: Option<CursorMode>,
     convert: Option<ConvertChoice>,
     fps: Option<u32>,
@@ -286,6 +287,8 @@ pub struct Config {
     /// Output to capture; `None` = the first one the compositor lists.
     pub output: Option<String>,
     pub source: SourceKind,
+    /// A PipeWire video node (id or name) to capture directly, without the portal (`--pipewire-node`).
+    pub pipewire_node: Option<String>,
     /// Pointer cursor: painted in, sent as metadata, or left out.
     pub cursor: CursorMode,
     /// RGB→NV12 converter.
@@ -308,6 +311,7 @@ impl Default for Config {
         Config {
             output: None,
             source: SourceKind::Auto,
+            pipewire_node: None,
             cursor: CursorMode::Embedded,
             convert: ConvertChoice::Auto,
             fps: 60,
@@ -357,6 +361,9 @@ impl Config {
             }
             if let Some(s) = f.source {
                 cfg.source = s;
+            }
+            if let Some(n) = &f.pipewire_node {
+                cfg.pipewire_node = Some(n.clone());
             }
             if let Some(c) = f.cursor {
                 cfg.cursor = c;
@@ -414,6 +421,13 @@ impl Config {
         if let Some(s) = args.source {
             cfg.source = s.into();
         }
+        if let Some(n) = &args.pipewire_node {
+            cfg.pipewire_node = Some(n.clone());
+            // A node is a PipeWire source, whatever `source` said in the file.
+            if args.source.is_none() {
+                cfg.source = SourceKind::Pipewire;
+            }
+        }
         if let Some(c) = args.cursor {
             cfg.cursor = c.into();
         }
@@ -454,6 +468,12 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=240).contains(&self.fps) {
             return Err(invalid("fps", format!("{} is outside 1..=240", self.fps)));
+        }
+        if matches!(&self.pipewire_node, Some(n) if n.trim().is_empty()) {
+            return Err(invalid("pipewire_node", "must not be empty"));
+        }
+        if self.pipewire_node.is_some() && !matches!(self.source, SourceKind::Pipewire | SourceKind::Auto) {
+            return Err(invalid("--pipewire-node", "needs --source pipewire (or auto)"));
         }
         if matches!(&self.output, Some(o) if o.trim().is_empty()) {
             return Err(invalid("output", "must not be empty"));
@@ -497,6 +517,9 @@ impl Config {
         let mut s = String::new();
         if let Some(o) = &self.output {
             s += &format!("output = {}\n", toml_str(o));
+        }
+        if let Some(n) = &self.pipewire_node {
+            s += &format!("pipewire_node = {}\n", toml_str(n));
         }
         let source = match self.source {
             SourceKind::Auto => "auto",

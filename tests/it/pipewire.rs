@@ -1,0 +1,236 @@
+//! The PipeWire source against a real PipeWire + WirePlumber (and, for the portal, xdg-desktop-portal +
+//! xdg-desktop-portal-wlr on headless Sway), each test in its own private session (`support::pipewire`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wl_webrtc::capture::pipewire::{PipewireCapture, PipewireError, PipewireOptions};
+use wl_webrtc::capture::portal::PortalError;
+use wl_webrtc::capture::{Capture, CaptureError, CursorMode, ResolvedSource};
+use wl_webrtc::cli::PatternKind;
+use wl_webrtc::config::SourceKind;
+use wl_webrtc::frame::{Damage, FrameInfo, FrameLayout, pixel_rgb};
+
+use crate::support::pipewire::PwSession;
+use crate::support::{Fixture, NEVER, quadrants_match_in};
+
+fn open(opts: &PipewireOptions) -> Result<Capture, CaptureError> {
+    Capture::open_with(Path::new(""), SourceKind::Pipewire, None, CursorMode::Embedded, opts)
+}
+
+fn frame(cap: &mut Capture) -> FrameInfo {
+    cap.next_frame(Duration::from_secs(5), &NEVER).expect("capture").expect("a frame within 5 s")
+}
+
+fn pixel(cap: &mut Capture, info: &FrameInfo, x: u32, y: u32) -> Option<[u8; 3]> {
+    let layout = info.layout;
+    cap.with_pixels(|d, stride| pixel_rgb(d, &FrameLayout { stride, ..layout }, info.y_invert, x, y)).expect("pixels")
+}
+
+fn quadrants(cap: &mut Capture, info: &FrameInfo) -> Result<(), String> {
+    let layout = info.layout;
+    cap.with_pixels(|d, stride| quadrants_match_in(d, &FrameLayout { stride, ..layout }, info)).expect("pixels")
+}
+
+/// Wait (up to `limit`) for a frame of `width`x`height` whose quadrants are right.
+fn wait_for_quadrants(cap: &mut Capture, width: u32, height: u32, limit: Duration) -> FrameInfo {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    loop {
+        assert!(Instant::now() < deadline, "no {width}x{height} quadrant frame within {limit:?}; last: {last}");
+        let Some(info) = cap.next_frame(Duration::from_millis(500), &NEVER).expect("capture") else { continue };
+        if (info.layout.width, info.layout.height) != (width, height) {
+            last = format!("{}x{}", info.layout.width, info.layout.height);
+            continue;
+        }
+        match quadrants(cap, &info) {
+            Ok(()) => return info,
+            Err(e) => last = e,
+        }
+    }
+}
+
+#[test]
+fn pipewire_node_frames_have_the_right_pixels() {
+    let mut s = PwSession::start();
+    let colour = [0xcc, 0x33, 0x66];
+    s.solid_source("wlw-test-solid", colour, 320, 240);
+    let t = Instant::now();
+    let mut cap = open(&s.options(Some("wlw-test-solid"))).expect("open the node");
+    assert_eq!(cap.source(), ResolvedSource::Pipewire);
+    assert_eq!(cap.output().name, "pipewire:wlw-test-solid");
+    let info = frame(&mut cap);
+    eprintln!("first frame {:?} after open", t.elapsed());
+    assert_eq!((info.layout.width, info.layout.height), (320, 240));
+    assert_eq!(info.damage, Damage::Full, "no damage metadata from videotestsrc: full frames");
+    for (x, y) in [(0, 0), (319, 0), (0, 239), (319, 239), (160, 120)] {
+        assert_eq!(pixel(&mut cap, &info, x, y), Some(colour), "pixel ({x},{y})");
+    }
+    // Frames keep coming, in one negotiated format.
+    let t = Instant::now();
+    let mut n = 0;
+    while n < 10 {
+        assert!(t.elapsed() < Duration::from_secs(5), "only {n} frames in 5 s");
+        n += usize::from(cap.next_frame(Duration::from_millis(500), &NEVER).expect("capture").is_some());
+    }
+    assert_eq!(cap.buffer_kind(), Some("shm"));
+    assert_eq!(cap.counters().buffer_allocations, 1, "one format negotiated");
+    assert_eq!(cap.counters().failed_frames, 0);
+}
+
+#[test]
+fn pipewire_node_removed_and_daemon_gone_are_errors_not_hangs() {
+    let mut s = PwSession::start();
+    s.solid_source("wlw-test-gone", [0, 255, 0], 64, 64);
+    let mut cap = open(&s.options(Some("wlw-test-gone"))).expect("open the node");
+    frame(&mut cap);
+    // The producer goes away: the stream ends with an error (no hang, no reconnect to another node).
+    s.kill("wlw-test-gone");
+    let t = Instant::now();
+    let err = loop {
+        assert!(t.elapsed() < Duration::from_secs(5), "no error within 5 s of the node going away");
+        match cap.next_frame(Duration::from_millis(200), &NEVER) {
+            Err(e) => break e,
+            Ok(_) => continue,
+        }
+    };
+    assert!(matches!(err, CaptureError::Pipewire(PipewireError::NodeGone(_) | PipewireError::Stream { .. })), "{err}");
+    drop(cap);
+
+    // A fresh node, then the daemon dies mid-stream.
+    s.solid_source("wlw-test-gone-2", [0, 0, 255], 64, 64);
+    let mut cap = open(&s.options(Some("wlw-test-gone-2"))).expect("open the node");
+    frame(&mut cap);
+    s.kill("wireplumber");
+    s.kill("pipewire");
+    let t = Instant::now();
+    let err = loop {
+        assert!(t.elapsed() < Duration::from_secs(5), "no error within 5 s of the daemon going away");
+        match cap.next_frame(Duration::from_millis(200), &NEVER) {
+            Err(e) => break e,
+            Ok(_) => continue,
+        }
+    };
+    eprintln!("daemon gone after {:?}: {err}", t.elapsed());
+    assert!(
+        matches!(err, CaptureError::Pipewire(PipewireError::DaemonGone(_) | PipewireError::NodeGone(_))),
+        "{err}"
+    );
+    let t = Instant::now();
+    drop(cap);
+    assert!(t.elapsed() < Duration::from_secs(2), "closing after the daemon died took {:?}", t.elapsed());
+}
+
+#[test]
+fn pipewire_missing_daemon_node_bus_and_portal_fail_fast_with_clear_errors() {
+    let s = PwSession::bus_only();
+    // No PipeWire daemon.
+    let t = Instant::now();
+    let err = open(&s.options(Some("anything"))).expect_err("no daemon");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(matches!(err, CaptureError::Pipewire(PipewireError::DaemonNotRunning(_))), "{err}");
+    assert!(err.to_string().contains("is PipeWire running"), "{err}");
+    // A bus without any portal service.
+    let t = Instant::now();
+    let err = open(&s.options(None)).expect_err("no portal");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(matches!(err, CaptureError::Portal(PortalError::NoPortal(_))), "{err}");
+    assert!(err.to_string().contains("install xdg-desktop-portal"), "{err}");
+    // No session bus at all.
+    let opts = PipewireOptions { bus_address: Some(format!("unix:path={}/nobus", s.dir.display())), ..s.options(None) };
+    let err = open(&opts).expect_err("no bus");
+    assert!(matches!(err, CaptureError::Portal(PortalError::NoSessionBus(_))), "{err}");
+    drop(s);
+
+    // A daemon, but no such node.
+    let s = PwSession::start();
+    let t = Instant::now();
+    let err = open(&s.options(Some("wlw-no-such-node"))).expect_err("no such node");
+    eprintln!("no such node after {:?}: {err}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+    assert!(matches!(err, CaptureError::Pipewire(_)), "{err}");
+}
+
+#[test]
+fn pipewire_portal_captures_the_desktop_and_follows_a_size_change() {
+    let f = Fixture::with_pattern(640, 480, PatternKind::Quadrants);
+    let s = PwSession::with_portal(&f, "HEADLESS-1");
+    let t = Instant::now();
+    let mut cap = open(&s.options(None)).unwrap_or_else(|e| panic!("portal: {e}\nxdpw log:\n{}", s.log("xdpw")));
+    eprintln!("portal session + stream open in {:?}", t.elapsed());
+    assert_eq!(cap.source(), ResolvedSource::Pipewire);
+    assert!(cap.output().name.starts_with("portal:"), "{}", cap.output().name);
+    assert_eq!((cap.output().width, cap.output().height), (640, 480), "size from the portal");
+    let info = wait_for_quadrants(&mut cap, 640, 480, Duration::from_secs(10));
+    eprintln!("first quadrant frame {:?} after start", t.elapsed());
+    assert_eq!(info.layout.format.fourcc_str(), "XR24", "xdpw sends BGRx = XRGB8888");
+    // The restore token was saved for next time.
+    let token = std::fs::read_to_string(s.token_path()).expect("restore token saved");
+    assert!(!token.trim().is_empty());
+
+    // The output changes mode mid-stream: xdpw renegotiates, frames continue at the new size.
+    f.swaymsg(&["output", "HEADLESS-1", "mode", "--custom", "800x600@60Hz"]);
+    wait_for_quadrants(&mut cap, 800, 600, Duration::from_secs(10));
+    assert!(cap.counters().buffer_allocations >= 2, "{:?}", cap.counters());
+    drop(cap);
+
+    // Second session: the saved token is offered (and replaced by a fresh one).
+    let mut cap = open(&s.options(None)).expect("portal again with the restore token");
+    wait_for_quadrants(&mut cap, 800, 600, Duration::from_secs(10));
+}
+
+#[test]
+fn pipewire_portal_refusal_is_a_clear_error() {
+    let f = Fixture::start(320, 240, 60);
+    // xdpw pointed at an output that does not exist: Start fails in the backend (response 2).
+    let s = PwSession::with_portal(&f, "NOPE-9");
+    let t = Instant::now();
+    let err = open(&s.options(None)).expect_err("portal refusal");
+    eprintln!("refused after {:?}: {err}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(matches!(err, CaptureError::Portal(PortalError::Denied(_) | PortalError::Cancelled)), "{err}");
+    assert!(err.to_string().contains("portal"), "{err}");
+}
+
+#[test]
+fn pipewire_capture_is_reachable_directly() {
+    // The library type used by Capture is public for embedders too.
+    let s = PwSession::start();
+    let err = PipewireCapture::open(&s.options(Some("wlw-absent")), CursorMode::Embedded).expect_err("absent");
+    assert!(err.to_string().contains("wlw-absent"), "{err}");
+}
+
+#[test]
+fn pipewire_streams_to_chromium() {
+    use crate::stream::{DECODING, SERIAL, Server, close_to, video_pixel_js};
+    use crate::support::browser::Browser;
+    use crate::support::netns::in_private_netns;
+    use wl_webrtc::pattern::quadrant_colour;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        // A moving bar (top tenth) over the quadrants: the desktop changes, so frames keep coming.
+        let mut f = Fixture::start(640, 480, 60);
+        f.spawn_pattern(PatternKind::MovingBar, None);
+        f.wait_for_animation();
+        let s = PwSession::with_portal(&f, "HEADLESS-1");
+        let mut cmd = f.cli(&["start", "--listen", "127.0.0.1:0", "--source", "pipewire"]);
+        s.apply_env(&mut cmd);
+        let srv = Server::spawn(cmd);
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        page.wait_for(DECODING, Duration::from_secs(30));
+        let st = page.eval("wlw.stats");
+        assert_eq!((st["width"].as_u64(), st["height"].as_u64()), (Some(640), Some(480)), "{st}");
+        let a = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        std::thread::sleep(Duration::from_secs(1));
+        let b = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
+        assert!(b > a + 10, "frames keep being decoded: {a} → {b}");
+        for (x, y) in [(160, 360), (480, 360), (160, 200), (480, 200)] {
+            let px = page.eval(&video_pixel_js(x, y));
+            assert!(close_to(&px, quadrant_colour(640, 480, x, y)), "pixel ({x},{y}) = {px}");
+        }
+        let status = srv.status();
+        assert_eq!(status["capture"], "ok", "{status}");
+        assert!(status["output"].as_str().unwrap_or("").starts_with("portal:"), "{status}");
+    });
+}

@@ -1,0 +1,318 @@
+//! A private PipeWire session per test: its own D-Bus session bus (a `dbus-daemon` with a config written
+//! here), `pipewire` and `wireplumber` in a private root-owned XDG_RUNTIME_DIR, and for the portal tests
+//! `xdg-desktop-portal` + `xdg-desktop-portal-wlr` against a headless Sway [`Fixture`].
+//!
+//! xdg-desktop-portal-wlr 0.7.0 (Debian bookworm) fails `Start` on a GPU-less wlroots (it waits for a
+//! screencopy `linux_dmabuf` event that the pixman renderer never sends, upstream issue #289). The test
+//! fixture, not the product, works around it: `xdpw-shm-shim.c` (beside this file) is compiled with `cc` into
+//! the session's directory and LD_PRELOADed into xdpw only.
+//!
+//! Every process is started in its own process group and killed (group) and reaped on drop; nothing the
+//! session starts outlives the test. Missing programs fail the test with a message naming `scripts/setup`.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wl_webrtc::capture::pipewire::PipewireOptions;
+
+use super::Fixture;
+
+const PROGRAMS: [&str; 5] = ["dbus-daemon", "pipewire", "wireplumber", "pw-cli", "gst-launch-1.0"];
+const XDP: &str = "/usr/libexec/xdg-desktop-portal";
+const XDPW: &str = "/usr/libexec/xdg-desktop-portal-wlr";
+
+fn require(program: &str) {
+    let found = if program.starts_with('/') {
+        Path::new(program).exists()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+    };
+    assert!(found, "{program} is not installed: run scripts/setup (PipeWire, WirePlumber, portal and GStreamer)");
+}
+
+/// One private PipeWire (and optionally portal) session.
+pub struct PwSession {
+    pub dir: PathBuf,
+    pub runtime: PathBuf,
+    pub bus_address: String,
+    /// `XDG_STATE_HOME` of the session (the portal restore token goes under it).
+    pub state_home: PathBuf,
+    config_home: PathBuf,
+    wayland: Option<PathBuf>,
+    procs: Vec<(String, Child)>,
+}
+
+/// How the session's D-Bus finds services.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Services {
+    /// The system's activatable services (the portal's permission store, …).
+    System,
+    /// None at all: nothing can be activated (the "no portal" case).
+    None,
+}
+
+impl PwSession {
+    /// D-Bus + PipeWire + WirePlumber.
+    pub fn start() -> PwSession {
+        PwSession::start_inner(None, Services::None, true)
+    }
+
+    /// D-Bus only, nothing activatable: no portal, no PipeWire.
+    pub fn bus_only() -> PwSession {
+        PwSession::start_inner(None, Services::None, false)
+    }
+
+    /// D-Bus + PipeWire + WirePlumber + xdg-desktop-portal-wlr (with the shim, capturing `output_name`) +
+    /// xdg-desktop-portal, against the headless Sway of `fixture`.
+    pub fn with_portal(fixture: &Fixture, output_name: &str) -> PwSession {
+        require(XDP);
+        require(XDPW);
+        require("cc");
+        let mut s = PwSession::start_inner(Some(fixture.socket().to_owned()), Services::System, true);
+        let xdpw_conf = s.config_home.join("xdg-desktop-portal-wlr");
+        std::fs::create_dir_all(&xdpw_conf).expect("xdpw config dir");
+        std::fs::write(
+            xdpw_conf.join("config"),
+            format!("[screencast]\noutput_name={output_name}\nmax_fps=30\nchooser_type=none\n"),
+        )
+        .expect("xdpw config");
+        let shim = s.dir.join("xdpw-shm-shim.so");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/xdpw-shm-shim.c");
+        let cflags = Command::new("pkg-config").args(["--cflags", "wayland-client"]).output().expect("pkg-config");
+        let mut cc = Command::new("cc");
+        cc.args(["-O2", "-shared", "-fPIC", "-o"]).arg(&shim).arg(&src);
+        cc.args(String::from_utf8_lossy(&cflags.stdout).split_whitespace()).arg("-ldl");
+        let out = cc.output().expect("run cc");
+        assert!(out.status.success(), "compiling the xdpw shim failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut cmd = s.command(XDPW);
+        cmd.args(["-l", "DEBUG"]).env("LD_PRELOAD", &shim);
+        s.spawn_logged("xdpw", cmd);
+        s.wait_for_name("org.freedesktop.impl.portal.desktop.wlr");
+        let cmd = s.command(XDP);
+        s.spawn_logged("xdp", cmd);
+        s.wait_for_name("org.freedesktop.portal.Desktop");
+        s
+    }
+
+    fn start_inner(wayland: Option<PathBuf>, services: Services, pipewire: bool) -> PwSession {
+        for p in PROGRAMS {
+            require(p);
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "wlw-pw-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        ));
+        let runtime = dir.join("run");
+        let (state_home, config_home) = (dir.join("state"), dir.join("config"));
+        for d in [&runtime, &state_home, &config_home, &dir.join("services")] {
+            std::fs::create_dir_all(d).expect("session dirs");
+        }
+        std::fs::set_permissions(&runtime, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+        let bus = dir.join("bus");
+        let servicedir = match services {
+            Services::System => "<standard_session_servicedirs/>".to_owned(),
+            Services::None => format!("<servicedir>{}</servicedir>", dir.join("services").display()),
+        };
+        let conf = dir.join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  {servicedir}
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                bus.display()
+            ),
+        )
+        .expect("bus config");
+        let mut s = PwSession {
+            bus_address: format!("unix:path={}", bus.display()),
+            dir,
+            runtime,
+            state_home,
+            config_home,
+            wayland,
+            procs: Vec::new(),
+        };
+        let mut cmd = s.command("dbus-daemon");
+        cmd.arg(format!("--config-file={}", conf.display())).args(["--nofork", "--nopidfile"]);
+        s.spawn_logged("dbus", cmd);
+        s.wait_until("the session bus socket", || bus.exists());
+        if pipewire {
+            s.start_pipewire();
+        }
+        s
+    }
+
+    /// Start (or restart) `pipewire` and `wireplumber`, and wait until WirePlumber is connected.
+    pub fn start_pipewire(&mut self) {
+        let cmd = self.command("pipewire");
+        self.spawn_logged("pipewire", cmd);
+        let sock = self.remote();
+        self.wait_until("the PipeWire socket", || sock.exists());
+        let cmd = self.command("wireplumber");
+        self.spawn_logged("wireplumber", cmd);
+        self.wait_until("WirePlumber", || self.pw_cli(&["ls", "Client"]).to_lowercase().contains("wireplumber"));
+        // WirePlumber's policy scripts load after it connects: wait until it has exported its metadata.
+        self.wait_until("WirePlumber's default metadata", || self.pw_cli(&["ls", "Metadata"]).contains("default"));
+    }
+
+    /// The environment every process of the session gets (and that `wl-webrtc` needs to use it).
+    pub fn apply_env(&self, cmd: &mut Command) {
+        cmd.env("XDG_RUNTIME_DIR", &self.runtime)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus_address)
+            .env("XDG_STATE_HOME", &self.state_home)
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env("XDG_CURRENT_DESKTOP", "sway")
+            .env("XDG_SESSION_TYPE", "wayland")
+            .env_remove("PIPEWIRE_REMOTE")
+            .env_remove("RUST_LOG");
+        match &self.wayland {
+            Some(w) => cmd.env("WAYLAND_DISPLAY", w),
+            None => cmd.env_remove("WAYLAND_DISPLAY"),
+        };
+    }
+
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    /// The PipeWire socket of this session.
+    pub fn remote(&self) -> PathBuf {
+        self.runtime.join("pipewire-0")
+    }
+
+    /// Options for the library: this session's PipeWire socket, bus and restore-token file.
+    pub fn options(&self, node: Option<&str>) -> PipewireOptions {
+        PipewireOptions {
+            node: node.map(str::to_owned),
+            remote: Some(self.remote()),
+            bus_address: Some(self.bus_address.clone()),
+            restore_token: Some(self.token_path()),
+        }
+    }
+
+    /// Where `wl-webrtc` keeps the portal restore token in this session.
+    pub fn token_path(&self) -> PathBuf {
+        self.state_home.join("wl-webrtc").join("portal-restore-token")
+    }
+
+    pub fn pw_cli(&self, args: &[&str]) -> String {
+        let out = self
+            .command("pw-cli")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out
+    }
+
+    /// A GStreamer video source node `name`: a solid `rgb` colour at `width`x`height`, BGRx, 30 fps.
+    pub fn solid_source(&mut self, name: &str, rgb: [u8; 3], width: u32, height: u32) {
+        let colour = format!("0xff{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]);
+        let mut cmd = self.command("gst-launch-1.0");
+        cmd.args(["-q", "videotestsrc", "is-live=true", "pattern=solid-color"])
+            .arg(format!("foreground-color={colour}"))
+            .args(["!", &format!("video/x-raw,format=BGRx,width={width},height={height},framerate=30/1"), "!"])
+            .args(["pipewiresink", "mode=provide"])
+            .arg(format!("stream-properties=props,media.class=Video/Source,media.type=Video,node.name={name}"));
+        self.spawn_logged(name, cmd);
+        self.wait_until("the GStreamer node", || self.pw_cli(&["ls", "Node"]).contains(name));
+    }
+
+    /// Kill one process of the session (by the name it was started under) and reap it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.procs.remove(i);
+            kill_group(&mut child);
+        }
+    }
+
+    /// The log of one process (`<dir>/<name>.log`).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn spawn_logged(&mut self, name: &str, mut cmd: Command) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
+        let err = log.try_clone().expect("log file");
+        cmd.stdin(Stdio::null()).stdout(log).stderr(err).process_group(0);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e} (run scripts/setup)"));
+        self.procs.push((name.to_owned(), child));
+    }
+
+    fn wait_for_name(&self, name: &str) {
+        self.wait_until(name, || {
+            self.command("dbus-send")
+                .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+                .args(["org.freedesktop.DBus.NameHasOwner", &format!("string:{name}")])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+        });
+    }
+
+    fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ok() {
+            if Instant::now() > deadline {
+                let logs: Vec<String> =
+                    self.procs.iter().map(|(n, _)| format!("--- {n}.log\n{}", self.log(n))).collect();
+                panic!("{what} did not come up within 15 s\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    let pgid = child.id() as i32;
+    // SAFETY: kill(2) with a negative pid signals the process group this session created for the child;
+    // no memory is involved.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() > deadline => {
+                // SAFETY: as above, SIGKILL to the child's own process group.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    // Whatever else is left in the group (children of the child).
+    // SAFETY: as above.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+impl Drop for PwSession {
+    fn drop(&mut self) {
+        // Reverse order: clients before the daemons they use, the bus last.
+        while let Some((_, mut child)) = self.procs.pop() {
+            kill_group(&mut child);
+        }
+        if std::env::var_os("WLW_KEEP_PW_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
