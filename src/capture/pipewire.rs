@@ -106,9 +106,9 @@ struct Slot {
     spare: Vec<u8>,
     /// The stream has ended with this error; no more frames come.
     error: Option<PipewireError>,
-    /// Stream reached Paused or Streaming (connected to its node).
+    /// A format was negotiated: the stream is linked to its node.
     connected: bool,
-    /// Stream state and errors seen, for the connect timeout message.
+    /// Frames replaced in the slot before the capture thread took them.
     frames_replaced: u64,
     format_changes: u64,
     bad_buffers: u64,
@@ -557,17 +557,12 @@ fn on_state(d: &mut StreamData, old: pw::stream::StreamState, new: pw::stream::S
     use pw::stream::StreamState as S;
     tracing::debug!(node = %d.node, ?old, ?new, "PipeWire stream state");
     match new {
-        S::Paused | S::Streaming => {
-            d.streamed = true;
-            let mut slot = d.shared.lock();
-            slot.connected = true;
-            d.shared.cond.notify_all();
-        }
+        S::Paused | S::Streaming => d.streamed = true,
         S::Error(message) => d.shared.fail(PipewireError::Stream { node: d.node.clone(), message }),
-        S::Unconnected if d.streamed => d.shared.fail(PipewireError::NodeGone(d.node.clone())),
+        S::Unconnected if d.layout.is_some() => d.shared.fail(PipewireError::NodeGone(d.node.clone())),
         S::Unconnected => d.shared.fail(PipewireError::Stream {
             node: d.node.clone(),
-            message: "the stream could not be linked to the node (no such video node?)".into(),
+            message: "the stream could not be linked to it (no such video node? `pw-cli ls Node` lists them)".into(),
         }),
         S::Connecting => {}
     }
@@ -607,6 +602,12 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
     }
     d.layout = Some(layout);
     d.fresh_format = true;
+    {
+        // A format means the stream is linked to its node: opening is done.
+        let mut slot = d.shared.lock();
+        slot.connected = true;
+        d.shared.cond.notify_all();
+    }
     // Every Format gets its Buffers answer (param_changed repeats; the producer waits for one each time).
     match buffer_params(&layout) {
         Ok(params) => {
