@@ -68,6 +68,12 @@ impl PwSession {
     /// D-Bus + PipeWire + WirePlumber + xdg-desktop-portal-wlr (with the shim, capturing `output_name`) +
     /// xdg-desktop-portal, against the headless Sway of `fixture`.
     pub fn with_portal(fixture: &Fixture, output_name: &str) -> PwSession {
+        PwSession::with_portal_shim(fixture, output_name, true)
+    }
+
+    /// [`PwSession::with_portal`], optionally without the xdpw shim (then xdpw 0.7.0 fails `Start` on this
+    /// GPU-less Sway: the backend-failure case).
+    pub fn with_portal_shim(fixture: &Fixture, output_name: &str, shim_on: bool) -> PwSession {
         require(XDP);
         require(XDPW);
         require("cc");
@@ -88,7 +94,10 @@ impl PwSession {
         let out = cc.output().expect("run cc");
         assert!(out.status.success(), "compiling the xdpw shim failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut cmd = s.command(XDPW);
-        cmd.args(["-l", "DEBUG"]).env("LD_PRELOAD", &shim);
+        cmd.args(["-l", "DEBUG"]);
+        if shim_on {
+            cmd.env("LD_PRELOAD", &shim);
+        }
         s.spawn_logged("xdpw", cmd);
         s.wait_for_name("org.freedesktop.impl.portal.desktop.wlr");
         let cmd = s.command(XDP);
