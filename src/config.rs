@@ -624,6 +624,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pipewire_node_implies_the_pipewire_source() {
+        let args = GlobalArgs { pipewire_node: Some("42".into()), ..GlobalArgs::default() };
+        let cfg = Config::from_parts(None, &args).expect("node");
+        assert_eq!((cfg.source, cfg.pipewire_node.as_deref()), (SourceKind::Pipewire, Some("42")));
+        assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);
+        let cfg = Config::from_toml("pipewire_node = \"cam\"\nsource = \"pipewire\"").expect("file");
+        assert_eq!(cfg.pipewire_node.as_deref(), Some("cam"));
+        let err = Config::from_toml("pipewire_node = \"cam\"\nsource = \"screencopy\"").expect_err("conflict");
+        assert!(err.to_string().contains("--source pipewire"), "{err}");
+    }
+
+    #[test]
     fn template_parses_to_defaults() {
         assert_eq!(Config::from_toml(DEFAULT_CONFIG_TEMPLATE).expect("template"), Config::default());
     }
@@ -633,6 +645,7 @@ mod tests {
         let cfg = Config {
             output: Some("DP-1".into()),
             source: SourceKind::Screencopy,
+            pipewire_node: None,
             cursor: CursorMode::Metadata,
             convert: ConvertChoice::Vulkan,
             fps: 30,

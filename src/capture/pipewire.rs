@@ -430,10 +430,10 @@ fn buffer_params(layout: &FrameLayout) -> Result<Vec<Vec<u8>>, PipewireError> {
             prop(spa::sys::SPA_PARAM_BUFFERS_stride, Value::Int(stride)),
             prop(
                 spa::sys::SPA_PARAM_BUFFERS_dataType,
-                Value::Choice(ChoiceValue::Int(Choice(ChoiceFlags::empty(), ChoiceEnum::Flags {
-                    default: data_types,
-                    flags: vec![data_types],
-                }))),
+                Value::Choice(ChoiceValue::Int(Choice(
+                    ChoiceFlags::empty(),
+                    ChoiceEnum::Flags { default: data_types, flags: vec![data_types] },
+                ))),
             ),
         ],
     };
@@ -494,9 +494,9 @@ fn run_stream(
             }
         }
         Target::Portal { fd, node_id } => {
-            let core = context.connect_fd_rc(fd, None).map_err(|e| {
-                PipewireError::Setup(format!("cannot connect to the portal's PipeWire remote: {e}"))
-            })?;
+            let core = context
+                .connect_fd_rc(fd, None)
+                .map_err(|e| PipewireError::Setup(format!("cannot connect to the portal's PipeWire remote: {e}")))?;
             (core, Some(node_id), None)
         }
     };
@@ -535,8 +535,8 @@ fn run_stream(
     let _listener = stream
         .add_local_listener_with_user_data(data)
         .state_changed(|_, d, old, new| on_state(d, old, new))
-        .param_changed(|stream, d, id, param| on_param(stream, d, id, param))
-        .process(|stream, d| on_process(stream, d))
+        .param_changed(on_param)
+        .process(on_process)
         .register()
         .map_err(setup)?;
     let format = enum_format()?;
@@ -707,10 +707,22 @@ mod tests {
     fn spa_formats_map_to_drm_names_by_memory_order() {
         // BGRx: bytes B, G, R, x = the little-endian word x:R:G:B = XRGB8888.
         let px = [0x10u8, 0x20, 0x30, 0xff];
-        assert_eq!(pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_BGRx).map(|f| f.to_rgb8(&px)), Some([0x30, 0x20, 0x10]));
-        assert_eq!(pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_RGBA).map(|f| f.to_rgb8(&px)), Some([0x10, 0x20, 0x30]));
-        assert_eq!(pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_xRGB).map(|f| f.to_rgb8(&px)), Some([0x20, 0x30, 0xff]));
-        assert_eq!(pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_RGB).map(|f| f.to_rgb8(&px)), Some([0x10, 0x20, 0x30]));
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_BGRx).map(|f| f.to_rgb8(&px)),
+            Some([0x30, 0x20, 0x10])
+        );
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_RGBA).map(|f| f.to_rgb8(&px)),
+            Some([0x10, 0x20, 0x30])
+        );
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_xRGB).map(|f| f.to_rgb8(&px)),
+            Some([0x20, 0x30, 0xff])
+        );
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_RGB).map(|f| f.to_rgb8(&px)),
+            Some([0x10, 0x20, 0x30])
+        );
         assert_eq!(pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_I420), None);
     }
 

@@ -146,10 +146,7 @@ fn pipewire_node_removed_and_daemon_gone_are_errors_not_hangs() {
         }
     };
     eprintln!("daemon gone after {:?}: {err}", t.elapsed());
-    assert!(
-        matches!(err, CaptureError::Pipewire(PipewireError::DaemonGone(_) | PipewireError::NodeGone(_))),
-        "{err}"
-    );
+    assert!(matches!(err, CaptureError::Pipewire(PipewireError::DaemonGone(_) | PipewireError::NodeGone(_))), "{err}");
     let t = Instant::now();
     drop(cap);
     assert!(t.elapsed() < Duration::from_secs(2), "closing after the daemon died took {:?}", t.elapsed());
@@ -270,7 +267,8 @@ fn pipewire_streams_to_chromium() {
         assert!(b > a + 10, "frames keep being decoded: {a} → {b}");
         for quad in samples(640, 480) {
             let px: Vec<_> = quad.iter().map(|&(x, y)| page.eval(&video_pixel_js(x, y))).collect();
-            let good = quad.iter().zip(&px).filter(|&(&(x, y), p)| close_to(p, quadrant_colour(640, 480, x, y))).count();
+            let good =
+                quad.iter().zip(&px).filter(|&(&(x, y), p)| close_to(p, quadrant_colour(640, 480, x, y))).count();
             assert!(good >= 2, "quadrant samples {quad:?} = {px:?}");
         }
         let status = srv.status();
@@ -342,4 +340,32 @@ fn pipewire_server_reports_a_lost_node_and_recovers() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
+}
+
+#[test]
+fn pipewire_node_size_change_mid_stream() {
+    use crate::support::pipewire::TestProducer;
+    let s = PwSession::start();
+    let colour = [0x20, 0xa0, 0x40];
+    let producer = TestProducer::start(&s, "wlw-producer", colour, 320, 240);
+    let mut cap = open(&s.options(Some("wlw-producer"))).expect("open the producer's node");
+    let info = frame(&mut cap);
+    assert_eq!((info.layout.width, info.layout.height), (320, 240));
+    assert_eq!(pixel(&mut cap, &info, 319, 239), Some(colour));
+    producer.resize(200, 150);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        assert!(Instant::now() < deadline, "no 200x150 frame after the producer changed size");
+        let Some(info) = cap.next_frame(Duration::from_millis(500), &NEVER).expect("capture") else { continue };
+        if (info.layout.width, info.layout.height) == (200, 150) {
+            break info;
+        }
+    };
+    assert_eq!(info.damage, Damage::Full, "the first frame of a new size is complete");
+    for (x, y) in [(0, 0), (199, 0), (0, 149), (199, 149)] {
+        assert_eq!(pixel(&mut cap, &info, x, y), Some(colour), "pixel ({x},{y}) after the size change");
+    }
+    assert_eq!(cap.counters().buffer_allocations, 2, "two formats");
+    // Frames keep coming at the new size.
+    assert_eq!((frame(&mut cap).layout.width, frame(&mut cap).layout.height), (200, 150));
 }

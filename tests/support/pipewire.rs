@@ -27,8 +27,7 @@ fn require(program: &str) {
     let found = if program.starts_with('/') {
         Path::new(program).exists()
     } else {
-        std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
     };
     assert!(found, "{program} is not installed: run scripts/setup (PipeWire, WirePlumber, portal and GStreamer)");
 }
@@ -224,14 +223,12 @@ impl PwSession {
     }
 
     pub fn pw_cli(&self, args: &[&str]) -> String {
-        let out = self
-            .command("pw-cli")
+        self.command("pw-cli")
             .args(args)
             .stdin(Stdio::null())
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        out
+            .unwrap_or_default()
     }
 
     /// A GStreamer video source node `name`: a solid `rgb` colour at `width`x`height`, BGRx, 30 fps.
@@ -324,4 +321,176 @@ impl Drop for PwSession {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A PipeWire video source written here with pipewire-rs (an output stream on its own thread): a solid
+/// colour, BGRx, at a size the test can change mid-stream (the stream renegotiates its format).
+pub struct TestProducer {
+    size: std::sync::Arc<std::sync::Mutex<(u32, u32)>>,
+    quit: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestProducer {
+    /// Start node `name` on the session's daemon, `rgb` at `width`x`height`.
+    pub fn start(s: &PwSession, name: &str, rgb: [u8; 3], width: u32, height: u32) -> TestProducer {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let size = Arc::new(Mutex::new((width, height)));
+        let quit = Arc::new(AtomicBool::new(false));
+        let (remote, name) = (s.remote(), name.to_owned());
+        let (size2, quit2) = (Arc::clone(&size), Arc::clone(&quit));
+        let thread = std::thread::spawn(move || run_producer(&remote, &name, rgb, &size2, &quit2));
+        let p = TestProducer { size, quit, thread: Some(thread) };
+        s.wait_until("the test producer node", || s.pw_cli(&["ls", "Node"]).contains("wlw-producer"));
+        p
+    }
+
+    /// Change the size: the producer renegotiates its format with the consumer.
+    pub fn resize(&self, width: u32, height: u32) {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner()) = (width, height);
+    }
+}
+
+impl Drop for TestProducer {
+    fn drop(&mut self) {
+        self.quit.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn video_format(width: u32, height: u32) -> Vec<u8> {
+    use pipewire::spa;
+    use spa::param::format::{FormatProperties, MediaSubtype, MediaType};
+    use spa::param::video::VideoFormat;
+    use spa::pod::{Value, property};
+    let obj = spa::pod::object!(
+        spa::utils::SpaTypes::ObjectParamFormat,
+        spa::param::ParamType::EnumFormat,
+        property!(FormatProperties::MediaType, Id, MediaType::Video),
+        property!(FormatProperties::MediaSubtype, Id, MediaSubtype::Raw),
+        property!(FormatProperties::VideoFormat, Id, VideoFormat::BGRx),
+        property!(FormatProperties::VideoSize, Rectangle, spa::utils::Rectangle { width, height }),
+        property!(FormatProperties::VideoFramerate, Fraction, spa::utils::Fraction { num: 30, denom: 1 }),
+    );
+    spa::pod::serialize::PodSerializer::serialize(std::io::Cursor::new(Vec::new()), &Value::Object(obj))
+        .expect("serialize format")
+        .0
+        .into_inner()
+}
+
+fn run_producer(
+    remote: &Path,
+    name: &str,
+    rgb: [u8; 3],
+    size: &std::sync::Mutex<(u32, u32)>,
+    quit: &std::sync::atomic::AtomicBool,
+) {
+    use pipewire as pw;
+    use pw::spa::pod::Pod;
+    pw::init();
+    let mainloop = pw::main_loop::MainLoopRc::new(None).expect("main loop");
+    let context = pw::context::ContextRc::new(&mainloop, None).expect("context");
+    let sock = std::os::unix::net::UnixStream::connect(remote).expect("connect to the session's PipeWire");
+    let core = context.connect_fd_rc(std::os::fd::OwnedFd::from(sock), None).expect("core");
+    let props = pw::properties::properties! {
+        *pw::keys::MEDIA_TYPE => "Video",
+        *pw::keys::MEDIA_CLASS => "Video/Source",
+        *pw::keys::NODE_NAME => name,
+        *pw::keys::NODE_DESCRIPTION => "wlw-producer",
+    };
+    let stream = pw::stream::StreamBox::new(&core, "wlw-producer", props).expect("stream");
+    let current = std::rc::Rc::new(std::cell::Cell::new(*size.lock().unwrap_or_else(|e| e.into_inner())));
+    let negotiated = std::rc::Rc::new(std::cell::Cell::new((0u32, 0u32)));
+    let neg = std::rc::Rc::clone(&negotiated);
+    let neg2 = std::rc::Rc::clone(&negotiated);
+    let _listener = stream
+        .add_local_listener_with_user_data(())
+        .param_changed(move |stream, _, id, param| {
+            let Some(param) = param else { return };
+            if id != pw::spa::param::ParamType::Format.as_raw() {
+                return;
+            }
+            let mut info = pw::spa::param::video::VideoInfoRaw::new();
+            if info.parse(param).is_err() {
+                return;
+            }
+            let (w, h) = (info.size().width, info.size().height);
+            neg2.set((w, h));
+            // Keys of ParamBuffers by raw value.
+            let buffers = pw::spa::pod::Object {
+                type_: pw::spa::sys::SPA_TYPE_OBJECT_ParamBuffers,
+                id: pw::spa::sys::SPA_PARAM_Buffers,
+                properties: vec![
+                    pw::spa::pod::Property::new(pw::spa::sys::SPA_PARAM_BUFFERS_buffers, pw::spa::pod::Value::Int(4)),
+                    pw::spa::pod::Property::new(pw::spa::sys::SPA_PARAM_BUFFERS_blocks, pw::spa::pod::Value::Int(1)),
+                    pw::spa::pod::Property::new(
+                        pw::spa::sys::SPA_PARAM_BUFFERS_size,
+                        pw::spa::pod::Value::Int((w * h * 4) as i32),
+                    ),
+                    pw::spa::pod::Property::new(
+                        pw::spa::sys::SPA_PARAM_BUFFERS_stride,
+                        pw::spa::pod::Value::Int((w * 4) as i32),
+                    ),
+                    pw::spa::pod::Property::new(
+                        pw::spa::sys::SPA_PARAM_BUFFERS_dataType,
+                        pw::spa::pod::Value::Int(1 << pw::spa::sys::SPA_DATA_MemFd),
+                    ),
+                ],
+            };
+            let bytes = pw::spa::pod::serialize::PodSerializer::serialize(
+                std::io::Cursor::new(Vec::new()),
+                &pw::spa::pod::Value::Object(buffers),
+            )
+            .expect("serialize buffers")
+            .0
+            .into_inner();
+            if let Some(pod) = Pod::from_bytes(&bytes) {
+                let _ = stream.update_params(&mut [pod]);
+            }
+        })
+        .process(move |stream, _| {
+            let (w, h) = neg.get();
+            let Some(mut buffer) = stream.dequeue_buffer() else { return };
+            let datas = buffer.datas_mut();
+            let Some(d) = datas.first_mut() else { return };
+            let len = (w * h * 4) as usize;
+            if let Some(mem) = d.data() {
+                if mem.len() >= len {
+                    for px in mem[..len].chunks_exact_mut(4) {
+                        px.copy_from_slice(&[rgb[2], rgb[1], rgb[0], 0xff]);
+                    }
+                    let chunk = d.chunk_mut();
+                    *chunk.offset_mut() = 0;
+                    *chunk.size_mut() = len as u32;
+                    *chunk.stride_mut() = (w * 4) as i32;
+                }
+            }
+        })
+        .register()
+        .expect("listener");
+    let fmt = video_format(current.get().0, current.get().1);
+    let pod = Pod::from_bytes(&fmt).expect("format pod");
+    // The driver of its graph, paced by the loop below (~30 fps).
+    let flags = pw::stream::StreamFlags::DRIVER | pw::stream::StreamFlags::MAP_BUFFERS;
+    stream.connect(pw::spa::utils::Direction::Output, None, flags, &mut [pod]).expect("connect producer");
+    while !quit.load(std::sync::atomic::Ordering::Relaxed) {
+        mainloop.loop_().iterate(pw::loop_::Timeout::Finite(Duration::from_millis(33)));
+        let want = *size.lock().unwrap_or_else(|e| e.into_inner());
+        if want != current.get() {
+            current.set(want);
+            let fmt = video_format(want.0, want.1);
+            if let Some(pod) = Pod::from_bytes(&fmt) {
+                let _ = stream.update_params(&mut [pod]);
+            }
+        }
+        if stream.state() == pw::stream::StreamState::Streaming {
+            // SAFETY: the stream pointer is valid while `stream` lives (it does, for this whole loop);
+            // pw_stream_trigger_process exists since PipeWire 0.3.34 (the safe wrapper is version-gated).
+            unsafe { pw::sys::pw_stream_trigger_process(stream.as_raw_ptr()) };
+        }
+    }
+    let _ = stream.disconnect();
 }
