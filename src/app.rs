@@ -594,7 +594,12 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
             .context("--allow-input: the [input] layout")?;
         let icfg = crate::input::inject::InjectorConfig {
             socket: desk.socket.clone(),
-            output: Some(output.clone()),
+            // A PipeWire node is not a Wayland output: inject on --output (or the first output) then.
+            output: if cap.source() == crate::capture::ResolvedSource::Pipewire {
+                cfg.output.clone()
+            } else {
+                Some(output.clone())
+            },
             layout: cfg.input.layout.clone(),
             variant: cfg.input.variant.clone(),
         };

@@ -325,13 +325,18 @@ impl Default for Config {
     }
 }
 
-/// Default config file location: `$XDG_CONFIG_HOME/wl-webrtc/config.toml` (or `~/.config/...`).
-pub fn default_config_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// `$VAR/wl-webrtc/FILE`, or `~/HOME_DEFAULT/wl-webrtc/FILE` when the XDG base directory `var` is unset.
+pub fn xdg_file(var: &str, home_default: &str, file: &str) -> Option<PathBuf> {
+    let base = std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("wl-webrtc").join("config.toml"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_default)))?;
+    Some(base.join("wl-webrtc").join(file))
+}
+
+/// Default config file location: `$XDG_CONFIG_HOME/wl-webrtc/config.toml` (or `~/.config/...`).
+pub fn default_config_path() -> Option<PathBuf> {
+    xdg_file("XDG_CONFIG_HOME", ".config", "config.toml")
 }
 
 impl Config {

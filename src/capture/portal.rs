@@ -71,11 +71,7 @@ pub struct PortalOptions {
 /// Default restore-token file: `$XDG_STATE_HOME/wl-webrtc/portal-restore-token`, or
 /// `~/.local/state/wl-webrtc/portal-restore-token`.
 pub fn default_token_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("wl-webrtc").join("portal-restore-token"))
+    crate::config::xdg_file("XDG_STATE_HOME", ".local/state", "portal-restore-token")
 }
 
 /// A started ScreenCast session. Keep it alive for the whole capture.

@@ -112,6 +112,17 @@ fn pipewire_node_frames_have_the_right_pixels() {
     assert_eq!(cap.counters().failed_frames, 0);
 }
 
+/// Take frames until the capture fails (5 s at most).
+fn wait_for_error(cap: &mut Capture, what: &str) -> CaptureError {
+    let t = Instant::now();
+    loop {
+        assert!(t.elapsed() < Duration::from_secs(5), "no error within 5 s of {what}");
+        if let Err(e) = cap.next_frame(Duration::from_millis(200), &NEVER) {
+            return e;
+        }
+    }
+}
+
 #[test]
 fn pipewire_node_removed_and_daemon_gone_are_errors_not_hangs() {
     let mut s = PwSession::start();
@@ -120,14 +131,7 @@ fn pipewire_node_removed_and_daemon_gone_are_errors_not_hangs() {
     frame(&mut cap);
     // The producer goes away: the stream ends with an error (no hang, no reconnect to another node).
     s.kill("wlw-test-gone");
-    let t = Instant::now();
-    let err = loop {
-        assert!(t.elapsed() < Duration::from_secs(5), "no error within 5 s of the node going away");
-        match cap.next_frame(Duration::from_millis(200), &NEVER) {
-            Err(e) => break e,
-            Ok(_) => continue,
-        }
-    };
+    let err = wait_for_error(&mut cap, "the node going away");
     assert!(matches!(err, CaptureError::Pipewire(PipewireError::NodeGone(_) | PipewireError::Stream { .. })), "{err}");
     drop(cap);
 
@@ -138,13 +142,7 @@ fn pipewire_node_removed_and_daemon_gone_are_errors_not_hangs() {
     s.kill("wireplumber");
     s.kill("pipewire");
     let t = Instant::now();
-    let err = loop {
-        assert!(t.elapsed() < Duration::from_secs(5), "no error within 5 s of the daemon going away");
-        match cap.next_frame(Duration::from_millis(200), &NEVER) {
-            Err(e) => break e,
-            Ok(_) => continue,
-        }
-    };
+    let err = wait_for_error(&mut cap, "the daemon going away");
     eprintln!("daemon gone after {:?}: {err}", t.elapsed());
     assert!(matches!(err, CaptureError::Pipewire(PipewireError::DaemonGone(_) | PipewireError::NodeGone(_))), "{err}");
     let t = Instant::now();
