@@ -185,15 +185,16 @@ impl PipewireCapture {
     ) -> Result<PipewireCapture, CaptureError> {
         let shared = Arc::new(Shared::default());
         let quit = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), PipewireError>>();
+        // `true`: the stream is connecting; `false`: setup failed (the error is in the slot, set before).
+        let (ready_tx, ready_rx) = mpsc::channel::<bool>();
         let thread = {
             let (shared, quit, name) = (Arc::clone(&shared), Arc::clone(&quit), name.clone());
             std::thread::Builder::new()
                 .name("pipewire".into())
                 .spawn(move || {
                     if let Err(e) = run_stream(target, &name, &shared, &quit, &ready_tx) {
-                        let _ = ready_tx.send(Err(PipewireError::Setup(e.to_string())));
                         shared.fail(e);
+                        let _ = ready_tx.send(false);
                     }
                 })
                 .map_err(|e| PipewireError::Setup(format!("cannot start the PipeWire thread: {e}")))?
@@ -224,8 +225,8 @@ impl PipewireCapture {
         };
         // The stream object exists (or setup failed) …
         match ready_rx.recv_timeout(CONNECT_TIMEOUT) {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
                 let e = cap.shared.lock().error.take();
                 return Err(e.unwrap_or(PipewireError::ConnectTimeout(name, CONNECT_TIMEOUT)).into());
             }
@@ -437,21 +438,28 @@ fn buffer_params(layout: &FrameLayout) -> Result<Vec<Vec<u8>>, PipewireError> {
             ),
         ],
     };
-    let meta = |ty: u32, bytes: i32| Object {
+    let meta = |ty: u32, size: Value| Object {
         type_: spa::sys::SPA_TYPE_OBJECT_ParamMeta,
         id: spa::sys::SPA_PARAM_Meta,
         properties: vec![
             prop(spa::sys::SPA_PARAM_META_type, Value::Id(Id(ty))),
-            prop(spa::sys::SPA_PARAM_META_size, Value::Int(bytes)),
+            prop(spa::sys::SPA_PARAM_META_size, size),
         ],
     };
     let region = std::mem::size_of::<spa::sys::spa_meta_region>() as i32;
     let header = std::mem::size_of::<spa::sys::spa_meta_header>() as i32;
     Ok(vec![
         serialize(Value::Object(buffers))?,
-        serialize(Value::Object(meta(spa::sys::SPA_META_Header, header)))?,
-        // Up to 16 damage rectangles per frame.
-        serialize(Value::Object(meta(spa::sys::SPA_META_VideoDamage, region * 16)))?,
+        serialize(Value::Object(meta(spa::sys::SPA_META_Header, Value::Int(header))))?,
+        // Damage rectangles: any count the producer offers from 1 to 64 (a range, so that it intersects
+        // with a producer's fixed size; an Int would have to match exactly).
+        serialize(Value::Object(meta(
+            spa::sys::SPA_META_VideoDamage,
+            Value::Choice(ChoiceValue::Int(Choice(
+                ChoiceFlags::empty(),
+                ChoiceEnum::Range { default: region * 16, min: region, max: region * 64 },
+            ))),
+        )))?,
     ])
 }
 
@@ -471,7 +479,7 @@ fn run_stream(
     name: &str,
     shared: &Arc<Shared>,
     quit: &AtomicBool,
-    ready: &mpsc::Sender<Result<(), PipewireError>>,
+    ready: &mpsc::Sender<bool>,
 ) -> Result<(), PipewireError> {
     pw::init();
     let setup = |e: pw::Error| PipewireError::Setup(e.to_string());
@@ -545,7 +553,7 @@ fn run_stream(
         | pw::stream::StreamFlags::MAP_BUFFERS
         | pw::stream::StreamFlags::DONT_RECONNECT;
     stream.connect(spa::utils::Direction::Input, node_id, flags, &mut [pod]).map_err(setup)?;
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(true);
     while !quit.load(Ordering::Relaxed) {
         mainloop.loop_().iterate(pw::loop_::Timeout::Finite(LOOP_TICK));
     }
@@ -688,7 +696,11 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
     let damage = match (prev_damage, damage) {
         (Some(None), _) | (_, None) => None,
         (Some(Some(mut a)), Some(b)) => {
-            a.extend(b);
+            for r in b {
+                if !a.contains(&r) {
+                    a.push(r);
+                }
+            }
             Some(a)
         }
         (None, Some(b)) => Some(b),

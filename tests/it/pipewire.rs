@@ -341,7 +341,7 @@ fn pipewire_server_reports_a_lost_node_and_recovers() {
 }
 
 #[test]
-fn pipewire_node_size_change_mid_stream() {
+fn pipewire_node_size_change_mid_stream_and_damage_metadata() {
     use crate::support::pipewire::TestProducer;
     let s = PwSession::start();
     let colour = [0x20, 0xa0, 0x40];
@@ -366,4 +366,22 @@ fn pipewire_node_size_change_mid_stream() {
     assert_eq!(cap.counters().buffer_allocations, 2, "two formats");
     // Frames keep coming at the new size.
     assert_eq!((frame(&mut cap).layout.width, frame(&mut cap).layout.height), (200, 150));
+
+    // SPA video damage passes through: a patch painted and announced as the only damage.
+    let red = [255, 0, 0];
+    producer.paint([10, 20, 30, 40], red);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = Damage::Full;
+    let info = loop {
+        assert!(Instant::now() < deadline, "no frame with the patch's damage; last {last:?}");
+        let info = frame(&mut cap);
+        last = info.damage.clone();
+        if info.damage == Damage::Rects(vec![wl_webrtc::frame::Rect::new(10, 20, 30, 40)]) {
+            break info;
+        }
+    };
+    assert_eq!(pixel(&mut cap, &info, 10, 20), Some(red));
+    assert_eq!(pixel(&mut cap, &info, 39, 59), Some(red));
+    assert_eq!(pixel(&mut cap, &info, 40, 60), Some(colour));
+    assert_eq!(pixel(&mut cap, &info, 9, 20), Some(colour));
 }

@@ -323,10 +323,15 @@ impl Drop for PwSession {
     }
 }
 
+/// A rectangle `[x, y, w, h]` painted in a colour; sent as SPA video damage on every frame.
+type Patch = ([u32; 4], [u8; 3]);
+
 /// A PipeWire video source written here with pipewire-rs (an output stream on its own thread): a solid
-/// colour, BGRx, at a size the test can change mid-stream (the stream renegotiates its format).
+/// colour, BGRx, at a size the test can change mid-stream (the stream renegotiates its format), with SPA
+/// video-damage metadata: the whole frame, or the patch set with [`TestProducer::paint`].
 pub struct TestProducer {
     size: std::sync::Arc<std::sync::Mutex<(u32, u32)>>,
+    patch: std::sync::Arc<std::sync::Mutex<Option<Patch>>>,
     quit: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -337,11 +342,12 @@ impl TestProducer {
         use std::sync::atomic::AtomicBool;
         use std::sync::{Arc, Mutex};
         let size = Arc::new(Mutex::new((width, height)));
+        let patch = Arc::new(Mutex::new(None));
         let quit = Arc::new(AtomicBool::new(false));
         let (remote, name) = (s.remote(), name.to_owned());
-        let (size2, quit2) = (Arc::clone(&size), Arc::clone(&quit));
-        let thread = std::thread::spawn(move || run_producer(&remote, &name, rgb, &size2, &quit2));
-        let p = TestProducer { size, quit, thread: Some(thread) };
+        let (size2, patch2, quit2) = (Arc::clone(&size), Arc::clone(&patch), Arc::clone(&quit));
+        let thread = std::thread::spawn(move || run_producer(&remote, &name, rgb, &size2, &patch2, &quit2));
+        let p = TestProducer { size, patch, quit, thread: Some(thread) };
         s.wait_until("the test producer node", || s.pw_cli(&["ls", "Node"]).contains("wlw-producer"));
         p
     }
@@ -349,6 +355,11 @@ impl TestProducer {
     /// Change the size: the producer renegotiates its format with the consumer.
     pub fn resize(&self, width: u32, height: u32) {
         *self.size.lock().unwrap_or_else(|e| e.into_inner()) = (width, height);
+    }
+
+    /// Paint `rect` (`[x, y, w, h]`) in `rgb` on every following frame, and send it as the frames' damage.
+    pub fn paint(&self, rect: [u32; 4], rgb: [u8; 3]) {
+        *self.patch.lock().unwrap_or_else(|e| e.into_inner()) = Some((rect, rgb));
     }
 }
 
@@ -386,6 +397,7 @@ fn run_producer(
     name: &str,
     rgb: [u8; 3],
     size: &std::sync::Mutex<(u32, u32)>,
+    patch: &std::sync::Arc<std::sync::Mutex<Option<Patch>>>,
     quit: &std::sync::atomic::AtomicBool,
 ) {
     use pipewire as pw;
@@ -405,6 +417,7 @@ fn run_producer(
     let current = std::rc::Rc::new(std::cell::Cell::new(*size.lock().unwrap_or_else(|e| e.into_inner())));
     let negotiated = std::rc::Rc::new(std::cell::Cell::new((0u32, 0u32)));
     let neg = std::rc::Rc::clone(&negotiated);
+    let patch_cb = std::sync::Arc::clone(patch);
     let neg2 = std::rc::Rc::clone(&negotiated);
     let _listener = stream
         .add_local_listener_with_user_data(())
@@ -447,20 +460,71 @@ fn run_producer(
             .expect("serialize buffers")
             .0
             .into_inner();
-            if let Some(pod) = Pod::from_bytes(&bytes) {
-                let _ = stream.update_params(&mut [pod]);
-            }
+            // Offer video damage metadata (up to 4 regions).
+            let meta = pw::spa::pod::Object {
+                type_: pw::spa::sys::SPA_TYPE_OBJECT_ParamMeta,
+                id: pw::spa::sys::SPA_PARAM_Meta,
+                properties: vec![
+                    pw::spa::pod::Property::new(
+                        pw::spa::sys::SPA_PARAM_META_type,
+                        pw::spa::pod::Value::Id(pw::spa::utils::Id(pw::spa::sys::SPA_META_VideoDamage)),
+                    ),
+                    pw::spa::pod::Property::new(
+                        pw::spa::sys::SPA_PARAM_META_size,
+                        pw::spa::pod::Value::Int(4 * std::mem::size_of::<pw::spa::sys::spa_meta_region>() as i32),
+                    ),
+                ],
+            };
+            let meta = pw::spa::pod::serialize::PodSerializer::serialize(
+                std::io::Cursor::new(Vec::new()),
+                &pw::spa::pod::Value::Object(meta),
+            )
+            .expect("serialize meta")
+            .0
+            .into_inner();
+            let mut pods: Vec<&Pod> = [&bytes, &meta].into_iter().filter_map(|b| Pod::from_bytes(b)).collect();
+            let _ = stream.update_params(&mut pods);
         })
         .process(move |stream, _| {
             let (w, h) = neg.get();
             let Some(mut buffer) = stream.dequeue_buffer() else { return };
+            let patch = *patch_cb.lock().unwrap_or_else(|e| e.into_inner());
+            let damage = patch.map_or([0, 0, w, h], |(r, _)| r);
+            if let Some(m) = buffer.find_meta::<pw::spa::buffer::meta::MetaVideoDamage>() {
+                let raw = m.as_raw();
+                let regions = raw.data.cast::<pw::spa::sys::spa_meta_region>();
+                let n = raw.size as usize / std::mem::size_of::<pw::spa::sys::spa_meta_region>();
+                for i in 0..n {
+                    // The first region is the damage; the next one (zero size) ends the list.
+                    let r = if i == 0 { damage } else { [0, 0, 0, 0] };
+                    // SAFETY: `raw.data` points at `raw.size` bytes of metadata in this buffer, which the
+                    // stream has handed to us until it is queued again; `i < n` keeps the write inside.
+                    unsafe {
+                        let reg = &mut (*regions.add(i)).region;
+                        reg.position.x = r[0] as i32;
+                        reg.position.y = r[1] as i32;
+                        reg.size.width = r[2];
+                        reg.size.height = r[3];
+                    }
+                    if i == 1 {
+                        break;
+                    }
+                }
+            }
             let datas = buffer.datas_mut();
             let Some(d) = datas.first_mut() else { return };
             let len = (w * h * 4) as usize;
             if let Some(mem) = d.data() {
                 if mem.len() >= len {
-                    for px in mem[..len].chunks_exact_mut(4) {
-                        px.copy_from_slice(&[rgb[2], rgb[1], rgb[0], 0xff]);
+                    for (i, px) in mem[..len].chunks_exact_mut(4).enumerate() {
+                        let (x, y) = (i as u32 % w, i as u32 / w);
+                        let c = match patch {
+                            Some(([px0, py0, pw_, ph], c)) if x >= px0 && x < px0 + pw_ && y >= py0 && y < py0 + ph => {
+                                c
+                            }
+                            _ => rgb,
+                        };
+                        px.copy_from_slice(&[c[2], c[1], c[0], 0xff]);
                     }
                     let chunk = d.chunk_mut();
                     *chunk.offset_mut() = 0;
