@@ -164,7 +164,7 @@ impl PipewireCapture {
                 PipewireCapture::start(target, format!("pipewire:{node}"), None, None)
             }
             None => {
-                let session = portal::PortalSession::open(&portal::PortalOptions {
+                let mut session = portal::PortalSession::open(&portal::PortalOptions {
                     bus_address: opts.bus_address.clone(),
                     restore_token: opts.restore_token.clone().or_else(portal::default_token_path),
                     cursor,

@@ -6,11 +6,11 @@
 //! so the user is asked once; a token the portal no longer accepts is simply replaced by the next one.
 //! [`PortalSession`] owns the D-Bus connection, the session and a small tokio runtime that keeps the
 //! connection serviced: dropping it closes the session, which ends the portal's stream.
-//! Every call has a deadline; the user's answer to the portal dialog has the longest one.
+//! Every call has a deadline; the user's answer to the portal dialog has the longest one. Blocking: call and
+//! drop it from plain threads, never from inside an async runtime.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use ashpd::desktop::screencast::{CursorMode as PortalCursor, Screencast, SelectSourcesOptions, SourceType};
@@ -83,7 +83,7 @@ pub struct PortalSession {
     rt: tokio::runtime::Runtime,
     node_id: u32,
     size: Option<(i32, i32)>,
-    fd: Mutex<Option<OwnedFd>>,
+    fd: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for PortalSession {
@@ -162,7 +162,7 @@ impl PortalSession {
             proxy.open_pipe_wire_remote(&session, Default::default()),
         ))?;
         tracing::info!(node_id, ?size, "portal ScreenCast started");
-        Ok(PortalSession { session: Some(session), proxy: Some(proxy), rt, node_id, size, fd: Mutex::new(Some(fd)) })
+        Ok(PortalSession { session: Some(session), proxy: Some(proxy), rt, node_id, size, fd: Some(fd) })
     }
 
     /// The PipeWire node of the (first) stream.
@@ -176,12 +176,8 @@ impl PortalSession {
     }
 
     /// The PipeWire remote fd (once).
-    pub fn take_fd(&self) -> Result<OwnedFd, PortalError> {
-        self.fd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| PortalError::Setup("the PipeWire fd was already taken".into()))
+    pub fn take_fd(&mut self) -> Result<OwnedFd, PortalError> {
+        self.fd.take().ok_or_else(|| PortalError::Setup("the PipeWire fd was already taken".into()))
     }
 }
 
