@@ -283,7 +283,7 @@ impl Capture {
         match self {
             Capture::Screencopy(_) => None,
             Capture::ImageCopy(c) => c.cursor(),
-            Capture::PipeWire(_) => None,
+            Capture::PipeWire(c) => c.cursor(),
         }
     }
 }

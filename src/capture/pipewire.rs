@@ -29,12 +29,15 @@ use pw::spa;
 use spa::pod::{ChoiceValue, Object, Pod, Property, PropertyFlags, Value};
 use spa::utils::{Choice, ChoiceEnum, ChoiceFlags, Fraction, Id, Rectangle};
 
+use super::image_copy::{CursorImage, CursorState};
 use super::wayland::OutputDesc;
 use super::{CaptureCounters, CaptureError, portal};
 use crate::frame::{FrameInfo, FrameLayout, PixelFormat, Rect};
 
 /// How long opening a stream may take until it is connected to its node (or fails).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest cursor image asked for as metadata (pixels per side).
+const MAX_CURSOR: i32 = 256;
 /// How often the PipeWire thread looks at its quit flag.
 const LOOP_TICK: Duration = Duration::from_millis(50);
 
@@ -108,6 +111,8 @@ struct Slot {
     error: Option<PipewireError>,
     /// A format was negotiated: the stream is linked to its node.
     connected: bool,
+    /// The cursor from SPA cursor metadata (`--cursor metadata`, when the producer sends it).
+    cursor: Option<CursorState>,
     /// Frames replaced in the slot before the capture thread took them.
     frames_replaced: u64,
     format_changes: u64,
@@ -144,6 +149,8 @@ pub struct PipewireCapture {
     current: CopiedFrame,
     output: OutputDesc,
     seq: u64,
+    /// The cursor as of the last frame handed out.
+    cursor: Option<CursorState>,
     /// Kept alive for the whole capture: closing it ends the portal's stream.
     _portal: Option<portal::PortalSession>,
 }
@@ -161,7 +168,8 @@ impl PipewireCapture {
         match &opts.node {
             Some(node) => {
                 let target = Target::Node { remote: opts.remote.clone(), node: node.clone() };
-                PipewireCapture::start(target, format!("pipewire:{node}"), None, None)
+                let want_cursor = cursor == super::CursorMode::Metadata;
+                PipewireCapture::start(target, format!("pipewire:{node}"), None, want_cursor, None)
             }
             None => {
                 let mut session = portal::PortalSession::open(&portal::PortalOptions {
@@ -172,7 +180,9 @@ impl PipewireCapture {
                 let node_id = session.node_id();
                 let size = session.size();
                 let fd = session.take_fd()?;
-                PipewireCapture::start(Target::Portal { fd, node_id }, format!("portal:{node_id}"), size, Some(session))
+                let want_cursor = session.cursor_metadata();
+                let target = Target::Portal { fd, node_id };
+                PipewireCapture::start(target, format!("portal:{node_id}"), size, want_cursor, Some(session))
             }
         }
     }
@@ -181,6 +191,7 @@ impl PipewireCapture {
         target: Target,
         name: String,
         size: Option<(i32, i32)>,
+        want_cursor: bool,
         portal: Option<portal::PortalSession>,
     ) -> Result<PipewireCapture, CaptureError> {
         let shared = Arc::new(Shared::default());
@@ -192,7 +203,7 @@ impl PipewireCapture {
             std::thread::Builder::new()
                 .name("pipewire".into())
                 .spawn(move || {
-                    if let Err(e) = run_stream(target, &name, &shared, &quit, &ready_tx) {
+                    if let Err(e) = run_stream(target, &name, want_cursor, &shared, &quit, &ready_tx) {
                         shared.fail(e);
                         let _ = ready_tx.send(false);
                     }
@@ -221,6 +232,7 @@ impl PipewireCapture {
                 sources: vec!["pipewire"],
             },
             seq: 0,
+            cursor: None,
             _portal: portal,
         };
         // The stream object exists (or setup failed) …
@@ -285,6 +297,7 @@ impl PipewireCapture {
             if let Some(frame) = slot.frame.take() {
                 // Give the previous frame's buffer back for the next copy.
                 slot.spare = std::mem::take(&mut self.current.data);
+                self.cursor.clone_from(&slot.cursor);
                 drop(slot);
                 self.current = frame;
                 let info = super::ready_frame_info(
@@ -316,6 +329,12 @@ impl PipewireCapture {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
+    }
+
+    /// The cursor from SPA cursor metadata (`--cursor metadata` on a producer that sends it), as of the last
+    /// frame; `None` otherwise (the cursor is then painted in, or hidden).
+    pub fn cursor(&self) -> Option<&CursorState> {
+        self.cursor.as_ref()
     }
 
     /// Run `f(data, stride)` over the pixels of the last frame.
@@ -410,7 +429,7 @@ fn enum_format() -> Result<Vec<u8>, PipewireError> {
 
 /// The Buffers parameter for a negotiated layout (shared memory only) and the Meta parameters we want
 /// (header, video damage). Sent after every Format.
-fn buffer_params(layout: &FrameLayout) -> Result<Vec<Vec<u8>>, PipewireError> {
+fn buffer_params(layout: &FrameLayout, want_cursor: bool) -> Result<Vec<Vec<u8>>, PipewireError> {
     let size = layout.stride as usize * layout.height as usize;
     let size = i32::try_from(size).map_err(|_| PipewireError::Setup(format!("frame too large: {layout:?}")))?;
     let stride = i32::try_from(layout.stride).unwrap_or(i32::MAX);
@@ -448,7 +467,11 @@ fn buffer_params(layout: &FrameLayout) -> Result<Vec<Vec<u8>>, PipewireError> {
     };
     let region = std::mem::size_of::<spa::sys::spa_meta_region>() as i32;
     let header = std::mem::size_of::<spa::sys::spa_meta_header>() as i32;
-    Ok(vec![
+    let cursor_meta = |pixels: i32| {
+        (std::mem::size_of::<spa::sys::spa_meta_cursor>() + std::mem::size_of::<spa::sys::spa_meta_bitmap>()) as i32
+            + pixels * 4
+    };
+    let mut params = vec![
         serialize(Value::Object(buffers))?,
         serialize(Value::Object(meta(spa::sys::SPA_META_Header, Value::Int(header))))?,
         // Damage rectangles: any count the producer offers from 1 to 64 (a range, so that it intersects
@@ -460,7 +483,22 @@ fn buffer_params(layout: &FrameLayout) -> Result<Vec<Vec<u8>>, PipewireError> {
                 ChoiceEnum::Range { default: region * 16, min: region, max: region * 64 },
             ))),
         )))?,
-    ])
+    ];
+    if want_cursor {
+        // Cursor position + hotspot, and an image of up to MAX_CURSOR² pixels (a range, as above).
+        params.push(serialize(Value::Object(meta(
+            spa::sys::SPA_META_Cursor,
+            Value::Choice(ChoiceValue::Int(Choice(
+                ChoiceFlags::empty(),
+                ChoiceEnum::Range {
+                    default: cursor_meta(64 * 64),
+                    min: cursor_meta(0),
+                    max: cursor_meta(MAX_CURSOR * MAX_CURSOR),
+                },
+            ))),
+        )))?);
+    }
+    Ok(params)
 }
 
 /// State of the stream callbacks (on the PipeWire thread).
@@ -470,6 +508,8 @@ struct StreamData {
     layout: Option<FrameLayout>,
     /// The first frame after a (new) format is complete whatever the damage says.
     fresh_format: bool,
+    /// Ask for and read SPA cursor metadata.
+    want_cursor: bool,
     streamed: bool,
 }
 
@@ -477,6 +517,7 @@ struct StreamData {
 fn run_stream(
     target: Target,
     name: &str,
+    want_cursor: bool,
     shared: &Arc<Shared>,
     quit: &AtomicBool,
     ready: &mpsc::Sender<bool>,
@@ -538,6 +579,7 @@ fn run_stream(
         node: name.to_owned(),
         layout: None,
         fresh_format: true,
+        want_cursor,
         streamed: false,
     };
     let _listener = stream
@@ -617,7 +659,7 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
         d.shared.cond.notify_all();
     }
     // Every Format gets its Buffers answer (param_changed repeats; the producer waits for one each time).
-    match buffer_params(&layout) {
+    match buffer_params(&layout, d.want_cursor) {
         Ok(params) => {
             let mut pods: Vec<&Pod> = params.iter().filter_map(|p| Pod::from_bytes(p)).collect();
             if let Err(e) = stream.update_params(&mut pods) {
@@ -652,6 +694,11 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
             (!rects.is_empty()).then_some(rects)
         })
     };
+    if d.want_cursor {
+        if let Some(c) = buffer.find_meta::<spa::buffer::meta::MetaCursor>() {
+            read_cursor(c, &mut d.shared.lock().cursor);
+        }
+    }
     let corrupted = buffer
         .find_meta::<spa::buffer::meta::MetaHeader>()
         .is_some_and(|h| h.flags().contains(spa::buffer::meta::MetaHeaderFlags::CORRUPTED));
@@ -711,6 +758,31 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
     d.shared.cond.notify_all();
 }
 
+/// Fold one SPA cursor metadata block into `state` (id 0: no cursor over the stream).
+fn read_cursor(c: &spa::buffer::meta::MetaCursor, state: &mut Option<CursorState>) {
+    let st = state.get_or_insert_with(CursorState::default);
+    st.updates += 1;
+    st.inside = c.id() != 0;
+    if !st.inside {
+        return;
+    }
+    (st.x, st.y) = (c.position().x, c.position().y);
+    (st.hotspot_x, st.hotspot_y) = (c.hotspot().x, c.hotspot().y);
+    // A bitmap comes only when the image changed.
+    let Some(bitmap) = c.bitmap().filter(|b| b.is_valid()) else { return };
+    let Some(format) = pixel_format_of_spa(bitmap.format().as_raw()) else { return };
+    let (size, stride) = (bitmap.size(), bitmap.stride());
+    let Some(data) = bitmap.bitmap_data() else { return };
+    let Ok(stride) = u32::try_from(stride) else { return };
+    let needed = stride as usize * size.height as usize;
+    if size.width == 0 || stride < size.width * format.bytes_per_pixel() as u32 || data.len() < needed {
+        return;
+    }
+    st.image =
+        Some(CursorImage { width: size.width, height: size.height, format, stride, data: data[..needed].to_vec() });
+    st.image_updates += 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,8 +815,10 @@ mod tests {
         let f = enum_format().expect("enum format");
         assert!(Pod::from_bytes(&f).is_some());
         let layout = FrameLayout { width: 64, height: 32, stride: 256, format: PixelFormat::Xrgb8888 };
-        let params = buffer_params(&layout).expect("buffer params");
+        let params = buffer_params(&layout, false).expect("buffer params");
         assert_eq!(params.len(), 3);
+        let params = buffer_params(&layout, true).expect("buffer params with cursor");
+        assert_eq!(params.len(), 4);
         assert!(params.iter().all(|p| Pod::from_bytes(p).is_some()));
     }
 

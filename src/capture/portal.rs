@@ -84,6 +84,8 @@ pub struct PortalSession {
     node_id: u32,
     size: Option<(i32, i32)>,
     fd: Option<OwnedFd>,
+    /// The cursor comes as metadata (asked for and offered), not painted in.
+    cursor_metadata: bool,
 }
 
 impl std::fmt::Debug for PortalSession {
@@ -132,7 +134,7 @@ impl PortalSession {
         let token = token_path.as_deref().and_then(read_token);
         let cursor = opts.cursor;
         let address = opts.bus_address.clone();
-        let (proxy, session, streams) = rt.block_on(async move {
+        let (proxy, session, streams, cursor_metadata) = rt.block_on(async move {
             let conn = connect_bus(address.as_deref()).await?;
             let proxy = within("ScreenCast", CALL_TIMEOUT, Screencast::with_connection(conn)).await?;
             let session = within("CreateSession", CALL_TIMEOUT, proxy.create_session(Default::default())).await?;
@@ -149,7 +151,7 @@ impl PortalSession {
             request.response().map_err(|e| classify("SelectSources", e))?;
             let request = within("Start", START_TIMEOUT, proxy.start(&session, None, Default::default())).await?;
             let streams = request.response().map_err(|e| classify("Start", e))?;
-            Ok::<_, PortalError>((proxy, session, streams))
+            Ok::<_, PortalError>((proxy, session, streams, cursor_mode == PortalCursor::Metadata))
         })?;
         if let (Some(path), Some(new)) = (token_path.as_deref(), streams.restore_token()) {
             write_token(path, new);
@@ -162,7 +164,15 @@ impl PortalSession {
             proxy.open_pipe_wire_remote(&session, Default::default()),
         ))?;
         tracing::info!(node_id, ?size, "portal ScreenCast started");
-        Ok(PortalSession { session: Some(session), proxy: Some(proxy), rt, node_id, size, fd: Some(fd) })
+        Ok(PortalSession {
+            session: Some(session),
+            proxy: Some(proxy),
+            rt,
+            node_id,
+            size,
+            fd: Some(fd),
+            cursor_metadata,
+        })
     }
 
     /// The PipeWire node of the (first) stream.
@@ -173,6 +183,11 @@ impl PortalSession {
     /// The stream's size as the portal announced it.
     pub fn size(&self) -> Option<(i32, i32)> {
         self.size
+    }
+
+    /// Whether the cursor comes as SPA cursor metadata rather than painted into frames.
+    pub fn cursor_metadata(&self) -> bool {
+        self.cursor_metadata
     }
 
     /// The PipeWire remote fd (once).

@@ -204,9 +204,12 @@ fn pipewire_portal_captures_the_desktop_and_follows_a_size_change() {
     assert!(cap.counters().buffer_allocations >= 2, "{:?}", cap.counters());
     drop(cap);
 
-    // Second session: the saved token is offered (and replaced by a fresh one).
-    let mut cap = open(&s.options(None)).expect("portal again with the restore token");
+    // Second session: the saved token is offered (and replaced by a fresh one). `--cursor metadata`: xdpw
+    // offers only hidden/embedded, so the cursor is painted in and no metadata is reported.
+    let mut cap = Capture::open_with(Path::new(""), SourceKind::Pipewire, None, CursorMode::Metadata, &s.options(None))
+        .expect("portal again with the restore token");
     wait_for_quadrants(&mut cap, 800, 600, Duration::from_secs(10));
+    assert!(cap.cursor().is_none());
 }
 
 #[test]
@@ -384,4 +387,42 @@ fn pipewire_node_size_change_mid_stream_and_damage_metadata() {
     assert_eq!(pixel(&mut cap, &info, 39, 59), Some(red));
     assert_eq!(pixel(&mut cap, &info, 40, 60), Some(colour));
     assert_eq!(pixel(&mut cap, &info, 9, 20), Some(colour));
+    assert!(cap.cursor().is_none(), "no cursor metadata unless --cursor metadata");
+}
+
+#[test]
+fn pipewire_node_cursor_metadata() {
+    use crate::support::pipewire::TestProducer;
+    let s = PwSession::start();
+    let producer = TestProducer::start(&s, "wlw-producer", [0, 0, 0], 160, 120);
+    producer.cursor_at(40, 50);
+    let mut cap = Capture::open_with(
+        Path::new(""),
+        SourceKind::Pipewire,
+        None,
+        CursorMode::Metadata,
+        &s.options(Some("wlw-producer")),
+    )
+    .expect("open the producer's node");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "no cursor metadata: {:?}", cap.cursor());
+        frame(&mut cap);
+        if cap.cursor().is_some_and(|c| c.inside && c.image.is_some()) {
+            break;
+        }
+    }
+    let c = cap.cursor().expect("cursor").clone();
+    assert_eq!((c.x, c.y, c.hotspot_x, c.hotspot_y), (40, 50, 2, 3), "{c:?}");
+    let img = c.image.expect("image");
+    assert_eq!((img.width, img.height, img.format.fourcc_str().as_str()), (16, 16, "AR24"));
+    assert_eq!(img.data.len(), 16 * 16 * 4);
+    assert_eq!(&img.data[..4], &[255, 0, 255, 255], "BGRA magenta");
+    // The pointer moves, then leaves the stream (id 0).
+    producer.cursor_at(70, 80);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cap.cursor().is_none_or(|c| (c.x, c.y) != (70, 80)) {
+        assert!(Instant::now() < deadline, "cursor did not move: {:?}", cap.cursor());
+        frame(&mut cap);
+    }
 }

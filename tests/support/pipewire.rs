@@ -332,6 +332,7 @@ type Patch = ([u32; 4], [u8; 3]);
 pub struct TestProducer {
     size: std::sync::Arc<std::sync::Mutex<(u32, u32)>>,
     patch: std::sync::Arc<std::sync::Mutex<Option<Patch>>>,
+    cursor: std::sync::Arc<std::sync::Mutex<Option<(i32, i32)>>>,
     quit: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -343,11 +344,13 @@ impl TestProducer {
         use std::sync::{Arc, Mutex};
         let size = Arc::new(Mutex::new((width, height)));
         let patch = Arc::new(Mutex::new(None));
+        let cursor = Arc::new(Mutex::new(None));
         let quit = Arc::new(AtomicBool::new(false));
         let (remote, name) = (s.remote(), name.to_owned());
-        let (size2, patch2, quit2) = (Arc::clone(&size), Arc::clone(&patch), Arc::clone(&quit));
-        let thread = std::thread::spawn(move || run_producer(&remote, &name, rgb, &size2, &patch2, &quit2));
-        let p = TestProducer { size, patch, quit, thread: Some(thread) };
+        let (size2, patch2, cursor2, quit2) =
+            (Arc::clone(&size), Arc::clone(&patch), Arc::clone(&cursor), Arc::clone(&quit));
+        let thread = std::thread::spawn(move || run_producer(&remote, &name, rgb, &size2, &patch2, &cursor2, &quit2));
+        let p = TestProducer { size, patch, cursor, quit, thread: Some(thread) };
         s.wait_until("the test producer node", || s.pw_cli(&["ls", "Node"]).contains("wlw-producer"));
         p
     }
@@ -355,6 +358,11 @@ impl TestProducer {
     /// Change the size: the producer renegotiates its format with the consumer.
     pub fn resize(&self, width: u32, height: u32) {
         *self.size.lock().unwrap_or_else(|e| e.into_inner()) = (width, height);
+    }
+
+    /// Send cursor metadata: the pointer at (x, y) with hotspot (2, 3) and a 16x16 magenta image.
+    pub fn cursor_at(&self, x: i32, y: i32) {
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some((x, y));
     }
 
     /// Paint `rect` (`[x, y, w, h]`) in `rgb` on every following frame, and send it as the frames' damage.
@@ -398,6 +406,7 @@ fn run_producer(
     rgb: [u8; 3],
     size: &std::sync::Mutex<(u32, u32)>,
     patch: &std::sync::Arc<std::sync::Mutex<Option<Patch>>>,
+    cursor: &std::sync::Arc<std::sync::Mutex<Option<(i32, i32)>>>,
     quit: &std::sync::atomic::AtomicBool,
 ) {
     use pipewire as pw;
@@ -418,6 +427,7 @@ fn run_producer(
     let negotiated = std::rc::Rc::new(std::cell::Cell::new((0u32, 0u32)));
     let neg = std::rc::Rc::clone(&negotiated);
     let patch_cb = std::sync::Arc::clone(patch);
+    let cursor_cb = std::sync::Arc::clone(cursor);
     let neg2 = std::rc::Rc::clone(&negotiated);
     let _listener = stream
         .add_local_listener_with_user_data(())
@@ -482,56 +492,46 @@ fn run_producer(
             .expect("serialize meta")
             .0
             .into_inner();
-            let mut pods: Vec<&Pod> = [&bytes, &meta].into_iter().filter_map(|b| Pod::from_bytes(b)).collect();
+            let cursor_meta = pw::spa::pod::Object {
+                type_: pw::spa::sys::SPA_TYPE_OBJECT_ParamMeta,
+                id: pw::spa::sys::SPA_PARAM_Meta,
+                properties: vec![
+                    pw::spa::pod::Property::new(
+                        pw::spa::sys::SPA_PARAM_META_type,
+                        pw::spa::pod::Value::Id(pw::spa::utils::Id(pw::spa::sys::SPA_META_Cursor)),
+                    ),
+                    pw::spa::pod::Property::new(
+                        pw::spa::sys::SPA_PARAM_META_size,
+                        pw::spa::pod::Value::Int(CURSOR_META_SIZE as i32),
+                    ),
+                ],
+            };
+            let cursor_meta = pw::spa::pod::serialize::PodSerializer::serialize(
+                std::io::Cursor::new(Vec::new()),
+                &pw::spa::pod::Value::Object(cursor_meta),
+            )
+            .expect("serialize cursor meta")
+            .0
+            .into_inner();
+            let mut pods: Vec<&Pod> =
+                [&bytes, &meta, &cursor_meta].into_iter().filter_map(|b| Pod::from_bytes(b)).collect();
             let _ = stream.update_params(&mut pods);
         })
         .process(move |stream, _| {
             let (w, h) = neg.get();
-            let Some(mut buffer) = stream.dequeue_buffer() else { return };
             let patch = *patch_cb.lock().unwrap_or_else(|e| e.into_inner());
-            let damage = patch.map_or([0, 0, w, h], |(r, _)| r);
-            if let Some(m) = buffer.find_meta::<pw::spa::buffer::meta::MetaVideoDamage>() {
-                let raw = m.as_raw();
-                let regions = raw.data.cast::<pw::spa::sys::spa_meta_region>();
-                let n = raw.size as usize / std::mem::size_of::<pw::spa::sys::spa_meta_region>();
-                for i in 0..n {
-                    // The first region is the damage; the next one (zero size) ends the list.
-                    let r = if i == 0 { damage } else { [0, 0, 0, 0] };
-                    // SAFETY: `raw.data` points at `raw.size` bytes of metadata in this buffer, which the
-                    // stream has handed to us until it is queued again; `i < n` keeps the write inside.
-                    unsafe {
-                        let reg = &mut (*regions.add(i)).region;
-                        reg.position.x = r[0] as i32;
-                        reg.position.y = r[1] as i32;
-                        reg.size.width = r[2];
-                        reg.size.height = r[3];
-                    }
-                    if i == 1 {
-                        break;
-                    }
-                }
+            let cursor = *cursor_cb.lock().unwrap_or_else(|e| e.into_inner());
+            // Raw buffer API: metadata is written in place (the safe wrapper hands out shared references).
+            // SAFETY: dequeue returns null or a buffer of this stream that is ours until queued below.
+            let pwb = unsafe { stream.dequeue_raw_buffer() };
+            if pwb.is_null() {
+                return;
             }
-            let datas = buffer.datas_mut();
-            let Some(d) = datas.first_mut() else { return };
-            let len = (w * h * 4) as usize;
-            if let Some(mem) = d.data() {
-                if mem.len() >= len {
-                    for (i, px) in mem[..len].chunks_exact_mut(4).enumerate() {
-                        let (x, y) = (i as u32 % w, i as u32 / w);
-                        let c = match patch {
-                            Some(([px0, py0, pw_, ph], c)) if x >= px0 && x < px0 + pw_ && y >= py0 && y < py0 + ph => {
-                                c
-                            }
-                            _ => rgb,
-                        };
-                        px.copy_from_slice(&[c[2], c[1], c[0], 0xff]);
-                    }
-                    let chunk = d.chunk_mut();
-                    *chunk.offset_mut() = 0;
-                    *chunk.size_mut() = len as u32;
-                    *chunk.stride_mut() = (w * 4) as i32;
-                }
-            }
+            // SAFETY: `pwb` is a valid pw_buffer (above); its spa_buffer, datas, chunks and metas were set up
+            // by PipeWire for the negotiated params and stay valid while we hold the buffer.
+            unsafe { fill_buffer((*pwb).buffer, w, h, rgb, patch, cursor) };
+            // SAFETY: `pwb` came from this stream's dequeue and is queued exactly once.
+            unsafe { stream.queue_raw_buffer(pwb) };
         })
         .register()
         .expect("listener");
@@ -557,4 +557,87 @@ fn run_producer(
         }
     }
     let _ = stream.disconnect();
+}
+
+/// Size of the producer's cursor metadata: cursor, bitmap header, 16x16 BGRA pixels.
+const CURSOR_META_SIZE: usize = std::mem::size_of::<pipewire::spa::sys::spa_meta_cursor>()
+    + std::mem::size_of::<pipewire::spa::sys::spa_meta_bitmap>()
+    + 16 * 16 * 4;
+
+/// Fill one producer buffer: the frame (colour, patch), its damage and cursor metadata.
+///
+/// # Safety
+/// `sb` must be a valid spa_buffer the caller holds (dequeued, not yet queued), whose data 0 is mapped.
+unsafe fn fill_buffer(
+    sb: *mut pipewire::spa::sys::spa_buffer,
+    w: u32,
+    h: u32,
+    rgb: [u8; 3],
+    patch: Option<Patch>,
+    cursor: Option<(i32, i32)>,
+) {
+    use pipewire::spa::sys as spa;
+    if sb.is_null() || w == 0 {
+        return;
+    }
+    // SAFETY: the caller guarantees `sb` and everything it points to (whole block); every write below stays
+    // inside the sizes PipeWire recorded (maxsize, meta size).
+    unsafe {
+        let damage = patch.map_or([0, 0, w, h], |(r, _)| r);
+        let meta = spa::spa_buffer_find_meta(sb, spa::SPA_META_VideoDamage);
+        if !meta.is_null() {
+            let regions = (*meta).data.cast::<spa::spa_meta_region>();
+            let n = (*meta).size as usize / std::mem::size_of::<spa::spa_meta_region>();
+            // The first region is the damage; the next one (zero size) ends the list.
+            for (i, r) in [damage, [0, 0, 0, 0]].into_iter().enumerate().take(n) {
+                let reg = &mut (*regions.add(i)).region;
+                (reg.position.x, reg.position.y) = (r[0] as i32, r[1] as i32);
+                (reg.size.width, reg.size.height) = (r[2], r[3]);
+            }
+        }
+        let meta = spa::spa_buffer_find_meta(sb, spa::SPA_META_Cursor);
+        if !meta.is_null() && (*meta).size as usize >= CURSOR_META_SIZE {
+            let c = (*meta).data.cast::<spa::spa_meta_cursor>();
+            match cursor {
+                None => (*c).id = 0,
+                Some((x, y)) => {
+                    (*c).id = 1;
+                    (*c).flags = 0;
+                    ((*c).position.x, (*c).position.y) = (x, y);
+                    ((*c).hotspot.x, (*c).hotspot.y) = (2, 3);
+                    (*c).bitmap_offset = std::mem::size_of::<spa::spa_meta_cursor>() as u32;
+                    let bm = (*meta).data.cast::<u8>().add((*c).bitmap_offset as usize).cast::<spa::spa_meta_bitmap>();
+                    (*bm).format = spa::SPA_VIDEO_FORMAT_BGRA;
+                    ((*bm).size.width, (*bm).size.height) = (16, 16);
+                    (*bm).stride = 64;
+                    (*bm).offset = std::mem::size_of::<spa::spa_meta_bitmap>() as u32;
+                    let px = std::slice::from_raw_parts_mut(bm.cast::<u8>().add((*bm).offset as usize), 16 * 16 * 4);
+                    for p in px.chunks_exact_mut(4) {
+                        p.copy_from_slice(&[255, 0, 255, 255]);
+                    }
+                }
+            }
+        }
+        if (*sb).n_datas == 0 || (*sb).datas.is_null() {
+            return;
+        }
+        let d = &mut *(*sb).datas;
+        let len = (w * h * 4) as usize;
+        if d.data.is_null() || (d.maxsize as usize) < len || d.chunk.is_null() {
+            return;
+        }
+        let mem = std::slice::from_raw_parts_mut(d.data.cast::<u8>(), len);
+        for (i, px) in mem.chunks_exact_mut(4).enumerate() {
+            let (x, y) = (i as u32 % w, i as u32 / w);
+            let c = match patch {
+                Some(([px0, py0, pw_, ph], c)) if x >= px0 && x < px0 + pw_ && y >= py0 && y < py0 + ph => c,
+                _ => rgb,
+            };
+            px.copy_from_slice(&[c[2], c[1], c[0], 0xff]);
+        }
+        let chunk = &mut *d.chunk;
+        chunk.offset = 0;
+        chunk.size = len as u32;
+        chunk.stride = (w * 4) as i32;
+    }
 }
