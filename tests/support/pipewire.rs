@@ -380,6 +380,17 @@ impl Drop for TestProducer {
     }
 }
 
+/// A serialized SPA object parameter.
+fn spa_param(type_: u32, id: u32, props: Vec<(u32, pipewire::spa::pod::Value)>) -> Vec<u8> {
+    use pipewire::spa::pod::serialize::PodSerializer;
+    use pipewire::spa::pod::{Object, Property, Value};
+    let properties = props.into_iter().map(|(k, v)| Property::new(k, v)).collect();
+    PodSerializer::serialize(std::io::Cursor::new(Vec::new()), &Value::Object(Object { type_, id, properties }))
+        .expect("serialize a parameter")
+        .0
+        .into_inner()
+}
+
 fn video_format(width: u32, height: u32) -> Vec<u8> {
     use pipewire::spa;
     use spa::param::format::{FormatProperties, MediaSubtype, MediaType};
@@ -442,77 +453,37 @@ fn run_producer(
             }
             let (w, h) = (info.size().width, info.size().height);
             neg2.set((w, h));
-            // Keys of ParamBuffers by raw value.
-            let buffers = pw::spa::pod::Object {
-                type_: pw::spa::sys::SPA_TYPE_OBJECT_ParamBuffers,
-                id: pw::spa::sys::SPA_PARAM_Buffers,
-                properties: vec![
-                    pw::spa::pod::Property::new(pw::spa::sys::SPA_PARAM_BUFFERS_buffers, pw::spa::pod::Value::Int(4)),
-                    pw::spa::pod::Property::new(pw::spa::sys::SPA_PARAM_BUFFERS_blocks, pw::spa::pod::Value::Int(1)),
-                    pw::spa::pod::Property::new(
-                        pw::spa::sys::SPA_PARAM_BUFFERS_size,
-                        pw::spa::pod::Value::Int((w * h * 4) as i32),
-                    ),
-                    pw::spa::pod::Property::new(
-                        pw::spa::sys::SPA_PARAM_BUFFERS_stride,
-                        pw::spa::pod::Value::Int((w * 4) as i32),
-                    ),
-                    pw::spa::pod::Property::new(
-                        pw::spa::sys::SPA_PARAM_BUFFERS_dataType,
-                        pw::spa::pod::Value::Int(1 << pw::spa::sys::SPA_DATA_MemFd),
-                    ),
+            // Keys by raw value; damage metadata (up to 4 regions) and cursor metadata offered.
+            use pw::spa::pod::Value;
+            use pw::spa::sys as spa;
+            let bytes = spa_param(
+                spa::SPA_TYPE_OBJECT_ParamBuffers,
+                spa::SPA_PARAM_Buffers,
+                vec![
+                    (spa::SPA_PARAM_BUFFERS_buffers, Value::Int(4)),
+                    (spa::SPA_PARAM_BUFFERS_blocks, Value::Int(1)),
+                    (spa::SPA_PARAM_BUFFERS_size, Value::Int((w * h * 4) as i32)),
+                    (spa::SPA_PARAM_BUFFERS_stride, Value::Int((w * 4) as i32)),
+                    (spa::SPA_PARAM_BUFFERS_dataType, Value::Int(1 << spa::SPA_DATA_MemFd)),
                 ],
-            };
-            let bytes = pw::spa::pod::serialize::PodSerializer::serialize(
-                std::io::Cursor::new(Vec::new()),
-                &pw::spa::pod::Value::Object(buffers),
-            )
-            .expect("serialize buffers")
-            .0
-            .into_inner();
-            // Offer video damage metadata (up to 4 regions).
-            let meta = pw::spa::pod::Object {
-                type_: pw::spa::sys::SPA_TYPE_OBJECT_ParamMeta,
-                id: pw::spa::sys::SPA_PARAM_Meta,
-                properties: vec![
-                    pw::spa::pod::Property::new(
-                        pw::spa::sys::SPA_PARAM_META_type,
-                        pw::spa::pod::Value::Id(pw::spa::utils::Id(pw::spa::sys::SPA_META_VideoDamage)),
-                    ),
-                    pw::spa::pod::Property::new(
-                        pw::spa::sys::SPA_PARAM_META_size,
-                        pw::spa::pod::Value::Int(4 * std::mem::size_of::<pw::spa::sys::spa_meta_region>() as i32),
-                    ),
+            );
+            let region = std::mem::size_of::<spa::spa_meta_region>() as i32;
+            let meta = spa_param(
+                spa::SPA_TYPE_OBJECT_ParamMeta,
+                spa::SPA_PARAM_Meta,
+                vec![
+                    (spa::SPA_PARAM_META_type, Value::Id(pw::spa::utils::Id(spa::SPA_META_VideoDamage))),
+                    (spa::SPA_PARAM_META_size, Value::Int(4 * region)),
                 ],
-            };
-            let meta = pw::spa::pod::serialize::PodSerializer::serialize(
-                std::io::Cursor::new(Vec::new()),
-                &pw::spa::pod::Value::Object(meta),
-            )
-            .expect("serialize meta")
-            .0
-            .into_inner();
-            let cursor_meta = pw::spa::pod::Object {
-                type_: pw::spa::sys::SPA_TYPE_OBJECT_ParamMeta,
-                id: pw::spa::sys::SPA_PARAM_Meta,
-                properties: vec![
-                    pw::spa::pod::Property::new(
-                        pw::spa::sys::SPA_PARAM_META_type,
-                        pw::spa::pod::Value::Id(pw::spa::utils::Id(pw::spa::sys::SPA_META_Cursor)),
-                    ),
-                    pw::spa::pod::Property::new(
-                        pw::spa::sys::SPA_PARAM_META_size,
-                        pw::spa::pod::Value::Int(CURSOR_META_SIZE as i32),
-                    ),
+            );
+            let cursor_meta = spa_param(
+                spa::SPA_TYPE_OBJECT_ParamMeta,
+                spa::SPA_PARAM_Meta,
+                vec![
+                    (spa::SPA_PARAM_META_type, Value::Id(pw::spa::utils::Id(spa::SPA_META_Cursor))),
+                    (spa::SPA_PARAM_META_size, Value::Int(CURSOR_META_SIZE as i32)),
                 ],
-            };
-            let cursor_meta = pw::spa::pod::serialize::PodSerializer::serialize(
-                std::io::Cursor::new(Vec::new()),
-                &pw::spa::pod::Value::Object(cursor_meta),
-            )
-            .expect("serialize cursor meta")
-            .0
-            .into_inner();
+            );
             let mut pods: Vec<&Pod> =
                 [&bytes, &meta, &cursor_meta].into_iter().filter_map(|b| Pod::from_bytes(b)).collect();
             let _ = stream.update_params(&mut pods);
