@@ -62,7 +62,13 @@ impl Desktop {
                     child.join(" ")
                 );
             }
-            return Ok(Desktop { socket: wayland::display_from_env()?, headless: None, child: None });
+            let socket = match wayland::display_from_env() {
+                Ok(s) => s,
+                // A PipeWire source needs no compositor connection (only --allow-input does, and it says so).
+                Err(_) if cfg.source == crate::config::SourceKind::Pipewire => PathBuf::new(),
+                Err(e) => return Err(e.into()),
+            };
+            return Ok(Desktop { socket, headless: None, child: None });
         };
         let mut desk = HeadlessDesktop::start(&HeadlessOptions { mode, user: cfg.headless_user.clone() })?;
         let child_pid = match child.split_first() {
@@ -329,7 +335,8 @@ fn list_outputs(cfg: &Config, a: &ListOutputsArgs) -> anyhow::Result<ExitCode> {
 
 /// Open the configured capture source (`--source`, resolved against what the compositor offers) on a desktop.
 pub fn open_capture(cfg: &Config, socket: &std::path::Path) -> anyhow::Result<Capture> {
-    Ok(Capture::open(socket, cfg.source, cfg.output.as_deref(), cfg.cursor)?)
+    let pw = crate::capture::pipewire::PipewireOptions { node: cfg.pipewire_node.clone(), ..Default::default() };
+    Ok(Capture::open_with(socket, cfg.source, cfg.output.as_deref(), cfg.cursor, &pw)?)
 }
 
 /// `--fps` pacing: the decision is `control::FramePacer`'s; this only sleeps (in ≤ 50 ms steps, so a stop
@@ -587,7 +594,12 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
             .context("--allow-input: the [input] layout")?;
         let icfg = crate::input::inject::InjectorConfig {
             socket: desk.socket.clone(),
-            output: Some(output.clone()),
+            // A PipeWire node is not a Wayland output: inject on --output (or the first output) then.
+            output: if cap.source() == crate::capture::ResolvedSource::Pipewire {
+                cfg.output.clone()
+            } else {
+                Some(output.clone())
+            },
             layout: cfg.input.layout.clone(),
             variant: cfg.input.variant.clone(),
         };

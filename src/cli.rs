@@ -36,6 +36,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum)]
     pub source: Option<SourceArg>,
 
+    /// Capture this PipeWire video node (its id, or node.name/serial) directly, without the portal.
+    /// Implies --source pipewire.
+    #[arg(long, global = true, value_name = "ID|NAME")]
+    pub pipewire_node: Option<String>,
+
     /// Pointer cursor: painted into frames (embedded), sent separately as position + hotspot + image
     /// (metadata; ext-image-copy only), or left out (hidden).
     #[arg(long, global = true, value_enum)]

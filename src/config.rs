@@ -147,6 +147,7 @@ impl std::fmt::Display for HeadlessMode {
 struct FileConfig {
     output: Option<String>,
     source: Option<SourceKind>,
+    pipewire_node: Option<String>,
     cursor: Option<CursorMode>,
     convert: Option<ConvertChoice>,
     fps: Option<u32>,
@@ -286,6 +287,8 @@ pub struct Config {
     /// Output to capture; `None` = the first one the compositor lists.
     pub output: Option<String>,
     pub source: SourceKind,
+    /// A PipeWire video node (id or name) to capture directly, without the portal (`--pipewire-node`).
+    pub pipewire_node: Option<String>,
     /// Pointer cursor: painted in, sent as metadata, or left out.
     pub cursor: CursorMode,
     /// RGB→NV12 converter.
@@ -308,6 +311,7 @@ impl Default for Config {
         Config {
             output: None,
             source: SourceKind::Auto,
+            pipewire_node: None,
             cursor: CursorMode::Embedded,
             convert: ConvertChoice::Auto,
             fps: 60,
@@ -321,13 +325,18 @@ impl Default for Config {
     }
 }
 
-/// Default config file location: `$XDG_CONFIG_HOME/wl-webrtc/config.toml` (or `~/.config/...`).
-pub fn default_config_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// `$VAR/wl-webrtc/FILE`, or `~/HOME_DEFAULT/wl-webrtc/FILE` when the XDG base directory `var` is unset.
+pub fn xdg_file(var: &str, home_default: &str, file: &str) -> Option<PathBuf> {
+    let base = std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("wl-webrtc").join("config.toml"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_default)))?;
+    Some(base.join("wl-webrtc").join(file))
+}
+
+/// Default config file location: `$XDG_CONFIG_HOME/wl-webrtc/config.toml` (or `~/.config/...`).
+pub fn default_config_path() -> Option<PathBuf> {
+    xdg_file("XDG_CONFIG_HOME", ".config", "config.toml")
 }
 
 impl Config {
@@ -357,6 +366,9 @@ impl Config {
             }
             if let Some(s) = f.source {
                 cfg.source = s;
+            }
+            if let Some(n) = &f.pipewire_node {
+                cfg.pipewire_node = Some(n.clone());
             }
             if let Some(c) = f.cursor {
                 cfg.cursor = c;
@@ -414,6 +426,13 @@ impl Config {
         if let Some(s) = args.source {
             cfg.source = s.into();
         }
+        if let Some(n) = &args.pipewire_node {
+            cfg.pipewire_node = Some(n.clone());
+            // A node is a PipeWire source, whatever `source` said in the file.
+            if args.source.is_none() {
+                cfg.source = SourceKind::Pipewire;
+            }
+        }
         if let Some(c) = args.cursor {
             cfg.cursor = c.into();
         }
@@ -454,6 +473,12 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=240).contains(&self.fps) {
             return Err(invalid("fps", format!("{} is outside 1..=240", self.fps)));
+        }
+        if matches!(&self.pipewire_node, Some(n) if n.trim().is_empty()) {
+            return Err(invalid("pipewire_node", "must not be empty"));
+        }
+        if self.pipewire_node.is_some() && !matches!(self.source, SourceKind::Pipewire | SourceKind::Auto) {
+            return Err(invalid("--pipewire-node", "needs --source pipewire (or auto)"));
         }
         if matches!(&self.output, Some(o) if o.trim().is_empty()) {
             return Err(invalid("output", "must not be empty"));
@@ -497,6 +522,9 @@ impl Config {
         let mut s = String::new();
         if let Some(o) = &self.output {
             s += &format!("output = {}\n", toml_str(o));
+        }
+        if let Some(n) = &self.pipewire_node {
+            s += &format!("pipewire_node = {}\n", toml_str(n));
         }
         let source = match self.source {
             SourceKind::Auto => "auto",
@@ -601,6 +629,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pipewire_node_implies_the_pipewire_source() {
+        let args = GlobalArgs { pipewire_node: Some("42".into()), ..GlobalArgs::default() };
+        let cfg = Config::from_parts(None, &args).expect("node");
+        assert_eq!((cfg.source, cfg.pipewire_node.as_deref()), (SourceKind::Pipewire, Some("42")));
+        assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);
+        let cfg = Config::from_toml("pipewire_node = \"cam\"\nsource = \"pipewire\"").expect("file");
+        assert_eq!(cfg.pipewire_node.as_deref(), Some("cam"));
+        let err = Config::from_toml("pipewire_node = \"cam\"\nsource = \"screencopy\"").expect_err("conflict");
+        assert!(err.to_string().contains("--source pipewire"), "{err}");
+    }
+
+    #[test]
     fn template_parses_to_defaults() {
         assert_eq!(Config::from_toml(DEFAULT_CONFIG_TEMPLATE).expect("template"), Config::default());
     }
@@ -610,6 +650,7 @@ mod tests {
         let cfg = Config {
             output: Some("DP-1".into()),
             source: SourceKind::Screencopy,
+            pipewire_node: None,
             cursor: CursorMode::Metadata,
             convert: ConvertChoice::Vulkan,
             fps: 30,

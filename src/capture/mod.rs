@@ -3,11 +3,15 @@
 //!
 //! Sources: `ext-image-copy` (ext-image-copy-capture-v1, [`image_copy`]) and `screencopy` (wlr-screencopy v3,
 //! [`screencopy`]), both behind the one [`Capture`] enum the pipeline uses; `auto` picks the best one the
-//! compositor offers. `pipewire` is chosen by `--source` but not built yet.
+//! compositor offers. `pipewire` ([`pipewire`], with [`portal`] for the xdg-desktop-portal ScreenCast
+//! session) takes frames from a PipeWire video node: the portal's, or one named with `--pipewire-node`; `auto`
+//! falls back to it when the compositor offers neither Wayland protocol.
 //! Both Wayland sources keep their buffer in [`buffers::CaptureBuffers`] (shm, or dmabuf where possible).
 
 pub mod buffers;
 pub mod image_copy;
+pub mod pipewire;
+pub mod portal;
 pub mod screencopy;
 pub mod wayland;
 
@@ -19,6 +23,7 @@ pub use crate::config::CursorMode;
 use crate::config::SourceKind;
 use crate::frame::{Damage, FrameInfo, FrameLayout, PixelFormat, Rect};
 use image_copy::{CursorState, ImageCopyCapture};
+use pipewire::{PipewireCapture, PipewireOptions};
 use screencopy::ScreencopyCapture;
 use wayland::{OutputDesc, WlSession};
 
@@ -104,6 +109,10 @@ pub enum CaptureError {
     SessionStopped(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Pipewire(#[from] pipewire::PipewireError),
+    #[error(transparent)]
+    Portal(#[from] portal::PortalError),
 }
 
 fn list_or_none(names: &[String]) -> String {
@@ -115,6 +124,7 @@ fn list_or_none(names: &[String]) -> String {
 pub enum ResolvedSource {
     Screencopy,
     ExtImageCopy,
+    Pipewire,
 }
 
 impl ResolvedSource {
@@ -123,12 +133,13 @@ impl ResolvedSource {
         match self {
             ResolvedSource::Screencopy => "screencopy",
             ResolvedSource::ExtImageCopy => "ext-image-copy",
+            ResolvedSource::Pipewire => "pipewire",
         }
     }
 }
 
 /// Resolve `--source` against what the compositor offers. `auto`: ext-image-copy-capture, else wlr-screencopy,
-/// else PipeWire (not built yet, so a clear error).
+/// else PipeWire through the portal.
 pub fn resolve_source(
     kind: SourceKind,
     offers_ext_image_copy: bool,
@@ -148,14 +159,7 @@ pub fn resolve_source(
         )),
         SourceKind::Auto if offers_ext_image_copy => Ok(ResolvedSource::ExtImageCopy),
         SourceKind::Auto if offers_screencopy => Ok(ResolvedSource::Screencopy),
-        SourceKind::Auto => Err(CaptureError::MissingGlobal(
-            "the compositor offers neither ext-image-copy-capture nor wlr-screencopy, and the PipeWire source is \
-             not built yet: this compositor cannot be captured by wl-webrtc today"
-                .into(),
-        )),
-        SourceKind::Pipewire => Err(CaptureError::Unsupported(
-            "--source pipewire is not implemented yet; use --source ext-image-copy or --source screencopy".into(),
-        )),
+        SourceKind::Auto | SourceKind::Pipewire => Ok(ResolvedSource::Pipewire),
     }
 }
 
@@ -165,6 +169,8 @@ pub enum Capture {
     // Boxed: both are large (sessions, buffers, Wayland state) and moved between threads whole.
     Screencopy(Box<ScreencopyCapture>),
     ImageCopy(Box<ImageCopyCapture>),
+    /// A PipeWire node (the portal's or a direct one); no Wayland connection.
+    PipeWire(Box<PipewireCapture>),
 }
 
 impl Capture {
@@ -176,6 +182,21 @@ impl Capture {
         output: Option<&str>,
         cursor: CursorMode,
     ) -> Result<Capture, CaptureError> {
+        Capture::open_with(socket, source, output, cursor, &PipewireOptions::default())
+    }
+
+    /// [`Capture::open`] with PipeWire settings: `--source pipewire` (or a `pipewire.node`) never touches the
+    /// compositor; `auto` tries the portal when the compositor offers neither Wayland protocol.
+    pub fn open_with(
+        socket: &Path,
+        source: SourceKind,
+        output: Option<&str>,
+        cursor: CursorMode,
+        pw: &PipewireOptions,
+    ) -> Result<Capture, CaptureError> {
+        if source == SourceKind::Pipewire || (pw.node.is_some() && source == SourceKind::Auto) {
+            return Ok(Capture::PipeWire(Box::new(PipewireCapture::open(pw, cursor)?)));
+        }
         let session = WlSession::connect(socket)?;
         let resolved = resolve_source(source, session.offers_ext_image_copy(), session.offers_screencopy())?;
         match resolved {
@@ -187,6 +208,11 @@ impl Capture {
             ResolvedSource::ExtImageCopy => {
                 Ok(Capture::ImageCopy(Box::new(ImageCopyCapture::new(session, output, cursor)?)))
             }
+            ResolvedSource::Pipewire => {
+                drop(session);
+                tracing::info!("the compositor offers no Wayland capture protocol: trying the ScreenCast portal");
+                Ok(Capture::PipeWire(Box::new(PipewireCapture::open(pw, cursor)?)))
+            }
         }
     }
 
@@ -195,6 +221,7 @@ impl Capture {
         match self {
             Capture::Screencopy(_) => ResolvedSource::Screencopy,
             Capture::ImageCopy(_) => ResolvedSource::ExtImageCopy,
+            Capture::PipeWire(_) => ResolvedSource::Pipewire,
         }
     }
 
@@ -203,6 +230,7 @@ impl Capture {
         match self {
             Capture::Screencopy(c) => c.output(),
             Capture::ImageCopy(c) => c.output(),
+            Capture::PipeWire(c) => c.output(),
         }
     }
 
@@ -210,6 +238,7 @@ impl Capture {
         match self {
             Capture::Screencopy(c) => c.counters(),
             Capture::ImageCopy(c) => c.counters(),
+            Capture::PipeWire(c) => c.counters(),
         }
     }
 
@@ -218,6 +247,7 @@ impl Capture {
         match self {
             Capture::Screencopy(c) => c.buffer_kind(),
             Capture::ImageCopy(c) => c.buffer_kind(),
+            Capture::PipeWire(c) => c.buffer_kind(),
         }
     }
 
@@ -226,6 +256,7 @@ impl Capture {
         match self {
             Capture::Screencopy(c) => c.next_frame(timeout, stop),
             Capture::ImageCopy(c) => c.next_frame(timeout, stop),
+            Capture::PipeWire(c) => c.next_frame(timeout, stop),
         }
     }
 
@@ -234,6 +265,7 @@ impl Capture {
         match self {
             Capture::Screencopy(c) => c.check_alive(),
             Capture::ImageCopy(c) => c.check_alive(),
+            Capture::PipeWire(c) => c.check_alive(),
         }
     }
 
@@ -242,6 +274,7 @@ impl Capture {
         match self {
             Capture::Screencopy(c) => c.with_pixels(f),
             Capture::ImageCopy(c) => c.with_pixels(f),
+            Capture::PipeWire(c) => c.with_pixels(f),
         }
     }
 
@@ -250,6 +283,7 @@ impl Capture {
         match self {
             Capture::Screencopy(_) => None,
             Capture::ImageCopy(c) => c.cursor(),
+            Capture::PipeWire(c) => c.cursor(),
         }
     }
 }
@@ -262,14 +296,13 @@ mod tests {
     fn auto_prefers_ext_image_copy_then_screencopy() {
         assert_eq!(resolve_source(SourceKind::Auto, true, true).ok(), Some(ResolvedSource::ExtImageCopy));
         assert_eq!(resolve_source(SourceKind::Auto, false, true).ok(), Some(ResolvedSource::Screencopy));
-        let none = resolve_source(SourceKind::Auto, false, false).expect_err("nothing offered");
-        assert!(none.to_string().contains("PipeWire"), "{none}");
+        assert_eq!(resolve_source(SourceKind::Auto, false, false).ok(), Some(ResolvedSource::Pipewire));
         assert!(resolve_source(SourceKind::Screencopy, true, false).is_err());
         assert_eq!(resolve_source(SourceKind::Screencopy, true, true).ok(), Some(ResolvedSource::Screencopy));
         assert_eq!(resolve_source(SourceKind::ExtImageCopy, true, false).ok(), Some(ResolvedSource::ExtImageCopy));
         let missing = resolve_source(SourceKind::ExtImageCopy, false, true).expect_err("not offered");
         assert!(missing.to_string().contains("--source screencopy"), "{missing}");
-        assert!(resolve_source(SourceKind::Pipewire, true, true).is_err());
+        assert_eq!(resolve_source(SourceKind::Pipewire, true, true).ok(), Some(ResolvedSource::Pipewire));
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod image_copy;
 mod input;
 mod lifecycle;
 mod outputs;
+mod pipewire;
 mod stream;
 mod vulkan;

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod compositor;
 pub mod http;
 pub mod netns;
+pub mod pipewire;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

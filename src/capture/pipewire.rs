@@ -1,0 +1,832 @@
+//! Capture from a PipeWire video node: a node given directly (`--pipewire-node ID|NAME`) or the node the
+//! xdg-desktop-portal ScreenCast session hands out ([`super::portal`]).
+//!
+//! A PipeWire thread owns the PipeWire main loop, context, core and one input stream. Its `process` callback
+//! copies the newest buffer out of shared memory into a reused `Vec` and queues the PipeWire buffer back at
+//! once (a buffer is never held across conversion or encoding), then publishes the copy in a latest-wins slot.
+//! The capture thread ([`PipewireCapture::next_frame`]) takes whatever is newest from the slot; a frame it did
+//! not take in time is replaced, its damage merged into the next. Stream errors, the daemon going away and
+//! the node being removed reach the slot as a terminal error, so every wait ends.
+//!
+//! Format negotiation offers the packed 8-bit RGB formats wl-webrtc converts (BGRx first, the common one),
+//! any size and rate, in shared memory (MemFd or MemPtr); a new `Format` mid-stream (size change) is accepted
+//! and the next frames carry the new layout. SPA video damage metadata is used when the producer sends it,
+//! else every frame counts as fully damaged.
+//!
+//! No `unsafe` here: pipewire-rs maps the buffers (MAP_BUFFERS) and bounds every slice; chunk offset and
+//! stride are checked against the mapping before a row is copied.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pipewire as pw;
+use pw::spa;
+use spa::pod::{ChoiceValue, Object, Pod, Property, PropertyFlags, Value};
+use spa::utils::{Choice, ChoiceEnum, ChoiceFlags, Fraction, Id, Rectangle};
+
+use super::image_copy::{CursorImage, CursorState};
+use super::wayland::OutputDesc;
+use super::{CaptureCounters, CaptureError, portal};
+use crate::frame::{FrameInfo, FrameLayout, PixelFormat, Rect};
+
+/// How long opening a stream may take until it is connected to its node (or fails).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest cursor image asked for as metadata (pixels per side).
+const MAX_CURSOR: i32 = 256;
+/// How often the PipeWire thread looks at its quit flag.
+const LOOP_TICK: Duration = Duration::from_millis(50);
+
+/// Errors of the PipeWire source. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PipewireError {
+    #[error(
+        "cannot connect to the PipeWire daemon{}: is PipeWire running in this session? \
+         (start `pipewire` and `wireplumber`; `pw-cli info 0` checks it)",
+        remote_suffix(.0)
+    )]
+    DaemonNotRunning(Option<PathBuf>),
+    #[error("PipeWire: {0}")]
+    Setup(String),
+    #[error("the PipeWire daemon went away ({0}); capture is retried while the server runs")]
+    DaemonGone(String),
+    #[error("PipeWire node {0} went away (removed, or the producer stopped)")]
+    NodeGone(String),
+    #[error("PipeWire stream error on node {node}: {message}")]
+    Stream { node: String, message: String },
+    #[error(
+        "PipeWire node {0} did not start streaming within {1:?}: does it exist and is it a video source \
+         (media.class=Video/Source, media.type=Video)? `pw-cli ls Node` lists nodes"
+    )]
+    ConnectTimeout(String, Duration),
+}
+
+fn remote_suffix(p: &Option<PathBuf>) -> String {
+    p.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default()
+}
+
+/// Where the PipeWire source gets its frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipewireOptions {
+    /// A node to connect to directly (its id, or its `node.name`/serial); `None` = ask the portal.
+    pub node: Option<String>,
+    /// The PipeWire socket (default: `$PIPEWIRE_REMOTE`, else `$XDG_RUNTIME_DIR/pipewire-0`).
+    pub remote: Option<PathBuf>,
+    /// D-Bus session bus address for the portal (default: `$DBUS_SESSION_BUS_ADDRESS`).
+    pub bus_address: Option<String>,
+    /// Restore-token file of the portal (default: [`portal::default_token_path`]).
+    pub restore_token: Option<PathBuf>,
+}
+
+/// What the PipeWire thread connects to.
+enum Target {
+    /// A node of the daemon at `remote` (default socket when `None`), by id or by name.
+    Node { remote: Option<PathBuf>, node: String },
+    /// The portal's PipeWire remote (an fd) and the node id of its stream.
+    Portal { fd: OwnedFd, node_id: u32 },
+}
+
+/// One frame copied out of a PipeWire buffer, with tightly packed rows.
+#[derive(Debug, Default)]
+struct CopiedFrame {
+    data: Vec<u8>,
+    layout: Option<FrameLayout>,
+    /// `None` = fully damaged.
+    damage: Option<Vec<Rect>>,
+    ready_at: Option<Instant>,
+}
+
+/// The latest-wins slot between the PipeWire thread and the capture thread.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The newest frame the capture thread has not taken yet.
+    frame: Option<CopiedFrame>,
+    /// A buffer to copy the next frame into (the one the capture thread gave back).
+    spare: Vec<u8>,
+    /// The stream has ended with this error; no more frames come.
+    error: Option<PipewireError>,
+    /// A format was negotiated: the stream is linked to its node.
+    connected: bool,
+    /// The cursor from SPA cursor metadata (`--cursor metadata`, when the producer sends it).
+    cursor: Option<CursorState>,
+    /// Frames replaced in the slot before the capture thread took them.
+    frames_replaced: u64,
+    format_changes: u64,
+    bad_buffers: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    slot: Mutex<Slot>,
+    cond: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&self, e: PipewireError) {
+        let mut slot = self.lock();
+        if slot.error.is_none() {
+            tracing::debug!("PipeWire stream ends: {e}");
+            slot.error = Some(e);
+        }
+        self.cond.notify_all();
+    }
+}
+
+/// Capture from one PipeWire video node.
+pub struct PipewireCapture {
+    shared: Arc<Shared>,
+    quit: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// The frame last handed out by `next_frame` (its pixels, tightly packed).
+    current: CopiedFrame,
+    output: OutputDesc,
+    seq: u64,
+    /// The cursor as of the last frame handed out.
+    cursor: Option<CursorState>,
+    /// Kept alive for the whole capture: closing it ends the portal's stream.
+    _portal: Option<portal::PortalSession>,
+}
+
+impl std::fmt::Debug for PipewireCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipewireCapture").field("output", &self.output.name).finish_non_exhaustive()
+    }
+}
+
+impl PipewireCapture {
+    /// Open the node of `opts.node`, or run the portal ScreenCast dance (asking the user once; the restore
+    /// token is kept) and open the portal's node.
+    pub fn open(opts: &PipewireOptions, cursor: super::CursorMode) -> Result<PipewireCapture, CaptureError> {
+        match &opts.node {
+            Some(node) => {
+                let target = Target::Node { remote: opts.remote.clone(), node: node.clone() };
+                let want_cursor = cursor == super::CursorMode::Metadata;
+                PipewireCapture::start(target, format!("pipewire:{node}"), None, want_cursor, None)
+            }
+            None => {
+                let mut session = portal::PortalSession::open(&portal::PortalOptions {
+                    bus_address: opts.bus_address.clone(),
+                    restore_token: opts.restore_token.clone().or_else(portal::default_token_path),
+                    cursor,
+                })?;
+                let node_id = session.node_id();
+                let size = session.size();
+                let fd = session.take_fd()?;
+                let want_cursor = session.cursor_metadata();
+                let target = Target::Portal { fd, node_id };
+                PipewireCapture::start(target, format!("portal:{node_id}"), size, want_cursor, Some(session))
+            }
+        }
+    }
+
+    fn start(
+        target: Target,
+        name: String,
+        size: Option<(i32, i32)>,
+        want_cursor: bool,
+        portal: Option<portal::PortalSession>,
+    ) -> Result<PipewireCapture, CaptureError> {
+        let shared = Arc::new(Shared::default());
+        let quit = Arc::new(AtomicBool::new(false));
+        // `true`: the stream is connecting; `false`: setup failed (the error is in the slot, set before).
+        let (ready_tx, ready_rx) = mpsc::channel::<bool>();
+        let thread = {
+            let (shared, quit, name) = (Arc::clone(&shared), Arc::clone(&quit), name.clone());
+            std::thread::Builder::new()
+                .name("pipewire".into())
+                .spawn(move || {
+                    if let Err(e) = run_stream(target, &name, want_cursor, &shared, &quit, &ready_tx) {
+                        shared.fail(e);
+                        let _ = ready_tx.send(false);
+                    }
+                })
+                .map_err(|e| PipewireError::Setup(format!("cannot start the PipeWire thread: {e}")))?
+        };
+        let mut cap = PipewireCapture {
+            shared,
+            quit,
+            thread: Some(thread),
+            current: CopiedFrame::default(),
+            output: OutputDesc {
+                name: name.clone(),
+                description: Some("PipeWire video node".into()),
+                make: String::new(),
+                model: String::new(),
+                width: size.map_or(0, |s| s.0),
+                height: size.map_or(0, |s| s.1),
+                refresh_mhz: 0,
+                scale: 1,
+                x: 0,
+                y: 0,
+                logical_width: None,
+                logical_height: None,
+                transform: "normal".into(),
+                sources: vec!["pipewire"],
+            },
+            seq: 0,
+            cursor: None,
+            _portal: portal,
+        };
+        // The stream object exists (or setup failed) …
+        match ready_rx.recv_timeout(CONNECT_TIMEOUT) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let e = cap.shared.lock().error.take();
+                return Err(e.unwrap_or(PipewireError::ConnectTimeout(name, CONNECT_TIMEOUT)).into());
+            }
+        }
+        // … and is linked to its node (or fails: no such node, daemon gone).
+        cap.wait_connected(&name)?;
+        tracing::info!(node = %name, "capturing from PipeWire");
+        Ok(cap)
+    }
+
+    fn wait_connected(&mut self, name: &str) -> Result<(), CaptureError> {
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut slot = self.shared.lock();
+        loop {
+            if let Some(e) = slot.error.take() {
+                return Err(e.into());
+            }
+            if slot.connected {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PipewireError::ConnectTimeout(name.to_owned(), CONNECT_TIMEOUT).into());
+            }
+            slot = self.shared.cond.wait_timeout(slot, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// The node as an "output" (name `pipewire:NODE` or `portal:ID`; size as the portal announced it).
+    pub fn output(&self) -> &OutputDesc {
+        &self.output
+    }
+
+    pub fn counters(&self) -> CaptureCounters {
+        let slot = self.shared.lock();
+        CaptureCounters { buffer_allocations: slot.format_changes, failed_frames: slot.bad_buffers }
+    }
+
+    /// Always "shm": frames are copied out of PipeWire's shared memory.
+    pub fn buffer_kind(&self) -> Option<&'static str> {
+        self.current.layout.map(|_| "shm")
+    }
+
+    /// Frames the PipeWire thread replaced before the capture thread took them.
+    pub fn frames_replaced(&self) -> u64 {
+        self.shared.lock().frames_replaced
+    }
+
+    /// Wait up to `timeout` for the next frame (`Ok(None)`: none in time, or `stop` was set). The pixels are
+    /// read with [`PipewireCapture::with_pixels`] until the next call.
+    pub fn next_frame(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<Option<FrameInfo>, CaptureError> {
+        let requested_at = Instant::now();
+        let deadline = requested_at + timeout;
+        let mut slot = self.shared.lock();
+        loop {
+            if let Some(frame) = slot.frame.take() {
+                // Give the previous frame's buffer back for the next copy.
+                slot.spare = std::mem::take(&mut self.current.data);
+                self.cursor.clone_from(&slot.cursor);
+                drop(slot);
+                self.current = frame;
+                let info = super::ready_frame_info(
+                    self.current.layout,
+                    false,
+                    self.current.damage.take(),
+                    requested_at,
+                    None,
+                    self.seq,
+                );
+                self.seq += 1;
+                return Ok(Some(FrameInfo { ready_at: self.current.ready_at.unwrap_or(info.ready_at), ..info }));
+            }
+            if let Some(e) = slot.error.take() {
+                return Err(e.into());
+            }
+            let now = Instant::now();
+            if now >= deadline || stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let wait = (deadline - now).min(LOOP_TICK);
+            slot = self.shared.cond.wait_timeout(slot, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Notice a stream that ended (daemon gone, node removed) without taking a frame.
+    pub fn check_alive(&mut self) -> Result<(), CaptureError> {
+        match self.shared.lock().error.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The cursor from SPA cursor metadata (`--cursor metadata` on a producer that sends it), as of the last
+    /// frame; `None` otherwise (the cursor is then painted in, or hidden).
+    pub fn cursor(&self) -> Option<&CursorState> {
+        self.cursor.as_ref()
+    }
+
+    /// Run `f(data, stride)` over the pixels of the last frame.
+    pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
+        let layout = self.current.layout.ok_or_else(|| CaptureError::Unsupported("no frame captured yet".into()))?;
+        Ok(f(&self.current.data, layout.stride))
+    }
+}
+
+impl Drop for PipewireCapture {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The SPA video formats offered, preferred first, and the DRM-named format each one is in memory.
+/// SPA names list bytes in memory order (BGRx = B, G, R, x), DRM names the little-endian word (XRGB8888).
+const FORMATS: [(u32, PixelFormat); 10] = [
+    (spa::sys::SPA_VIDEO_FORMAT_BGRx, PixelFormat::Xrgb8888),
+    (spa::sys::SPA_VIDEO_FORMAT_BGRA, PixelFormat::Argb8888),
+    (spa::sys::SPA_VIDEO_FORMAT_RGBx, PixelFormat::Xbgr8888),
+    (spa::sys::SPA_VIDEO_FORMAT_RGBA, PixelFormat::Abgr8888),
+    (spa::sys::SPA_VIDEO_FORMAT_xRGB, PixelFormat::Bgrx8888),
+    (spa::sys::SPA_VIDEO_FORMAT_ARGB, PixelFormat::Bgra8888),
+    (spa::sys::SPA_VIDEO_FORMAT_xBGR, PixelFormat::Rgbx8888),
+    (spa::sys::SPA_VIDEO_FORMAT_ABGR, PixelFormat::Rgba8888),
+    (spa::sys::SPA_VIDEO_FORMAT_RGB, PixelFormat::Bgr888),
+    (spa::sys::SPA_VIDEO_FORMAT_BGR, PixelFormat::Rgb888),
+];
+
+/// The pixel format of an SPA video format, if offered.
+pub fn pixel_format_of_spa(spa_format: u32) -> Option<PixelFormat> {
+    FORMATS.iter().find(|(s, _)| *s == spa_format).map(|(_, p)| *p)
+}
+
+fn serialize(value: Value) -> Result<Vec<u8>, PipewireError> {
+    spa::pod::serialize::PodSerializer::serialize(std::io::Cursor::new(Vec::new()), &value)
+        .map(|(c, _)| c.into_inner())
+        .map_err(|e| PipewireError::Setup(format!("cannot build a format parameter: {e:?}")))
+}
+
+fn prop(key: u32, value: Value) -> Property {
+    Property { key, flags: PropertyFlags::empty(), value }
+}
+
+/// The EnumFormat parameter: raw video in the formats of [`FORMATS`], any size and rate.
+fn enum_format() -> Result<Vec<u8>, PipewireError> {
+    let ids: Vec<Id> = FORMATS.iter().map(|(f, _)| Id(*f)).collect();
+    let obj = Object {
+        type_: spa::sys::SPA_TYPE_OBJECT_Format,
+        id: spa::sys::SPA_PARAM_EnumFormat,
+        properties: vec![
+            prop(spa::sys::SPA_FORMAT_mediaType, Value::Id(Id(spa::sys::SPA_MEDIA_TYPE_video))),
+            prop(spa::sys::SPA_FORMAT_mediaSubtype, Value::Id(Id(spa::sys::SPA_MEDIA_SUBTYPE_raw))),
+            // The default must also be among the alternatives.
+            prop(
+                spa::sys::SPA_FORMAT_VIDEO_format,
+                Value::Choice(ChoiceValue::Id(Choice(
+                    ChoiceFlags::empty(),
+                    ChoiceEnum::Enum { default: ids[0], alternatives: ids },
+                ))),
+            ),
+            prop(
+                spa::sys::SPA_FORMAT_VIDEO_size,
+                Value::Choice(ChoiceValue::Rectangle(Choice(
+                    ChoiceFlags::empty(),
+                    ChoiceEnum::Range {
+                        default: Rectangle { width: 1920, height: 1080 },
+                        min: Rectangle { width: 1, height: 1 },
+                        max: Rectangle { width: 16384, height: 16384 },
+                    },
+                ))),
+            ),
+            prop(
+                spa::sys::SPA_FORMAT_VIDEO_framerate,
+                Value::Choice(ChoiceValue::Fraction(Choice(
+                    ChoiceFlags::empty(),
+                    ChoiceEnum::Range {
+                        default: Fraction { num: 60, denom: 1 },
+                        min: Fraction { num: 0, denom: 1 },
+                        max: Fraction { num: 1000, denom: 1 },
+                    },
+                ))),
+            ),
+        ],
+    };
+    serialize(Value::Object(obj))
+}
+
+/// The Buffers parameter for a negotiated layout (shared memory only) and the Meta parameters we want
+/// (header, video damage). Sent after every Format.
+fn buffer_params(layout: &FrameLayout, want_cursor: bool) -> Result<Vec<Vec<u8>>, PipewireError> {
+    let size = layout.stride as usize * layout.height as usize;
+    let size = i32::try_from(size).map_err(|_| PipewireError::Setup(format!("frame too large: {layout:?}")))?;
+    let stride = i32::try_from(layout.stride).unwrap_or(i32::MAX);
+    let data_types = (1i32 << spa::sys::SPA_DATA_MemFd) | (1i32 << spa::sys::SPA_DATA_MemPtr);
+    let buffers = Object {
+        type_: spa::sys::SPA_TYPE_OBJECT_ParamBuffers,
+        id: spa::sys::SPA_PARAM_Buffers,
+        properties: vec![
+            prop(
+                spa::sys::SPA_PARAM_BUFFERS_buffers,
+                Value::Choice(ChoiceValue::Int(Choice(
+                    ChoiceFlags::empty(),
+                    ChoiceEnum::Range { default: 4, min: 2, max: 16 },
+                ))),
+            ),
+            prop(spa::sys::SPA_PARAM_BUFFERS_blocks, Value::Int(1)),
+            prop(spa::sys::SPA_PARAM_BUFFERS_size, Value::Int(size)),
+            prop(spa::sys::SPA_PARAM_BUFFERS_stride, Value::Int(stride)),
+            prop(
+                spa::sys::SPA_PARAM_BUFFERS_dataType,
+                Value::Choice(ChoiceValue::Int(Choice(
+                    ChoiceFlags::empty(),
+                    ChoiceEnum::Flags { default: data_types, flags: vec![data_types] },
+                ))),
+            ),
+        ],
+    };
+    let meta = |ty: u32, size: Value| Object {
+        type_: spa::sys::SPA_TYPE_OBJECT_ParamMeta,
+        id: spa::sys::SPA_PARAM_Meta,
+        properties: vec![
+            prop(spa::sys::SPA_PARAM_META_type, Value::Id(Id(ty))),
+            prop(spa::sys::SPA_PARAM_META_size, size),
+        ],
+    };
+    let region = std::mem::size_of::<spa::sys::spa_meta_region>() as i32;
+    let header = std::mem::size_of::<spa::sys::spa_meta_header>() as i32;
+    let cursor_meta = |pixels: i32| {
+        (std::mem::size_of::<spa::sys::spa_meta_cursor>() + std::mem::size_of::<spa::sys::spa_meta_bitmap>()) as i32
+            + pixels * 4
+    };
+    let mut params = vec![
+        serialize(Value::Object(buffers))?,
+        serialize(Value::Object(meta(spa::sys::SPA_META_Header, Value::Int(header))))?,
+        // Damage rectangles: any count the producer offers from 1 to 64 (a range, so that it intersects
+        // with a producer's fixed size; an Int would have to match exactly).
+        serialize(Value::Object(meta(
+            spa::sys::SPA_META_VideoDamage,
+            Value::Choice(ChoiceValue::Int(Choice(
+                ChoiceFlags::empty(),
+                ChoiceEnum::Range { default: region * 16, min: region, max: region * 64 },
+            ))),
+        )))?,
+    ];
+    if want_cursor {
+        // Cursor position + hotspot, and an image of up to MAX_CURSOR² pixels (a range, as above).
+        params.push(serialize(Value::Object(meta(
+            spa::sys::SPA_META_Cursor,
+            Value::Choice(ChoiceValue::Int(Choice(
+                ChoiceFlags::empty(),
+                ChoiceEnum::Range {
+                    default: cursor_meta(64 * 64),
+                    min: cursor_meta(0),
+                    max: cursor_meta(MAX_CURSOR * MAX_CURSOR),
+                },
+            ))),
+        )))?);
+    }
+    Ok(params)
+}
+
+/// State of the stream callbacks (on the PipeWire thread).
+struct StreamData {
+    shared: Arc<Shared>,
+    node: String,
+    layout: Option<FrameLayout>,
+    /// The first frame after a (new) format is complete whatever the damage says.
+    fresh_format: bool,
+    /// Ask for and read SPA cursor metadata.
+    want_cursor: bool,
+    streamed: bool,
+}
+
+/// The PipeWire thread: connect, negotiate, copy frames until `quit` or the stream ends.
+fn run_stream(
+    target: Target,
+    name: &str,
+    want_cursor: bool,
+    shared: &Arc<Shared>,
+    quit: &AtomicBool,
+    ready: &mpsc::Sender<bool>,
+) -> Result<(), PipewireError> {
+    pw::init();
+    let setup = |e: pw::Error| PipewireError::Setup(e.to_string());
+    let mainloop = pw::main_loop::MainLoopRc::new(None).map_err(setup)?;
+    let context = pw::context::ContextRc::new(&mainloop, None).map_err(setup)?;
+    let (core, node_id, target_object) = match target {
+        Target::Node { remote, node } => {
+            let core = match &remote {
+                Some(path) => {
+                    let sock = std::os::unix::net::UnixStream::connect(path)
+                        .map_err(|_| PipewireError::DaemonNotRunning(Some(path.clone())))?;
+                    context.connect_fd_rc(OwnedFd::from(sock), None)
+                }
+                None => context.connect_rc(None),
+            }
+            .map_err(|_| PipewireError::DaemonNotRunning(remote.clone()))?;
+            match node.parse::<u32>() {
+                Ok(id) => (core, Some(id), None),
+                Err(_) => (core, None, Some(node)),
+            }
+        }
+        Target::Portal { fd, node_id } => {
+            let core = context
+                .connect_fd_rc(fd, None)
+                .map_err(|e| PipewireError::Setup(format!("cannot connect to the portal's PipeWire remote: {e}")))?;
+            (core, Some(node_id), None)
+        }
+    };
+    let _core_listener = {
+        let shared = Arc::clone(shared);
+        core.add_listener_local()
+            .error(move |id, _seq, res, message| {
+                // id 0 is the core itself: the connection to the daemon is broken.
+                if id == pw::core::PW_ID_CORE {
+                    shared.fail(PipewireError::DaemonGone(format!("{message} ({res})")));
+                } else {
+                    tracing::debug!(id, res, "PipeWire object error: {message}");
+                }
+            })
+            .register()
+    };
+    let mut props = pw::properties::properties! {
+        *pw::keys::MEDIA_TYPE => "Video",
+        *pw::keys::MEDIA_CATEGORY => "Capture",
+        *pw::keys::MEDIA_ROLE => "Screen",
+        *pw::keys::NODE_NAME => "wl-webrtc",
+        *pw::keys::APP_NAME => "wl-webrtc",
+    };
+    if let Some(t) = &target_object {
+        // `target.object` (name or serial); the keys constant is version-gated, the string is not.
+        props.insert("target.object", t.as_str());
+    }
+    let stream = pw::stream::StreamBox::new(&core, "wl-webrtc-capture", props).map_err(setup)?;
+    let data = StreamData {
+        shared: Arc::clone(shared),
+        node: name.to_owned(),
+        layout: None,
+        fresh_format: true,
+        want_cursor,
+        streamed: false,
+    };
+    let _listener = stream
+        .add_local_listener_with_user_data(data)
+        .state_changed(|_, d, old, new| on_state(d, old, new))
+        .param_changed(on_param)
+        .process(on_process)
+        .register()
+        .map_err(setup)?;
+    let format = enum_format()?;
+    let pod = Pod::from_bytes(&format).ok_or_else(|| PipewireError::Setup("bad format pod".into()))?;
+    let flags = pw::stream::StreamFlags::AUTOCONNECT
+        | pw::stream::StreamFlags::MAP_BUFFERS
+        | pw::stream::StreamFlags::DONT_RECONNECT;
+    stream.connect(spa::utils::Direction::Input, node_id, flags, &mut [pod]).map_err(setup)?;
+    let _ = ready.send(true);
+    while !quit.load(Ordering::Relaxed) {
+        mainloop.loop_().iterate(pw::loop_::Timeout::Finite(LOOP_TICK));
+    }
+    let _ = stream.disconnect();
+    Ok(())
+}
+
+fn on_state(d: &mut StreamData, old: pw::stream::StreamState, new: pw::stream::StreamState) {
+    use pw::stream::StreamState as S;
+    tracing::debug!(node = %d.node, ?old, ?new, "PipeWire stream state");
+    match new {
+        S::Paused | S::Streaming => d.streamed = true,
+        S::Error(message) => d.shared.fail(PipewireError::Stream { node: d.node.clone(), message }),
+        S::Unconnected if d.layout.is_some() => d.shared.fail(PipewireError::NodeGone(d.node.clone())),
+        S::Unconnected => d.shared.fail(PipewireError::Stream {
+            node: d.node.clone(),
+            message: "the stream could not be linked to it (no such video node? `pw-cli ls Node` lists them)".into(),
+        }),
+        S::Connecting => {}
+    }
+}
+
+fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Option<&Pod>) {
+    let Some(param) = param else { return };
+    if id != spa::sys::SPA_PARAM_Format {
+        return;
+    }
+    let mut info = spa::param::video::VideoInfoRaw::new();
+    if info.parse(param).is_err() {
+        tracing::warn!("PipeWire: cannot parse the negotiated format");
+        return;
+    }
+    let Some(format) = pixel_format_of_spa(info.format().as_raw()) else {
+        tracing::warn!(format = info.format().as_raw(), "PipeWire negotiated a format wl-webrtc cannot read");
+        return;
+    };
+    let size = info.size();
+    let layout = FrameLayout {
+        width: size.width,
+        height: size.height,
+        stride: size.width * format.bytes_per_pixel() as u32,
+        format,
+    };
+    tracing::info!(
+        node = %d.node,
+        width = size.width,
+        height = size.height,
+        %format,
+        rate = format!("{}/{}", info.framerate().num, info.framerate().denom),
+        "PipeWire format"
+    );
+    if d.layout != Some(layout) {
+        d.shared.lock().format_changes += 1;
+    }
+    d.layout = Some(layout);
+    d.fresh_format = true;
+    {
+        // A format means the stream is linked to its node: opening is done.
+        let mut slot = d.shared.lock();
+        slot.connected = true;
+        d.shared.cond.notify_all();
+    }
+    // Every Format gets its Buffers answer (param_changed repeats; the producer waits for one each time).
+    match buffer_params(&layout, d.want_cursor) {
+        Ok(params) => {
+            let mut pods: Vec<&Pod> = params.iter().filter_map(|p| Pod::from_bytes(p)).collect();
+            if let Err(e) = stream.update_params(&mut pods) {
+                tracing::warn!("PipeWire: cannot send buffer parameters: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("{e}"),
+    }
+}
+
+/// Copy the newest buffer out and give every buffer back at once.
+fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
+    // Drain the queue: only the newest buffer matters; older ones go straight back.
+    let mut newest = None;
+    while let Some(b) = stream.dequeue_buffer() {
+        newest = Some(b);
+    }
+    let Some(mut buffer) = newest else { return };
+    let Some(layout) = d.layout else { return };
+    let damage = if d.fresh_format {
+        None
+    } else {
+        buffer.find_meta::<spa::buffer::meta::MetaVideoDamage>().and_then(|m| {
+            let rects: Vec<Rect> = m
+                .iter()
+                .map(|r| {
+                    let (p, sz) = (r.position(), r.size());
+                    Rect::new(p.x.max(0) as u32, p.y.max(0) as u32, sz.width, sz.height)
+                })
+                .collect();
+            // An empty list says nothing reliable: treat as full.
+            (!rects.is_empty()).then_some(rects)
+        })
+    };
+    if d.want_cursor {
+        if let Some(c) = buffer.find_meta::<spa::buffer::meta::MetaCursor>() {
+            read_cursor(c, &mut d.shared.lock().cursor);
+        }
+    }
+    let corrupted = buffer
+        .find_meta::<spa::buffer::meta::MetaHeader>()
+        .is_some_and(|h| h.flags().contains(spa::buffer::meta::MetaHeaderFlags::CORRUPTED));
+    let datas = buffer.datas_mut();
+    let Some(first) = datas.first_mut() else { return };
+    let chunk = first.chunk();
+    let (offset, size, stride) = (chunk.offset() as usize, chunk.size() as usize, chunk.stride());
+    if size == 0 || corrupted {
+        // No frame in this buffer (e.g. the producer had nothing new, or only cursor metadata changed).
+        return;
+    }
+    let Some(mem) = first.data() else {
+        d.shared.lock().bad_buffers += 1;
+        return;
+    };
+    let row = layout.width as usize * layout.format.bytes_per_pixel();
+    let src_stride = if stride > 0 { stride as usize } else { row };
+    let h = layout.height as usize;
+    let needed = offset + src_stride * h.saturating_sub(1) + row;
+    if src_stride < row || needed > mem.len() || h == 0 {
+        tracing::debug!(offset, size, src_stride, len = mem.len(), ?layout, "PipeWire buffer too small; skipped");
+        d.shared.lock().bad_buffers += 1;
+        return;
+    }
+    let mut slot = d.shared.lock();
+    // Reuse the pending frame's buffer if the capture thread did not take it, else the spare one.
+    let (mut out, prev_damage) = match slot.frame.take() {
+        Some(old) => {
+            slot.frames_replaced += 1;
+            (old.data, Some(old.damage))
+        }
+        None => (std::mem::take(&mut slot.spare), None),
+    };
+    drop(slot);
+    out.resize(row * h, 0);
+    for (y, dst) in out.chunks_exact_mut(row).enumerate() {
+        let s = offset + y * src_stride;
+        dst.copy_from_slice(&mem[s..s + row]);
+    }
+    // Drop the SPA buffer now: it goes back to the producer before anything else happens.
+    drop(buffer);
+    let damage = match (prev_damage, damage) {
+        (Some(None), _) | (_, None) => None,
+        (Some(Some(mut a)), Some(b)) => {
+            for r in b {
+                if !a.contains(&r) {
+                    a.push(r);
+                }
+            }
+            Some(a)
+        }
+        (None, Some(b)) => Some(b),
+    };
+    d.fresh_format = false;
+    let mut slot = d.shared.lock();
+    slot.frame = Some(CopiedFrame { data: out, layout: Some(layout), damage, ready_at: Some(Instant::now()) });
+    d.shared.cond.notify_all();
+}
+
+/// Fold one SPA cursor metadata block into `state` (id 0: no cursor over the stream).
+fn read_cursor(c: &spa::buffer::meta::MetaCursor, state: &mut Option<CursorState>) {
+    let st = state.get_or_insert_with(CursorState::default);
+    st.updates += 1;
+    st.inside = c.id() != 0;
+    if !st.inside {
+        return;
+    }
+    (st.x, st.y) = (c.position().x, c.position().y);
+    (st.hotspot_x, st.hotspot_y) = (c.hotspot().x, c.hotspot().y);
+    // A bitmap comes only when the image changed.
+    let Some(bitmap) = c.bitmap().filter(|b| b.is_valid()) else { return };
+    let Some(format) = pixel_format_of_spa(bitmap.format().as_raw()) else { return };
+    let (size, stride) = (bitmap.size(), bitmap.stride());
+    let Some(data) = bitmap.bitmap_data() else { return };
+    let Ok(stride) = u32::try_from(stride) else { return };
+    let needed = stride as usize * size.height as usize;
+    if size.width == 0 || stride < size.width * format.bytes_per_pixel() as u32 || data.len() < needed {
+        return;
+    }
+    st.image =
+        Some(CursorImage { width: size.width, height: size.height, format, stride, data: data[..needed].to_vec() });
+    st.image_updates += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spa_formats_map_to_drm_names_by_memory_order() {
+        // BGRx: bytes B, G, R, x = the little-endian word x:R:G:B = XRGB8888.
+        let px = [0x10u8, 0x20, 0x30, 0xff];
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_BGRx).map(|f| f.to_rgb8(&px)),
+            Some([0x30, 0x20, 0x10])
+        );
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_RGBA).map(|f| f.to_rgb8(&px)),
+            Some([0x10, 0x20, 0x30])
+        );
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_xRGB).map(|f| f.to_rgb8(&px)),
+            Some([0x20, 0x30, 0xff])
+        );
+        assert_eq!(
+            pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_RGB).map(|f| f.to_rgb8(&px)),
+            Some([0x10, 0x20, 0x30])
+        );
+        assert_eq!(pixel_format_of_spa(spa::sys::SPA_VIDEO_FORMAT_I420), None);
+    }
+
+    #[test]
+    fn format_and_buffer_params_serialize() {
+        let f = enum_format().expect("enum format");
+        assert!(Pod::from_bytes(&f).is_some());
+        let layout = FrameLayout { width: 64, height: 32, stride: 256, format: PixelFormat::Xrgb8888 };
+        let params = buffer_params(&layout, false).expect("buffer params");
+        assert_eq!(params.len(), 3);
+        let params = buffer_params(&layout, true).expect("buffer params with cursor");
+        assert_eq!(params.len(), 4);
+        assert!(params.iter().all(|p| Pod::from_bytes(p).is_some()));
+    }
+
+    #[test]
+    fn errors_map_to_capture_errors() {
+        let gone: CaptureError = PipewireError::DaemonGone("broken pipe".into()).into();
+        assert!(gone.to_string().contains("went away"), "{gone}");
+        let down: CaptureError = PipewireError::DaemonNotRunning(Some("/run/x/pipewire-0".into())).into();
+        assert!(down.to_string().contains("is PipeWire running"), "{down}");
+    }
+}
