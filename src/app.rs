@@ -746,6 +746,7 @@ fn media_run(
     tracing::info!(converter = stage.converter_name(), "colour conversion");
     let mut pacer = Pacer::new(cfg.fps);
     let stop = &hub.stop;
+    let mut frame_size = (0, 0);
     while !stop.load(Ordering::Relaxed) {
         if hub.viewers() == 0 {
             cap.check_alive()?;
@@ -753,7 +754,14 @@ fn media_run(
             continue;
         }
         pacer.wait(stop);
-        let Some(info) = cap.next_frame(Duration::from_millis(100), stop)? else { continue };
+        let frame = cap.next_frame(Duration::from_millis(100), stop)?;
+        if let Some(info) = &frame {
+            frame_size = (info.layout.width, info.layout.height);
+        }
+        if let Some(cursor) = cap.cursor() {
+            hub.update_cursor(cursor, frame_size.0, frame_size.1);
+        }
+        let Some(info) = frame else { continue };
         pacer.frame_delivered(info.requested_at);
         let layout = info.layout;
         let converted = cap.with_pixels(|data, stride| {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod convert;
+pub mod cursor;
 pub mod e2e;
 pub mod encode;
 pub mod frame;

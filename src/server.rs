@@ -95,6 +95,11 @@ pub struct Hub {
     added_latency: Duration,
     /// Whether viewers may control the desktop (`--allow-input`).
     input_allowed: bool,
+    /// Cursor metadata for the viewers' `input` channels (`--cursor metadata`): latest position and image
+    /// messages (see `cursor`), and the capture thread's change detector.
+    cursor_position: tokio::sync::watch::Sender<Option<Arc<str>>>,
+    cursor_image: tokio::sync::watch::Sender<Option<Arc<str>>>,
+    cursor_messages: Mutex<crate::cursor::CursorMessages>,
     pub input_counters: Arc<InputCounters>,
     /// The injector, once started (only when input is allowed).
     input: Mutex<Option<InputSender>>,
@@ -122,6 +127,9 @@ impl Hub {
                 .and_then(|v| v.parse().ok())
                 .map_or(Duration::ZERO, Duration::from_millis),
             input_allowed: cfg.input.allow,
+            cursor_position: tokio::sync::watch::channel(None).0,
+            cursor_image: tokio::sync::watch::channel(None).0,
+            cursor_messages: Mutex::new(crate::cursor::CursorMessages::default()),
             input_counters: Arc::new(InputCounters::default()),
             input: Mutex::new(None),
         })
@@ -168,20 +176,53 @@ impl Hub {
         }
     }
 
+    /// Capture thread: the source's cursor over a `width`×`height` frame; viewers get what changed.
+    pub fn update_cursor(&self, state: &crate::capture::image_copy::CursorState, width: u32, height: u32) {
+        let Ok((pos, image)) = self.cursor_messages.lock().map(|mut m| m.update(state, width, height)) else { return };
+        if let Some(image) = image {
+            self.cursor_image.send_replace(Some(image.into()));
+        }
+        if let Some(pos) = pos {
+            self.cursor_position.send_replace(Some(pos.into()));
+        }
+    }
+
     /// Serve viewer `id`'s `input` data channel until it closes: tell the page whether input is allowed,
-    /// then hand every message to [`Hub::input_message`].
+    /// hand every message to [`Hub::input_message`], and send cursor metadata as it changes.
     async fn run_input_channel(self: Arc<Self>, id: u64, channel: DataChannel) {
         use webrtc::data_channel::DataChannelEvent;
         let hello = format!(r#"{{"t":"state","input":{}}}"#, self.input_allowed);
         let _ = channel.send_text(&hello).await;
-        while let Some(ev) = channel.poll().await {
-            match ev {
-                DataChannelEvent::OnOpen => {
-                    let _ = channel.send_text(&hello).await;
+        let mut position = self.cursor_position.subscribe();
+        let mut image = self.cursor_image.subscribe();
+        // What the channel has now (a viewer joining a still cursor gets it at once).
+        position.mark_changed();
+        image.mark_changed();
+        let mut open = false;
+        loop {
+            tokio::select! {
+                ev = channel.poll() => match ev {
+                    Some(DataChannelEvent::OnOpen) => {
+                        open = true;
+                        let _ = channel.send_text(&hello).await;
+                    }
+                    Some(DataChannelEvent::OnMessage(msg)) => self.input_message(id, &msg.data),
+                    Some(DataChannelEvent::OnClose) | None => break,
+                    Some(_) => {}
+                },
+                // The image first, so a page never positions a cursor it has no picture for.
+                Ok(()) = image.changed(), if open => {
+                    let msg = image.borrow_and_update().clone();
+                    if let Some(m) = msg {
+                        let _ = channel.send_text(&m).await;
+                    }
                 }
-                DataChannelEvent::OnMessage(msg) => self.input_message(id, &msg.data),
-                DataChannelEvent::OnClose => break,
-                _ => {}
+                Ok(()) = position.changed(), if open && !image.has_changed().unwrap_or(false) => {
+                    let msg = position.borrow_and_update().clone();
+                    if let Some(m) = msg {
+                        let _ = channel.send_text(&m).await;
+                    }
+                }
             }
         }
         tracing::debug!(viewer = id, "input channel closed");

@@ -368,3 +368,54 @@ fn image_copy_test_compositor_enforces_the_protocol() {
     let errors = comp.stats().protocol_errors;
     assert_eq!(errors.len(), cases.len(), "{errors:?}");
 }
+
+#[test]
+fn image_copy_cursor_metadata_reaches_the_viewer_page() {
+    use crate::stream::{DECODING, SERIAL, Server};
+    use crate::support::browser::Browser;
+    use crate::support::compositor::{CURSOR_HOTSPOT, CURSOR_SIZE};
+    use crate::support::netns::in_private_netns;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        // 800x600 in the 1280x720 page: the picture is letterboxed (scale 1.2, 160 px bars left and right).
+        let comp = TestCompositor::start(800, 600);
+        comp.animate(true);
+        comp.set_cursor(Some((400, 300)));
+        let srv = Server::spawn(comp.cli(&[
+            "start",
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "ext-image-copy",
+            "--cursor",
+            "metadata",
+        ]));
+        let browser = Browser::launch();
+        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        page.wait_for(DECODING, Duration::from_secs(30));
+        let placed = |page: &mut crate::support::browser::Page, x: f64, y: f64| {
+            // The hotspot lands on the output point (x, y); the image is drawn at the picture's scale.
+            let s = 1.2;
+            let want = (160.0 + x * s - f64::from(CURSOR_HOTSPOT.0) * s, y * s - f64::from(CURSOR_HOTSPOT.1) * s);
+            let js = format!(
+                "wlw.cursor.shown && Math.abs(wlw.cursor.shown.left - {}) < 1.5 && Math.abs(wlw.cursor.shown.top - {}) \
+                 < 1.5 && Math.abs(wlw.cursor.shown.width - {}) < 0.5",
+                want.0,
+                want.1,
+                f64::from(CURSOR_SIZE) * s
+            );
+            page.wait_for(&js, Duration::from_secs(10));
+        };
+        placed(&mut page, 400.0, 300.0);
+        let img = page.eval("document.getElementById('cursor').src.slice(0, 30)");
+        assert_eq!(img.as_str(), Some("data:image/png;base64,iVBORw0K"), "{img}");
+        // It follows the pointer, and disappears when the pointer leaves the output.
+        comp.set_cursor(Some((100, 500)));
+        placed(&mut page, 100.0, 500.0);
+        comp.set_cursor(None);
+        page.wait_for(
+            "wlw.cursor.shown === null && document.getElementById('cursor').style.display === 'none'",
+            Duration::from_secs(10),
+        );
+    });
+}
