@@ -90,8 +90,9 @@ struct LinkFeedback {
 /// congestion only when it is below 90 % of what we actually sent over the last second *and* that was at least
 /// half the current rate (we were using the rate, not idling under it); loss above 10 % counts whatever we sent.
 /// New viewers get a grace period (their estimator starts from a low default). A cut goes to the estimate (or
-/// sent × (1 − loss/2)) but never below half the current rate in one step, at most once per second, never
-/// below the floor; recovery is +15 % per second without congestion until the ceiling is reached again.
+/// sent × (1 − loss/2)), at most once per second, never below the floor; without loss above 10 % it is also
+/// never below half the current rate in one step (an estimate alone can dip spuriously); recovery is +15 % per
+/// second without congestion until the ceiling is reached again.
 #[derive(Debug, Clone)]
 pub struct BitrateController {
     viewers: HashMap<u64, LinkFeedback>,
@@ -219,7 +220,10 @@ impl BitrateController {
         let since_change = self.last_change.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
         match limit {
             Some(l) if l < current * 0.95 && since_change >= Duration::from_secs(1) => {
-                let to = l.max(current * 0.5).max(floor);
+                // Halving bounds a cut on the estimate alone; with heavy loss the link is plainly overrun, and
+                // going straight down drains its queue (and lets the next keyframe through) seconds sooner.
+                let overrun = self.fresh(now).any(|v| v.loss.is_some_and(|(l, _)| l > LOSS_CONGESTED));
+                let to = if overrun { l.max(floor) } else { l.max(current * 0.5).max(floor) };
                 self.cap = Some(to);
                 self.last_change = Some(now);
                 tracing::info!(
@@ -361,6 +365,18 @@ mod tests {
         let (target, _) = stream(&mut c, t0, t, 12, f64::from(last), 8000);
         assert_eq!(target, 8000, "back at the ceiling");
         assert_eq!(c.cap_kbps(), None);
+    }
+
+    #[test]
+    fn an_overrun_link_is_cut_to_its_estimate_at_once() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(300, Duration::ZERO);
+        c.viewer_joined(1, t0);
+        let (_, ms) = stream(&mut c, t0, 0, 1, 8000.0, 8000);
+        // 2 Mbit/s link: 30 % loss and an estimate of 1.3 Mbit/s. No halving steps: straight to the estimate.
+        c.on_loss(1, 0.3, at(t0, ms));
+        c.on_remb(1, 1_300_000.0, at(t0, ms));
+        assert_eq!(c.poll(at(t0, ms), 8000), 1300);
     }
 
     #[test]
