@@ -376,6 +376,31 @@ pub struct Nv12Frame {
 }
 
 impl Nv12Frame {
+    /// Largest per-sample difference from `other` over the padded planes, and where it is (for comparing
+    /// converters). Frames of different geometry differ by `u8::MAX`.
+    pub fn max_sample_diff(&self, other: &Nv12Frame) -> (u8, String) {
+        let (a, b) = (self, other);
+        if (a.width, a.height, a.stride) != (b.width, b.height, b.stride) {
+            return (
+                u8::MAX,
+                format!("geometry {}x{}/{} vs {}x{}/{}", a.width, a.height, a.stride, b.width, b.height, b.stride),
+            );
+        }
+        let (pw, ph) = (a.padded_width() as usize, a.padded_height() as usize);
+        let mut worst = (0u8, String::new());
+        for (plane, rows, pa, pb) in [("Y", ph, &a.y, &b.y), ("UV", ph / 2, &a.uv, &b.uv)] {
+            for y in 0..rows {
+                for x in 0..pw {
+                    let (va, vb) = (pa[y * a.stride + x], pb[y * b.stride + x]);
+                    if va.abs_diff(vb) > worst.0 {
+                        worst = (va.abs_diff(vb), format!("{plane} byte ({x},{y}): {va} vs {vb}"));
+                    }
+                }
+            }
+        }
+        worst
+    }
+
     /// A black frame of this visible size.
     pub fn new(width: u32, height: u32) -> Nv12Frame {
         let pw = width.next_multiple_of(2) as usize;

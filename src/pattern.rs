@@ -28,7 +28,7 @@ use wayland_client::{Connection, QueueHandle};
 
 use crate::capture::wayland;
 use crate::cli::PatternKind;
-use crate::frame::PixelFormat;
+use crate::frame::{FrameLayout, PixelFormat, Rect};
 
 /// Quadrant colours, top-left, top-right, bottom-left, bottom-right.
 pub const QUADRANTS: [[u8; 3]; 4] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]];
@@ -67,6 +67,20 @@ impl Lcg {
     /// A number below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: u32) -> u32 {
         self.next() % n.max(1)
+    }
+
+    /// Overwrite rectangle `r` (display orientation; rows bottom-up in memory when `y_invert`) of a frame with
+    /// fresh pseudo-random pixels.
+    pub fn scribble(&mut self, data: &mut [u8], layout: &FrameLayout, y_invert: bool, r: Rect) {
+        let bpp = layout.format.bytes_per_pixel();
+        let Some(r) = r.clip(layout.width, layout.height) else { return };
+        for y in r.y..r.y + r.height {
+            let mem = if y_invert { layout.height - 1 - y } else { y } as usize;
+            let off = mem * layout.stride as usize + r.x as usize * bpp;
+            if let Some(row) = data.get_mut(off..off + r.width as usize * bpp) {
+                self.fill(row);
+            }
+        }
     }
 }
 

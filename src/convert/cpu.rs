@@ -414,31 +414,6 @@ mod tests {
         (data, FrameLayout { width: w, height: h, stride, format: fmt })
     }
 
-    /// Largest per-sample difference over the padded planes (both frames must have the same geometry).
-    fn max_diff(a: &Nv12Frame, b: &Nv12Frame) -> (u8, String) {
-        assert_eq!((a.width, a.height, a.stride), (b.width, b.height, b.stride));
-        let (pw, ph) = (a.padded_width() as usize, a.padded_height() as usize);
-        let mut worst = (0u8, String::new());
-        for y in 0..ph {
-            for x in 0..pw {
-                let d = a.y[y * a.stride + x].abs_diff(b.y[y * b.stride + x]);
-                if d > worst.0 {
-                    worst = (d, format!("Y at ({x},{y}): {} vs {}", a.y[y * a.stride + x], b.y[y * b.stride + x]));
-                }
-            }
-        }
-        for y in 0..ph / 2 {
-            for x in 0..pw {
-                let d = a.uv[y * a.stride + x].abs_diff(b.uv[y * b.stride + x]);
-                if d > worst.0 {
-                    worst =
-                        (d, format!("UV byte {x} row {y}: {} vs {}", a.uv[y * a.stride + x], b.uv[y * b.stride + x]));
-                }
-            }
-        }
-        worst
-    }
-
     fn check_against_reference(fmt: PixelFormat, w: u32, h: u32, extra: u32, y_invert: bool, seed: u64) {
         let (data, layout) = frame(fmt, w, h, extra, seed);
         let mut want = Nv12Frame::new(w, h);
@@ -446,7 +421,7 @@ mod tests {
         let mut got = Nv12Frame::new(1, 1);
         let mut conv = CpuConverter::new();
         conv.convert(&data, &layout, y_invert, &Damage::Full, &mut got).unwrap();
-        let (d, at) = max_diff(&got, &want);
+        let (d, at) = got.max_sample_diff(&want);
         assert!(d <= 1, "{fmt:?} {w}x{h} stride+{extra} y_invert={y_invert}: off by {d}, {at}");
     }
 
@@ -565,17 +540,6 @@ mod tests {
         }
     }
 
-    /// Overwrite a rectangle (display orientation) of a frame with fresh random pixels.
-    fn scribble(data: &mut [u8], layout: &FrameLayout, y_invert: bool, r: Rect, rng: &mut Lcg) {
-        let bpp = layout.format.bytes_per_pixel();
-        let Some(r) = r.clip(layout.width, layout.height) else { return };
-        for y in r.y..r.y + r.height {
-            let mem = if y_invert { layout.height - 1 - y } else { y } as usize;
-            let off = mem * layout.stride as usize + r.x as usize * bpp;
-            rng.fill(&mut data[off..off + r.width as usize * bpp]);
-        }
-    }
-
     #[test]
     fn damage_updates_equal_full_conversion() {
         let mut rng = Lcg(42);
@@ -605,7 +569,7 @@ mod tests {
                         let x = rng.below(w);
                         let y = rng.below(h);
                         let r = Rect::new(x, y, 1 + rng.below(w - x + 2), 1 + rng.below(h - y + 2));
-                        scribble(&mut data, &layout, y_invert, r, &mut rng);
+                        rng.scribble(&mut data, &layout, y_invert, r);
                         rects.push(r);
                     }
                     let before = out.clone();
@@ -684,11 +648,11 @@ mod tests {
         conv.convert(&data, &layout, false, &Damage::Full, &mut out).unwrap();
         let mut want = Nv12Frame::new(w, h);
         reference_to_nv12(&data, &layout, false, &mut want).unwrap();
-        assert!(max_diff(&out, &want).0 <= 1);
+        assert!(out.max_sample_diff(&want).0 <= 1);
         let rects = vec![Rect::new(9, 5, 31, 5), Rect::new(0, 9, 3, 1)];
         let mut rng = Lcg(12);
         for &r in &rects {
-            scribble(&mut data, &layout, false, r, &mut rng);
+            rng.scribble(&mut data, &layout, false, r);
         }
         conv.convert(&data, &layout, false, &Damage::Rects(rects), &mut out).unwrap();
         let mut full = Nv12Frame::new(w, h);

@@ -46,32 +46,13 @@ fn frame(fmt: PixelFormat, w: u32, h: u32, extra: u32, seed: u64) -> (Vec<u8>, F
     (data, FrameLayout { width: w, height: h, stride, format: fmt })
 }
 
-/// Largest per-sample difference over the padded planes, and where.
-fn max_diff(a: &Nv12Frame, b: &Nv12Frame) -> (u8, String) {
-    assert_eq!((a.width, a.height, a.stride), (b.width, b.height, b.stride));
-    let (pw, ph) = (a.padded_width() as usize, a.padded_height() as usize);
-    let mut worst = (0u8, String::new());
-    for (plane, rows, pa, pb) in [("Y", ph, &a.y, &b.y), ("UV", ph / 2, &a.uv, &b.uv)] {
-        for y in 0..rows {
-            for x in 0..pw {
-                let d = pa[y * a.stride + x].abs_diff(pb[y * b.stride + x]);
-                if d > worst.0 {
-                    worst =
-                        (d, format!("{plane} byte ({x},{y}): {} vs {}", pa[y * a.stride + x], pb[y * b.stride + x]));
-                }
-            }
-        }
-    }
-    worst
-}
-
 fn check(conv: &mut VulkanConverter, fmt: PixelFormat, w: u32, h: u32, extra: u32, y_invert: bool, seed: u64) {
     let (data, layout) = frame(fmt, w, h, extra, seed);
     let mut want = Nv12Frame::new(w, h);
     reference_to_nv12(&data, &layout, y_invert, &mut want).expect("reference");
     let mut got = Nv12Frame::new(1, 1);
     conv.convert(&data, &layout, y_invert, &Damage::Full, &mut got).expect("vulkan convert");
-    let (d, at) = max_diff(&got, &want);
+    let (d, at) = got.max_sample_diff(&want);
     assert!(d <= 1, "{fmt:?} {w}x{h} stride+{extra} y_invert={y_invert} mode {}: off by {d}, {at}", conv.mode().name());
     // Right of the padded width the planes keep a fresh frame's black, like every other converter's output.
     let fresh = Nv12Frame::new(w, h);
@@ -142,17 +123,6 @@ fn vulkan_known_colours_exact_for_white_and_black() {
     }
 }
 
-/// Overwrite a rectangle (display orientation) with fresh random pixels.
-fn scribble(data: &mut [u8], layout: &FrameLayout, y_invert: bool, r: Rect, rng: &mut Lcg) {
-    let bpp = layout.format.bytes_per_pixel();
-    let Some(r) = r.clip(layout.width, layout.height) else { return };
-    for y in r.y..r.y + r.height {
-        let mem = if y_invert { layout.height - 1 - y } else { y } as usize;
-        let off = mem * layout.stride as usize + r.x as usize * bpp;
-        rng.fill(&mut data[off..off + r.width as usize * bpp]);
-    }
-}
-
 #[test]
 fn vulkan_damage_updates_equal_full_conversion() {
     let Some(mut full_conv) = converter(UploadMode::Auto) else { return };
@@ -190,7 +160,7 @@ fn vulkan_damage_updates_equal_full_conversion() {
                             (1 + rng.below((w - x).min(w / 3 + 2)), 1 + rng.below((h - y).min(h / 3 + 2)))
                         };
                         let r = Rect::new(x, y, rw, rh);
-                        scribble(&mut data, &layout, y_invert, r, &mut rng);
+                        rng.scribble(&mut data, &layout, y_invert, r);
                         rects.push(r);
                     }
                     let before = out.clone();
@@ -203,7 +173,7 @@ fn vulkan_damage_updates_equal_full_conversion() {
                         out == want,
                         "{fmt:?} {w}x{h} y_invert={y_invert} mode {} step {step} rects {rects:?}: {}",
                         conv.mode().name(),
-                        max_diff(&out, &want).1
+                        out.max_sample_diff(&want).1
                     );
                 }
             }
@@ -231,7 +201,7 @@ fn vulkan_agrees_with_cpu_converter_after_size_and_format_changes() {
         let damage = Damage::Rects(vec![Rect::new(0, 0, 1, 1)]);
         conv.convert(&data, &layout, false, &damage, &mut out).expect("vulkan");
         cpu.convert(&data, &layout, false, &Damage::Full, &mut cpu_out).expect("cpu");
-        let (d, at) = max_diff(&out, &cpu_out);
+        let (d, at) = out.max_sample_diff(&cpu_out);
         assert!(d <= 2, "{fmt:?} {w}x{h}: vulkan vs cpu off by {d}, {at}");
     }
 }
