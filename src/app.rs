@@ -747,6 +747,7 @@ fn media_run(
     let mut pacer = Pacer::new(cfg.fps);
     let stop = &hub.stop;
     let mut frame_size = (0, 0);
+    let mut cursor_messages = crate::cursor::CursorMessages::default();
     while !stop.load(Ordering::Relaxed) {
         if hub.viewers() == 0 {
             cap.check_alive()?;
@@ -759,7 +760,7 @@ fn media_run(
             frame_size = (info.layout.width, info.layout.height);
         }
         if let Some(cursor) = cap.cursor() {
-            hub.update_cursor(cursor, frame_size.0, frame_size.1);
+            hub.update_cursor(cursor_messages.update(cursor, frame_size.0, frame_size.1));
         }
         let Some(info) = frame else { continue };
         pacer.frame_delivered(info.requested_at);

@@ -159,7 +159,9 @@ fn run_all(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
                 Ok(r) => results.push(r),
                 Err(e) => {
                     tracing::warn!(system = system.name(), "failed: {e:#}");
-                    results.push(E2eResult::failed(system.name(), *mode, bitrate, format!("{e:#}")));
+                    let mut r = E2eResult::empty(system.name(), *mode, bitrate);
+                    r.note = format!("{e:#}");
+                    results.push(r);
                 }
             }
         }
@@ -168,7 +170,8 @@ fn run_all(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
 }
 
 impl E2eResult {
-    fn failed(name: &'static str, mode: HeadlessMode, bitrate_kbps: u32, note: String) -> E2eResult {
+    /// A result with nothing measured yet.
+    fn empty(name: &'static str, mode: HeadlessMode, bitrate_kbps: u32) -> E2eResult {
         E2eResult {
             name,
             mode: mode.to_string(),
@@ -188,7 +191,7 @@ impl E2eResult {
             bitrate_kbps,
             received_kbps: None,
             stages: None,
-            note,
+            note: String::new(),
             samples_ms: Vec::new(),
         }
     }
@@ -270,15 +273,13 @@ fn measure_ours(
     let base = url.split('?').next().unwrap_or(&url).trim_end_matches('/').to_owned();
     let whep = format!("{base}/whep");
     let pid = server.pid();
-    let mut r = page.measure(opts, System::WlWebrtc, &whep, &[pid])?;
+    let mut r = page.measure(opts, System::WlWebrtc, mode, bitrate, &whep, &[pid])?;
     if let Some(addr) = base.strip_prefix("http://").and_then(|a| a.parse::<SocketAddr>().ok())
         && let Ok((200, body)) = crate::signaling::client::request(addr, "GET", "/api/status", &[], "")
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
     {
         r.stages = Some(v["latency_ms"].clone());
     }
-    r.mode = mode.to_string();
-    r.bitrate_kbps = bitrate;
     Ok(r)
 }
 
@@ -317,9 +318,7 @@ fn measure_gstreamer(
     let line = wait_for_line(out, "gst-whep-peer: ready", Duration::from_secs(20))
         .context("the GStreamer peer did not start (run scripts/setup for its packages)")?;
     let whep = line.rsplit(' ').next().unwrap_or_default().to_owned();
-    let mut r = page.measure(opts, System::Gstreamer, &whep, &[capture.pid(), gst.pid()])?;
-    r.mode = mode.to_string();
-    r.bitrate_kbps = bitrate;
+    let mut r = page.measure(opts, System::Gstreamer, mode, bitrate, &whep, &[capture.pid(), gst.pid()])?;
     r.note =
         "capture = wl-webrtc capture --raw (screencopy, BGRx through a pipe); videoconvert, x264enc, webrtcbin".into();
     Ok(r)
@@ -383,7 +382,7 @@ fn measure_x264_cli(desk: &HeadlessDesktop, mode: HeadlessMode, bitrate: u32) ->
         .and_then(|f| f.trim_end_matches(" fps").parse::<f64>().ok())
         .with_context(|| format!("unexpected x264 output: {text}"))?;
     let per_frame = 1000.0 / fps;
-    let mut r = E2eResult::failed(System::X264Cli.name(), mode, bitrate, String::new());
+    let mut r = E2eResult::empty(System::X264Cli.name(), mode, bitrate);
     (r.p50_ms, r.p95_ms, r.p99_ms, r.mean_ms) = (Some(per_frame), None, None, Some(per_frame));
     r.fps = fps;
     r.frames = n;
@@ -440,7 +439,15 @@ impl PageServer {
 
     /// Open the page in a fresh Chromium against `whep`; CPU of `pids` is measured from the page's "measuring"
     /// beacon to its report.
-    fn measure(&self, opts: &E2eOptions, system: System, whep: &str, pids: &[u32]) -> anyhow::Result<E2eResult> {
+    fn measure(
+        &self,
+        opts: &E2eOptions,
+        system: System,
+        mode: HeadlessMode,
+        bitrate: u32,
+        whep: &str,
+        pids: &[u32],
+    ) -> anyhow::Result<E2eResult> {
         let rx = self.reports.lock().map_err(|_| anyhow::anyhow!("report channel poisoned"))?;
         while rx.try_recv().is_ok() {}
         let report = format!("http://{}/report", self.addr);
@@ -486,8 +493,7 @@ impl PageServer {
         let frames = result["frames"].as_u64().unwrap_or(0);
         let seconds = result["seconds"].as_f64().unwrap_or(0.0);
         let (cpu, wall) = cpu_start.map_or((0.0, 0.0), |(c, t)| (cpu_end - c, t.elapsed().as_secs_f64()));
-        let mut r =
-            E2eResult::failed(system.name(), HeadlessMode { width: 0, height: 0, refresh_hz: 0 }, 0, String::new());
+        let mut r = E2eResult::empty(system.name(), mode, bitrate);
         r.p50_ms = percentile(&samples, 50.0);
         r.p95_ms = percentile(&samples, 95.0);
         r.p99_ms = percentile(&samples, 99.0);
@@ -748,7 +754,7 @@ mod tests {
     use super::*;
 
     fn result(name: &'static str, mode: &str, samples: Vec<f64>) -> E2eResult {
-        let mut r = E2eResult::failed(name, HeadlessMode { width: 1, height: 1, refresh_hz: 1 }, 1, String::new());
+        let mut r = E2eResult::empty(name, HeadlessMode { width: 1, height: 1, refresh_hz: 1 }, 1);
         r.mode = mode.into();
         r.p50_ms = percentile(&samples, 50.0);
         r.samples_ms = samples;

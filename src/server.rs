@@ -95,11 +95,10 @@ pub struct Hub {
     added_latency: Duration,
     /// Whether viewers may control the desktop (`--allow-input`).
     input_allowed: bool,
-    /// Cursor metadata for the viewers' `input` channels (`--cursor metadata`): latest position and image
-    /// messages (see `cursor`), and the capture thread's change detector.
+    /// Cursor metadata for the viewers' `input` channels (`--cursor metadata`): the latest position and image
+    /// messages (see `cursor`).
     cursor_position: tokio::sync::watch::Sender<Option<Arc<str>>>,
     cursor_image: tokio::sync::watch::Sender<Option<Arc<str>>>,
-    cursor_messages: Mutex<crate::cursor::CursorMessages>,
     pub input_counters: Arc<InputCounters>,
     /// The injector, once started (only when input is allowed).
     input: Mutex<Option<InputSender>>,
@@ -129,7 +128,6 @@ impl Hub {
             input_allowed: cfg.input.allow,
             cursor_position: tokio::sync::watch::channel(None).0,
             cursor_image: tokio::sync::watch::channel(None).0,
-            cursor_messages: Mutex::new(crate::cursor::CursorMessages::default()),
             input_counters: Arc::new(InputCounters::default()),
             input: Mutex::new(None),
         })
@@ -176,9 +174,8 @@ impl Hub {
         }
     }
 
-    /// Capture thread: the source's cursor over a `width`×`height` frame; viewers get what changed.
-    pub fn update_cursor(&self, state: &crate::capture::image_copy::CursorState, width: u32, height: u32) {
-        let Ok((pos, image)) = self.cursor_messages.lock().map(|mut m| m.update(state, width, height)) else { return };
+    /// Capture thread: what changed about the cursor (messages from `cursor::CursorMessages::update`).
+    pub fn update_cursor(&self, (pos, image): (Option<String>, Option<String>)) {
         if let Some(image) = image {
             self.cursor_image.send_replace(Some(image.into()));
         }

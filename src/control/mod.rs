@@ -201,9 +201,11 @@ impl BitrateController {
         let floor = f64::from(self.min_kbps).min(ceiling);
         let sent = self.sent_kbps(now);
         let current = self.cap.unwrap_or(ceiling).min(ceiling);
+        let fresh: Vec<LinkFeedback> = self.fresh(now).collect();
+        let worst_loss = fresh.iter().filter_map(|v| v.loss.map(|(l, _)| l)).reduce(f64::max);
         // The largest rate each viewer's feedback allows, where it signals congestion.
         let mut limit: Option<f64> = None;
-        for v in self.fresh(now).collect::<Vec<_>>() {
+        for v in &fresh {
             if let Some((remb, _)) = v.remb
                 && remb < 0.9 * sent
                 && sent >= 0.5 * current
@@ -222,7 +224,7 @@ impl BitrateController {
             Some(l) if l < current * 0.95 && since_change >= Duration::from_secs(1) => {
                 // Halving bounds a cut on the estimate alone; with heavy loss the link is plainly overrun, and
                 // going straight down drains its queue (and lets the next keyframe through) seconds sooner.
-                let overrun = self.fresh(now).any(|v| v.loss.is_some_and(|(l, _)| l > LOSS_CONGESTED));
+                let overrun = worst_loss.is_some_and(|l| l > LOSS_CONGESTED);
                 let to = if overrun { l.max(floor) } else { l.max(current * 0.5).max(floor) };
                 self.cap = Some(to);
                 self.last_change = Some(now);
@@ -231,12 +233,15 @@ impl BitrateController {
                     to_kbps = to.round(),
                     sent_kbps = sent.round(),
                     remb_kbps = ?self.estimate_kbps(now),
-                    loss = ?self.fresh(now).filter_map(|v| v.loss.map(|(l, _)| l)).reduce(f64::max),
+                    loss = ?worst_loss,
                     "viewer feedback: lowering the bitrate"
                 );
             }
             Some(_) => {}
-            None if self.cap.is_some() && since_change >= Duration::from_secs(1) && self.loss_ok(now) => {
+            None if self.cap.is_some()
+                && since_change >= Duration::from_secs(1)
+                && worst_loss.is_none_or(|l| l < LOSS_OK) =>
+            {
                 let next = current * 1.15;
                 self.cap = (next < ceiling).then_some(next);
                 self.last_change = Some(now);
@@ -244,10 +249,6 @@ impl BitrateController {
             None => {}
         }
         self.cap.map_or(ceiling_kbps, |c| c.min(ceiling).round() as u32)
-    }
-
-    fn loss_ok(&self, now: Instant) -> bool {
-        self.fresh(now).all(|v| v.loss.is_none_or(|(l, _)| l < LOSS_OK))
     }
 }
 
