@@ -124,7 +124,7 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         }
         Some(Command::TestPattern(a)) => {
             let socket = wayland::display_from_env()?;
-            crate::pattern::run(&socket, cfg.output.as_deref(), a.pattern, a.complexity)?;
+            crate::pattern::run(&socket, cfg.output.as_deref(), a.pattern, a.complexity, &stop)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -252,8 +252,15 @@ fn log_event(v: serde_json::Value) {
     println!("{v}");
 }
 
-/// Run the test-pattern client on `output` (first output when `None`) until the compositor closes it.
-pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind, complexity: u8) -> anyhow::Result<()> {
+/// Run the test-pattern client on `output` (first output when `None`) until the compositor closes it or `stop`
+/// is set (SIGINT/SIGTERM: the flag is checked at least every 100 ms, so a killed client exits promptly).
+pub fn run(
+    socket: &std::path::Path,
+    output: Option<&str>,
+    kind: PatternKind,
+    complexity: u8,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<()> {
     let conn = wayland::connect(socket)?;
     let (globals, mut queue) = registry_queue_init::<App>(&conn)?;
     let qh = queue.handle();
@@ -314,12 +321,47 @@ pub fn run(socket: &std::path::Path, output: Option<&str>, kind: PatternKind, co
     layer.commit();
     app.layer = Some(layer);
     tracing::info!(output = %name, ?kind, "test pattern running");
-    while !app.closed {
-        queue.blocking_dispatch(&mut app)?;
+    while !app.closed && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        dispatch_for(&mut queue, &mut app, std::time::Duration::from_millis(100))?;
         if let Some(e) = app.error.take() {
             anyhow::bail!(e);
         }
     }
+    Ok(())
+}
+
+/// Dispatch what the compositor sent, waiting at most `timeout` for it (instead of `blocking_dispatch`, which
+/// would sleep through a stop request).
+fn dispatch_for(
+    queue: &mut wayland_client::EventQueue<App>,
+    app: &mut App,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    queue.flush()?;
+    if let Some(guard) = queue.prepare_read() {
+        let ready = {
+            let fd = guard.connection_fd();
+            let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::ERR)];
+            let ts = rustix::event::Timespec {
+                tv_sec: timeout.as_secs() as i64,
+                tv_nsec: i64::from(timeout.subsec_nanos()),
+            };
+            match poll(&mut fds, Some(&ts)) {
+                Ok(n) => n > 0,
+                Err(rustix::io::Errno::INTR) => false,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if ready {
+            match guard.read() {
+                Ok(_) => {}
+                Err(wayland_client::backend::WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    queue.dispatch_pending(app)?;
     Ok(())
 }
 
