@@ -330,36 +330,15 @@ pub fn run(
     Ok(())
 }
 
-/// Dispatch what the compositor sent, waiting at most `timeout` for it (instead of `blocking_dispatch`, which
-/// would sleep through a stop request).
+/// Dispatch what the compositor sent, waiting at most `timeout` for it.
 fn dispatch_for(
     queue: &mut wayland_client::EventQueue<App>,
     app: &mut App,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
-    use rustix::event::{PollFd, PollFlags, poll};
     queue.flush()?;
     if let Some(guard) = queue.prepare_read() {
-        let ready = {
-            let fd = guard.connection_fd();
-            let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::ERR)];
-            let ts = rustix::event::Timespec {
-                tv_sec: timeout.as_secs() as i64,
-                tv_nsec: i64::from(timeout.subsec_nanos()),
-            };
-            match poll(&mut fds, Some(&ts)) {
-                Ok(n) => n > 0,
-                Err(rustix::io::Errno::INTR) => false,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if ready {
-            match guard.read() {
-                Ok(_) => {}
-                Err(wayland_client::backend::WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        wayland::read_events_within(guard, timeout)?;
     }
     queue.dispatch_pending(app)?;
     Ok(())

@@ -221,25 +221,7 @@ impl WlSession {
             }
             let Some(guard) = self.queue.prepare_read() else { continue };
             let wait = (deadline - now).min(Duration::from_millis(50));
-            let ready = {
-                let fd = guard.connection_fd();
-                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-                let ts =
-                    rustix::event::Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
-                match rustix::event::poll(&mut fds, Some(&ts)) {
-                    Ok(n) => n > 0,
-                    Err(rustix::io::Errno::INTR) => false,
-                    Err(e) => return Err(CaptureError::CompositorGone(e.to_string())),
-                }
-            };
-            if ready {
-                match guard.read() {
-                    Ok(_) => {}
-                    Err(wayland_client::backend::WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    }
-                    Err(e) => return Err(gone_or_protocol(&e)),
-                }
-            }
+            read_events_within(guard, wait).map_err(|e| gone_or_protocol(&e))?;
         }
     }
 
@@ -255,6 +237,34 @@ impl WlSession {
     pub fn take_destroyed_outputs(&mut self) -> Vec<String> {
         std::mem::take(&mut self.state.destroyed_outputs)
     }
+}
+
+/// Wait at most `wait` for the compositor's events and read them into the queue; nothing is read when the wait
+/// runs out or a signal interrupts it. Waiting in slices like this (not `blocking_dispatch`) is what lets a
+/// loop check its stop flag in between.
+pub fn read_events_within(
+    guard: wayland_client::backend::ReadEventsGuard,
+    wait: Duration,
+) -> Result<(), wayland_client::backend::WaylandError> {
+    use wayland_client::backend::WaylandError;
+    let ready = {
+        let fd = guard.connection_fd();
+        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+        let ts = rustix::event::Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(n) => n > 0,
+            Err(rustix::io::Errno::INTR) => false,
+            Err(e) => return Err(WaylandError::Io(e.into())),
+        }
+    };
+    if ready {
+        match guard.read() {
+            Ok(_) => {}
+            Err(WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn gone_or_protocol(e: &dyn std::fmt::Display) -> CaptureError {
