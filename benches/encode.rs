@@ -12,7 +12,7 @@ use wl_webrtc::convert::cpu::CpuConverter;
 use wl_webrtc::encode::x264::X264Encoder;
 use wl_webrtc::encode::{Encoder, EncoderSettings, Profile, RateControl};
 use wl_webrtc::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat};
-use wl_webrtc::pattern::synthetic_desktop;
+use wl_webrtc::synthetic::synthetic_desktop;
 
 const SIZES: [(&str, u32, u32, usize); 2] = [("1080p", 1920, 1080, 120), ("4K", 3840, 2160, 40)];
 const FPS: u32 = 60;

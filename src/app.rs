@@ -110,7 +110,7 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
         Some(Command::Status(a)) => status(&cfg, a.json),
         Some(Command::Stop) => stop_instance(&cfg),
         Some(Command::Config(a)) => print_config(&cfg, &a),
-        Some(Command::Bench(b)) => bench(&cfg, &b, &stop),
+        Some(Command::Bench(b)) => bench(&cfg, &b),
         Some(Command::Generate(g)) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -122,48 +122,10 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::TestPattern(a)) => {
-            let socket = wayland::display_from_env()?;
-            crate::pattern::run(&socket, cfg.output.as_deref(), a.pattern, a.complexity, &stop)?;
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }
 
-fn bench_e2e(cfg: &Config, b: &crate::cli::BenchArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
-    let modes = b
-        .modes
-        .split(',')
-        .map(|m| crate::config::HeadlessMode::parse(m.trim()).map_err(|e| anyhow::anyhow!("--modes: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if !(b.duration.is_finite() && b.duration > 0.0 && b.warmup.is_finite() && b.warmup >= 0.0) {
-        anyhow::bail!("--duration must be positive and --warmup not negative");
-    }
-    let opts = crate::e2e::E2eOptions {
-        modes,
-        duration_s: b.duration,
-        warmup_s: b.warmup,
-        complexity: b.complexity,
-        systems: b.systems.clone(),
-        bitrate_kbps: cfg.encoder.bitrate_kbps,
-        added_latency_ms: b.added_latency_ms,
-        results: b.results.clone(),
-    };
-    let results = crate::e2e::run(&opts, stop)?;
-    let md = crate::e2e::write_results(&opts.results, &opts, &results)?;
-    if b.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-    } else {
-        print!("{}{}", crate::e2e::table(&results), crate::e2e::stages_table(&results));
-        println!("\nwritten: {} (+ e2e-latest.svg, e2e-latest.json)", md.display());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn bench(cfg: &Config, b: &crate::cli::BenchArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
-    if b.what == crate::cli::BenchWhat::E2e {
-        return bench_e2e(cfg, b, stop);
-    }
+fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
     if b.frames == 0 {
         anyhow::bail!("--frames must be at least 1");
     }
@@ -179,7 +141,6 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs, stop: &AtomicBool) -> anyhow::
         match b.what {
             crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames, cfg.convert)?),
             crate::cli::BenchWhat::Encode => rows.push(crate::bench::encode(w, h, b.frames, cfg.fps)?),
-            crate::cli::BenchWhat::E2e => {}
         }
     }
     let mut devices: Vec<&str> = rows.iter().filter_map(|r| r.device.as_deref()).collect();

@@ -15,7 +15,7 @@ use crate::encode::x264::X264Encoder;
 use crate::encode::{Encoder, EncoderSettings, Profile, RateControl};
 use crate::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat, Rect};
 use crate::metrics::percentile;
-use crate::pattern::synthetic_desktop;
+use crate::synthetic::synthetic_desktop;
 
 /// One measured case.
 #[derive(Debug, Clone, Serialize)]

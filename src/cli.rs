@@ -130,8 +130,6 @@ pub enum Command {
     ListOutputs(ListOutputsArgs),
     /// Print configuration.
     Config(ConfigArgs),
-    /// A Wayland client that paints a known test pattern on an output (for tests and demos).
-    TestPattern(TestPatternArgs),
     /// Print the man page (roff) or shell completions.
     Generate(GenerateArgs),
     /// Time the media stages on this machine (synthetic desktop frames): `convert` compares CPU SIMD with
@@ -150,30 +148,9 @@ pub struct BenchArgs {
     /// Frames to time per case.
     #[arg(long, default_value_t = 60)]
     pub frames: usize,
-    /// Print a JSON array of rows (for e2e: one object per system and mode).
+    /// Print a JSON array of rows.
     #[arg(long)]
     pub json: bool,
-    /// e2e: desktop modes to measure, comma-separated.
-    #[arg(long, value_name = "WxH@HZ,...", default_value = "1920x1080@60,3840x2160@30")]
-    pub modes: String,
-    /// e2e: seconds measured per system (after the warm-up).
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub duration: f64,
-    /// e2e: seconds after the first decoded frame that are not measured.
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    pub warmup: f64,
-    /// e2e: what moves under the clock's barcode (0 nothing, 1 a moving bar, 2 full-screen noise).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub complexity: u8,
-    /// e2e: systems to measure, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "wl-webrtc,gstreamer,x264-cli")]
-    pub systems: Vec<crate::e2e::System>,
-    /// e2e: folder for the markdown table, SVG histogram and JSON.
-    #[arg(long, default_value = "results", value_name = "DIR")]
-    pub results: PathBuf,
-    /// e2e: delay wl-webrtc adds before sending each frame (checks that the harness sees it).
-    #[arg(long, default_value_t = 0, value_name = "MS", hide = true)]
-    pub added_latency_ms: u32,
 }
 
 /// `bench` stages.
@@ -183,8 +160,6 @@ pub enum BenchWhat {
     Convert,
     /// x264 encode of converted frames.
     Encode,
-    /// Glass-to-glass latency through Chromium, wl-webrtc vs a GStreamer peer and the x264 CLI.
-    E2e,
 }
 
 #[derive(Debug, Args)]
@@ -266,35 +241,6 @@ pub struct ConfigArgs {
     /// Print the effective configuration (file + flags) as TOML.
     #[arg(long)]
     pub print: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct TestPatternArgs {
-    /// What to paint.
-    #[arg(long, value_enum, default_value_t = PatternKind::Quadrants)]
-    pub pattern: PatternKind,
-    /// For `--pattern clock`: what moves under the barcode. 0 = nothing (only the barcode strip changes),
-    /// 1 = the moving bar, 2 = full-screen noise (the encoder's worst case).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub complexity: u8,
-}
-
-/// Test patterns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PatternKind {
-    /// Four coloured quadrants (red, green / blue, yellow), painted once.
-    Quadrants,
-    /// The quadrants with a white bar that moves every frame (only the bar is damaged).
-    MovingBar,
-    /// Random 8×8 blocks, new every frame over the whole output: the worst case for the encoder (it needs
-    /// all the bitrate it is given).
-    Noise,
-    /// The glass-to-glass clock: every frame carries the wall-clock time and a frame counter as a barcode
-    /// across the top (see `barcode`), over content chosen by `--complexity`.
-    Clock,
-    /// The quadrants on a surface that takes keyboard focus and prints every pointer and keyboard event it
-    /// receives as one JSON object per line on stdout (for remote-control tests).
-    InputLog,
 }
 
 #[cfg(test)]

@@ -321,7 +321,7 @@ impl Drop for HeadlessDesktop {
 }
 
 /// Spawn as leader of a new process group, with SIGTERM delivered if we die.
-pub(crate) fn spawn_guarded(mut cmd: Command) -> io::Result<Child> {
+pub fn spawn_guarded(mut cmd: Command) -> io::Result<Child> {
     cmd.process_group(0);
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
     // async-signal-safe and touches no memory shared with the parent.
@@ -332,7 +332,7 @@ pub(crate) fn spawn_guarded(mut cmd: Command) -> io::Result<Child> {
 }
 
 /// SIGTERM the child's process group, wait up to the grace period, then SIGKILL; always reap the child.
-pub(crate) fn terminate_group(mut child: Child) {
+pub fn terminate_group(mut child: Child) {
     let Some(pgid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
         let _ = child.kill();
         let _ = child.wait();

@@ -5,9 +5,7 @@
 //! desktop, `app` wires commands together, `config`/`cli` turn flags and files into one `Config`.
 
 pub mod app;
-pub mod barcode;
 pub mod bench;
-pub mod browser;
 pub mod buffer;
 pub mod capture;
 pub mod cli;
@@ -15,15 +13,13 @@ pub mod config;
 pub mod control;
 pub mod convert;
 pub mod cursor;
-pub mod e2e;
 pub mod encode;
 pub mod frame;
 pub mod headless;
 pub mod input;
 pub mod media;
 pub mod metrics;
-pub mod netns;
-pub mod pattern;
 pub mod server;
 pub mod signaling;
+pub mod synthetic;
 pub mod transport;

@@ -90,9 +90,6 @@ pub struct Hub {
     pub capture_state: Mutex<String>,
     /// Set on shutdown: the media thread and every viewer task end.
     pub stop: Arc<AtomicBool>,
-    /// Benchmark check only (`WL_WEBRTC_ADDED_LATENCY_MS`): hold every frame this long after capture before
-    /// sending it, so `bench e2e` can show it measures an added delay.
-    added_latency: Duration,
     /// Whether viewers may control the desktop (`--allow-input`).
     input_allowed: bool,
     /// Cursor metadata for the viewers' `input` channels (`--cursor metadata`): the latest position and image
@@ -121,10 +118,6 @@ impl Hub {
             output: Mutex::new(None),
             capture_state: Mutex::new("ok".to_owned()),
             stop,
-            added_latency: std::env::var("WL_WEBRTC_ADDED_LATENCY_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(Duration::ZERO, Duration::from_millis),
             input_allowed: cfg.input.allow,
             cursor_position: tokio::sync::watch::channel(None).0,
             cursor_image: tokio::sync::watch::channel(None).0,
@@ -433,9 +426,6 @@ impl Hub {
                             continue;
                         }
                         need_idr = false;
-                        if !self.added_latency.is_zero() {
-                            tokio::time::sleep_until((frame.capture_ts + self.added_latency).into()).await;
-                        }
                         // Bounded: a peer whose connection stalls must not pin this task (or the viewer slot).
                         let t = Instant::now();
                         match tokio::time::timeout(SEND_TIMEOUT, sender.send(&frame)).await {

@@ -405,7 +405,7 @@ mod tests {
     use super::*;
     use crate::convert::reference::reference_to_nv12;
 
-    use crate::pattern::Lcg;
+    use crate::synthetic::Lcg;
 
     fn frame(fmt: PixelFormat, w: u32, h: u32, extra: u32, seed: u64) -> (Vec<u8>, FrameLayout) {
         let stride = w * fmt.bytes_per_pixel() as u32 + extra;

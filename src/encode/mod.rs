@@ -4,7 +4,6 @@
 //! return one Annex-B access unit per frame with no frame delay. Keyframes come only on request (infinite
 //! GOP), each with SPS/PPS in front so a new viewer can start from it.
 
-pub mod h264;
 pub mod x264;
 
 use std::time::Instant;

@@ -20,9 +20,6 @@ use crate::transport::webrtc::TransportError;
 pub const VIEWER_HTML: &str = include_str!("../../web/viewer.html");
 /// A minimal WHEP player (embedded), for existing-player compatibility checks.
 pub const WHEP_HTML: &str = include_str!("../../web/whep.html");
-/// The glass-to-glass measurement page (`bench e2e`; usable by hand against a desktop running the clock
-/// client: `/e2e.html?whep=/whep&duration=10`, result in `window.e2e.result`).
-pub const E2E_HTML: &str = include_str!("../../web/e2e.html");
 
 /// Shared state of the HTTP server.
 #[derive(Debug, Clone)]
@@ -38,7 +35,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { Html(VIEWER_HTML) }))
         .route("/whep.html", get(|| async { Html(WHEP_HTML) }))
-        .route("/e2e.html", get(|| async { Html(E2E_HTML) }))
         .route("/ws", get(ws_upgrade))
         .route("/whep", post(whep_post).options(cors_preflight))
         .route("/whep/{id}", delete(whep_delete).options(cors_preflight))

@@ -1,9 +1,9 @@
 use std::time::{Duration, Instant};
 
+use testkit::pattern::PatternKind;
+use testkit::pattern::{BAR, quadrant_colour};
 use wl_webrtc::capture::CaptureError;
-use wl_webrtc::cli::PatternKind;
 use wl_webrtc::frame::{Damage, PixelFormat};
-use wl_webrtc::pattern::{BAR, quadrant_colour};
 
 use crate::support::{Fixture, NEVER, assert_no_panic, output_within, quadrants_match};
 

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wl_webrtc::cli::PatternKind;
+use testkit::pattern::PatternKind;
 use wl_webrtc::convert::cpu::CpuConverter;
 use wl_webrtc::encode::x264::X264Encoder;
 use wl_webrtc::encode::{Encoder, EncoderSettings, Profile, RateControl};
 use wl_webrtc::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat};
-use wl_webrtc::pattern::synthetic_desktop;
+use wl_webrtc::synthetic::synthetic_desktop;
 
 use crate::support::{Fixture, assert_no_panic, output_within};
 

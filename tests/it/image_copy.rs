@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use testkit::pattern::quadrant_colour;
 use wl_webrtc::capture::{Capture, CaptureError, CursorMode, ResolvedSource};
 use wl_webrtc::config::SourceKind;
 use wl_webrtc::frame::{Damage, FrameInfo, FrameLayout, Rect, pixel_rgb};
-use wl_webrtc::pattern::quadrant_colour;
 
 use crate::support::compositor::{CURSOR_ARGB, CURSOR_HOTSPOT, CURSOR_SIZE, Failure, OUTPUT, TestCompositor};
 use crate::support::{Fixture, NEVER, assert_no_panic, output_within, quadrants_match_in};

@@ -30,7 +30,7 @@ struct InputLog {
 }
 
 impl InputLog {
-    /// Start `wl-webrtc test-pattern --pattern input-log` on HEADLESS-1 and wait until it is on screen.
+    /// Start `wl-webrtc-test-pattern --pattern input-log` on HEADLESS-1 and wait until it is on screen.
     fn start(f: &mut Fixture) -> InputLog {
         let log = InputLog::spawn(f, "HEADLESS-1");
         f.wait_for_pattern(W, H);
@@ -45,8 +45,8 @@ impl InputLog {
             Instant::now().elapsed().as_nanos() ^ u128::from(rand_u32())
         ));
         let file = std::fs::File::create(&path).expect("create the input log");
-        let mut cmd = f.desk.command(crate::support::bin());
-        cmd.args(["test-pattern", "--pattern", "input-log", "--output", output]).stdout(Stdio::from(file));
+        let mut cmd = f.desk.command(crate::support::pattern_bin());
+        cmd.args(["--pattern", "input-log", "--output", output]).stdout(Stdio::from(file));
         let pid = f.desk.spawn(cmd).expect("spawn the input-log client");
         f.pattern = Some(pid);
         InputLog { path }

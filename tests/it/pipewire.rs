@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use testkit::pattern::PatternKind;
+use testkit::pattern::quadrant_colour;
 use wl_webrtc::capture::pipewire::{PipewireCapture, PipewireError, PipewireOptions};
 use wl_webrtc::capture::portal::PortalError;
 use wl_webrtc::capture::{Capture, CaptureError, CursorMode, ResolvedSource};
-use wl_webrtc::cli::PatternKind;
 use wl_webrtc::config::SourceKind;
 use wl_webrtc::frame::{Damage, FrameInfo, FrameLayout, pixel_rgb};
-use wl_webrtc::pattern::quadrant_colour;
 
 use crate::support::pipewire::PwSession;
 use crate::support::{Fixture, NEVER};

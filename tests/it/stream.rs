@@ -6,8 +6,8 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use wl_webrtc::cli::PatternKind;
-use wl_webrtc::pattern::quadrant_colour;
+use testkit::pattern::PatternKind;
+use testkit::pattern::quadrant_colour;
 
 use crate::support::Fixture;
 use crate::support::browser::Browser;

@@ -10,7 +10,7 @@ use wl_webrtc::convert::reference::reference_to_nv12;
 use wl_webrtc::convert::vulkan::{DevicePreference, UploadMode, VulkanConverter, VulkanError};
 use wl_webrtc::convert::{ConvertError, CpuConverter};
 use wl_webrtc::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat, Rect};
-use wl_webrtc::pattern::Lcg;
+use wl_webrtc::synthetic::Lcg;
 
 use crate::support::{assert_no_panic, bin, output_within};
 
@@ -281,7 +281,7 @@ fn capture_encode_runs_through_the_vulkan_converter() {
         return;
     }
     let mut f = crate::support::Fixture::start(640, 480, 60);
-    f.spawn_pattern(wl_webrtc::cli::PatternKind::MovingBar, None);
+    f.spawn_pattern(testkit::pattern::PatternKind::MovingBar, None);
     f.wait_for_pattern(640, 480);
     let path = std::env::temp_dir().join(format!("wl-webrtc-vk-{}.h264", std::process::id()));
     let out = output_within(

@@ -3,24 +3,22 @@
 //! is killed and waited for when it is dropped.
 #![allow(dead_code)]
 
-pub mod browser;
-pub mod compositor;
-pub mod http;
-pub mod netns;
 pub mod pipewire;
+
+pub use testkit::{browser, compositor, http, netns};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use testkit::pattern::PatternKind;
+use testkit::pattern::quadrant_colour;
 use wl_webrtc::capture::screencopy::ScreencopyCapture;
 use wl_webrtc::capture::wayland::WlSession;
-use wl_webrtc::cli::PatternKind;
 use wl_webrtc::config::{DEFAULT_HEADLESS_USER, HeadlessMode};
 use wl_webrtc::frame::{FrameInfo, pixel_rgb};
 use wl_webrtc::headless::{HeadlessDesktop, HeadlessOptions};
-use wl_webrtc::pattern::quadrant_colour;
 
 /// A stop flag that is never set.
 pub static NEVER: AtomicBool = AtomicBool::new(false);
@@ -28,6 +26,11 @@ pub static NEVER: AtomicBool = AtomicBool::new(false);
 /// The wl-webrtc binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_wl-webrtc"))
+}
+
+/// The test-pattern client (testkit's binary, built on first use: see `testkit::workspace_bin`).
+pub fn pattern_bin() -> PathBuf {
+    testkit::workspace_bin("wl-webrtc-test-pattern")
 }
 
 /// A private headless desktop for one test.
@@ -70,17 +73,10 @@ impl Fixture {
         }
     }
 
-    /// Start `wl-webrtc test-pattern` inside the desktop.
+    /// Start `wl-webrtc-test-pattern` inside the desktop.
     pub fn spawn_pattern(&mut self, kind: PatternKind, output: Option<&str>) -> u32 {
-        let mut cmd = self.desk.command(bin());
-        let kind = match kind {
-            PatternKind::Quadrants => "quadrants",
-            PatternKind::MovingBar => "moving-bar",
-            PatternKind::Noise => "noise",
-            PatternKind::Clock => "clock",
-            PatternKind::InputLog => "input-log",
-        };
-        cmd.args(["test-pattern", "--pattern", kind]).stdout(Stdio::null());
+        let mut cmd = self.desk.command(pattern_bin());
+        cmd.args(["--pattern", kind.arg()]).stdout(Stdio::null());
         if let Some(o) = output {
             cmd.args(["--output", o]);
         }

@@ -1,4 +1,4 @@
-//! `wl-webrtc test-pattern`: a small Wayland client that covers an output with known content, so captured
+//! `wl-webrtc-test-pattern`: a small Wayland client that covers an output with known content, so captured
 //! (and later streamed) pixels can be checked. A wlr-layer-shell overlay surface anchored to all edges, so
 //! it covers exactly one output and follows its mode changes.
 //!
@@ -26,9 +26,53 @@ use wayland_client::globals::registry_queue_init;
 use wayland_client::protocol::{wl_keyboard, wl_output, wl_pointer, wl_seat, wl_shm, wl_surface};
 use wayland_client::{Connection, QueueHandle};
 
-use crate::capture::wayland;
-use crate::cli::PatternKind;
-use crate::frame::{FrameLayout, PixelFormat, Rect};
+use wl_webrtc::capture::wayland;
+use wl_webrtc::frame::PixelFormat;
+
+/// Test patterns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PatternKind {
+    /// Four coloured quadrants (red, green / blue, yellow), painted once.
+    Quadrants,
+    /// The quadrants with a white bar that moves every frame (only the bar is damaged).
+    MovingBar,
+    /// Random 8×8 blocks, new every frame over the whole output: the worst case for the encoder (it needs
+    /// all the bitrate it is given).
+    Noise,
+    /// The glass-to-glass clock: every frame carries the wall-clock time and a frame counter as a barcode
+    /// across the top (see `barcode`), over content chosen by `complexity`.
+    Clock,
+    /// The quadrants on a surface that takes keyboard focus and prints every pointer and keyboard event it
+    /// receives as one JSON object per line on stdout (for remote-control tests).
+    InputLog,
+}
+
+impl PatternKind {
+    /// The `--pattern` value that names this kind.
+    pub fn arg(self) -> &'static str {
+        match self {
+            PatternKind::Quadrants => "quadrants",
+            PatternKind::MovingBar => "moving-bar",
+            PatternKind::Noise => "noise",
+            PatternKind::Clock => "clock",
+            PatternKind::InputLog => "input-log",
+        }
+    }
+}
+
+/// What the client paints, where, and how.
+#[derive(Debug, Clone)]
+pub struct PatternOptions {
+    pub kind: PatternKind,
+    /// Output name (first output when `None`).
+    pub output: Option<String>,
+    /// For [`PatternKind::Clock`]: what moves under the barcode. 0 = nothing (only the barcode strip
+    /// changes), 1 = the moving bar, 2 = full-screen noise (the encoder's worst case).
+    pub complexity: u8,
+    /// For [`PatternKind::Clock`]: stamp every frame this much earlier than the wall clock, so a latency
+    /// harness reading the barcodes must see exactly this much more (the harness checks itself with it).
+    pub clock_lag: std::time::Duration,
+}
 
 /// Quadrant colours, top-left, top-right, bottom-left, bottom-right.
 pub const QUADRANTS: [[u8; 3]; 4] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]];
@@ -44,44 +88,6 @@ pub fn quadrant_colour(width: u32, height: u32, x: u32, y: u32) -> [u8; 3] {
     let right = usize::from(x >= width / 2);
     let bottom = usize::from(y >= height / 2);
     QUADRANTS[bottom * 2 + right]
-}
-
-/// Deterministic pseudo-random numbers (64-bit LCG, high bits): reproducible content for tests and benches.
-#[derive(Debug, Clone)]
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-
-    /// Fill `buf` with pseudo-random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next() as u8;
-        }
-    }
-
-    /// A number below `n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u32) -> u32 {
-        self.next() % n.max(1)
-    }
-
-    /// Overwrite rectangle `r` (display orientation; rows bottom-up in memory when `y_invert`) of a frame with
-    /// fresh pseudo-random pixels.
-    pub fn scribble(&mut self, data: &mut [u8], layout: &FrameLayout, y_invert: bool, r: Rect) {
-        let bpp = layout.format.bytes_per_pixel();
-        let Some(r) = r.clip(layout.width, layout.height) else { return };
-        for y in r.y..r.y + r.height {
-            let mem = if y_invert { layout.height - 1 - y } else { y } as usize;
-            let off = mem * layout.stride as usize + r.x as usize * bpp;
-            if let Some(row) = data.get_mut(off..off + r.width as usize * bpp) {
-                self.fill(row);
-            }
-        }
-    }
 }
 
 /// Side of the blocks of the noise pattern.
@@ -151,76 +157,6 @@ pub fn paint(canvas: &mut [u8], width: u32, height: u32, kind: PatternKind, fram
     bar
 }
 
-/// A synthetic desktop-like XRGB8888 frame for encoder tests and benchmarks: a gradient wallpaper, two
-/// "windows" with text-like stripes, and a box that moves with `t` (so consecutive frames differ the way a
-/// desktop does: mostly static, some motion, sharp edges).
-pub fn synthetic_desktop(width: u32, height: u32, t: u32) -> Vec<u8> {
-    let (w, h) = (width as usize, height as usize);
-    let mut out = vec![0u8; w * h * 4];
-    let put = |out: &mut [u8], x: usize, y: usize, rgb: [u8; 3]| {
-        let o = (y * w + x) * 4;
-        out[o..o + 4].copy_from_slice(&[rgb[2], rgb[1], rgb[0], 0xff]);
-    };
-    for y in 0..h {
-        for x in 0..w {
-            let r = (x * 255 / w.max(1)) as u8;
-            let b = (y * 255 / h.max(1)) as u8;
-            put(&mut out, x, y, [r / 2 + 40, 60, b / 2 + 80]);
-        }
-    }
-    // Windows: title bar, white page, lines of "text" (1-pixel strokes in 8x16 cells, ragged line ends).
-    for (wi, (wx, wy, ww, wh)) in
-        [(w / 10, h / 8, w / 2, h / 2), (w / 2, h / 3, w * 2 / 5, h / 2)].into_iter().enumerate()
-    {
-        for y in wy..(wy + wh).min(h) {
-            for x in wx..(wx + ww).min(w) {
-                let (lx, ly) = (x - wx, y - wy);
-                let rgb = if ly < 24 {
-                    [50, 80, 140]
-                } else if glyph_pixel(wi, lx, ly - 24, ww) {
-                    [25, 25, 30]
-                } else {
-                    [250, 250, 248]
-                };
-                put(&mut out, x, y, rgb);
-            }
-        }
-    }
-    // The moving box.
-    let side = (h / 6).max(1);
-    let bx = (t as usize * 12) % w.saturating_sub(side).max(1);
-    let by = h / 2 + ((t as usize * 5) % (h / 3).max(1)).min(h.saturating_sub(side + h / 2));
-    for y in by..(by + side).min(h) {
-        for x in bx..(bx + side).min(w) {
-            put(&mut out, x, y, [230, 120, 30]);
-        }
-    }
-    out
-}
-
-/// Whether pixel (x, y) of a text area is ink: 8x16 character cells, each glyph a few 1-pixel strokes
-/// picked by a hash of its cell, lines of varying length, so the texture is that of real text.
-fn glyph_pixel(seed: usize, x: usize, y: usize, area_width: usize) -> bool {
-    let (cx, cy, px, py) = (x / 8, y / 16, x % 8, y % 16);
-    let hash = |a: usize| {
-        let mut v = (a as u64 ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        v ^= v >> 31;
-        v
-    };
-    let line = hash(seed * 7919 + cy);
-    let line_len = (area_width / 8) * (40 + (line % 60) as usize) / 100;
-    if cx < 1 || cx >= line_len || line % 9 == 0 {
-        return false; // margin, end of line, empty line
-    }
-    let g = hash(seed * 104_729 + cy * 1000 + cx);
-    if g % 6 == 0 || !(1..7).contains(&px) || !(3..13).contains(&py) {
-        return false; // space between words, cell padding
-    }
-    let vertical = |col: usize, bit: u64| px == col && g >> bit & 1 == 1;
-    let horizontal = |row: usize, bit: u64| py == row && g >> bit & 1 == 1;
-    vertical(1, 8) || vertical(5, 9) || vertical(3, 10) || horizontal(3, 11) || horizontal(7, 12) || horizontal(12, 13)
-}
-
 struct App {
     registry: RegistryState,
     outputs: OutputState,
@@ -229,6 +165,8 @@ struct App {
     pool: Option<SlotPool>,
     layer: Option<LayerSurface>,
     kind: PatternKind,
+    /// How much earlier than the wall clock the clock's barcodes are stamped.
+    clock_lag: std::time::Duration,
     /// What `kind` paints under the clock's barcode.
     background: PatternKind,
     size: (u32, u32),
@@ -252,15 +190,14 @@ fn log_event(v: serde_json::Value) {
     println!("{v}");
 }
 
-/// Run the test-pattern client on `output` (first output when `None`) until the compositor closes it or `stop`
+/// Run the test-pattern client on `opts.output` until the compositor closes it or `stop`
 /// is set (SIGINT/SIGTERM: the flag is checked at least every 100 ms, so a killed client exits promptly).
 pub fn run(
     socket: &std::path::Path,
-    output: Option<&str>,
-    kind: PatternKind,
-    complexity: u8,
+    opts: &PatternOptions,
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
+    let (kind, complexity, output) = (opts.kind, opts.complexity, opts.output.as_deref());
     let conn = wayland::connect(socket)?;
     let (globals, mut queue) = registry_queue_init::<App>(&conn)?;
     let qh = queue.handle();
@@ -274,6 +211,7 @@ pub fn run(
         pool: None,
         layer: None,
         kind,
+        clock_lag: opts.clock_lag,
         background: match (kind, complexity) {
             (PatternKind::Clock, 0) => PatternKind::Quadrants,
             (PatternKind::Clock, 1) => PatternKind::MovingBar,
@@ -301,11 +239,10 @@ pub fn run(
         .collect();
     let names: Vec<String> = named.iter().map(|(_, n)| n.clone()).collect();
     let (target, name) = match output {
-        None => named.into_iter().next().ok_or(crate::capture::CaptureError::NoOutputs)?,
-        Some(want) => named
-            .into_iter()
-            .find(|(_, n)| n == want)
-            .ok_or_else(|| crate::capture::CaptureError::UnknownOutput { name: want.to_owned(), available: names })?,
+        None => named.into_iter().next().ok_or(wl_webrtc::capture::CaptureError::NoOutputs)?,
+        Some(want) => named.into_iter().find(|(_, n)| n == want).ok_or_else(|| {
+            wl_webrtc::capture::CaptureError::UnknownOutput { name: want.to_owned(), available: names }
+        })?,
     };
     let surface = app.compositor.create_surface(&qh);
     let layer =
@@ -379,6 +316,7 @@ impl App {
         let bar = paint(canvas, w, h, self.background, self.frame);
         if self.kind == PatternKind::Clock {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let now = now.saturating_sub(self.clock_lag);
             let strip =
                 crate::barcode::paint(canvas, w, h, crate::barcode::Stamp::at(now.as_micros() as u64, self.frame));
             surface_damage_strip(self.layer.as_ref(), w, strip);

@@ -1,15 +1,15 @@
-//! `wl-webrtc bench e2e`: glass-to-glass latency, measured end to end on this machine, for wl-webrtc and, in
+//! `wl-webrtc-bench e2e`: glass-to-glass latency, measured end to end on this machine, for wl-webrtc and, in
 //! the same run and on the same desktop, a GStreamer peer and the x264 CLI.
 //!
-//! Per mode (e.g. 1920x1080@60): a private headless Sway runs our clock client (`test-pattern --pattern
-//! clock`: wall-clock time + frame counter as a barcode in every frame, see `barcode`). For each system a
+//! Per mode (e.g. 1920x1080@60): a private headless Sway runs the clock client (`wl-webrtc-test-pattern
+//! --pattern clock`: wall-clock time + frame counter as a barcode in every frame, see `barcode`). For each system a
 //! headless Chromium opens `web/e2e.html` (served by the harness itself), which plays the system's WHEP
 //! stream, reads the barcode of every decoded frame in requestVideoFrameCallback and POSTs the latencies
 //! back. Server CPU is read from /proc over the measured window.
 //!
 //! * `wl-webrtc`: `wl-webrtc start` on the desktop.
 //! * `gstreamer`: `wl-webrtc capture --raw -` (the same screencopy capture; raw BGRx frames down a pipe) →
-//!   `scripts/gst-whep-peer.py` (videoconvert → x264enc ultrafast/zerolatency → rtph264pay → webrtcbin, with
+//!   `bench/gst-whep-peer.py` (videoconvert → x264enc ultrafast/zerolatency → rtph264pay → webrtcbin, with
 //!   a minimal WHEP endpoint). The glue is ours; its CPU (capture process + GStreamer) is counted.
 //! * `x264-cli`: frames captured from the same desktop, converted to NV12, encoded by `x264 --preset
 //!   ultrafast --tune zerolatency` at the same bitrate: the encode limit (per-frame time, not latency).
@@ -27,12 +27,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::config::{DEFAULT_HEADLESS_USER, HeadlessMode};
-use crate::headless::{HeadlessDesktop, HeadlessOptions, spawn_guarded, terminate_group};
-use crate::metrics::percentile;
+use wl_webrtc::config::{DEFAULT_HEADLESS_USER, HeadlessMode};
+use wl_webrtc::headless::{HeadlessDesktop, HeadlessOptions, spawn_guarded, terminate_group};
+use wl_webrtc::metrics::percentile;
 
-use crate::signaling::http::E2E_HTML as PAGE;
-const GST_PEER: &str = include_str!("../scripts/gst-whep-peer.py");
+/// The measurement page (usable by hand against a desktop running the clock client:
+/// `/e2e.html?whep=URL&duration=10`, result in `window.e2e.result`).
+pub const PAGE: &str = include_str!("../web/e2e.html");
+const GST_PEER: &str = include_str!("../gst-whep-peer.py");
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -47,8 +49,12 @@ pub struct E2eOptions {
     pub systems: Vec<System>,
     /// Encoder bitrate for every system (kbit/s); `None` = wl-webrtc's automatic bitrate for the mode.
     pub bitrate_kbps: Option<u32>,
-    /// Artificial delay added by wl-webrtc before sending each frame (to check the harness sees it).
-    pub added_latency_ms: u32,
+    /// The clock client stamps frames this far in the past: the harness must measure exactly this much more
+    /// (its self-check; the product under test is not touched).
+    pub clock_lag_ms: u32,
+    /// The `wl-webrtc` binary under test and the `wl-webrtc-test-pattern` clock client.
+    pub server_bin: PathBuf,
+    pub pattern_bin: PathBuf,
     /// Where the table, plot and JSON go.
     pub results: PathBuf,
 }
@@ -113,7 +119,7 @@ pub fn run(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
     let stop_flag = Arc::new(AtomicBool::new(false));
     let inner_stop = Arc::clone(&stop_flag);
     let worker = std::thread::Builder::new().name("bench-e2e".into()).spawn(move || {
-        match crate::netns::enter_private_netns() {
+        match testkit::netns::enter_private_netns() {
             Ok(()) => tracing::info!("measuring in a private network namespace (only lo)"),
             Err(e) => tracing::warn!(
                 "cannot create a private network namespace ({e}); measuring in this one (ICE stays on 127.0.0.1)"
@@ -135,13 +141,14 @@ fn run_all(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
     let mut results = Vec::new();
     for mode in &opts.modes {
         let bitrate = opts.bitrate_kbps.unwrap_or_else(|| {
-            crate::encode::EncoderSettings::auto_bitrate_kbps(mode.width, mode.height, mode.refresh_hz)
+            wl_webrtc::encode::EncoderSettings::auto_bitrate_kbps(mode.width, mode.height, mode.refresh_hz)
         });
         let mut desk = HeadlessDesktop::start(&HeadlessOptions { mode: *mode, user: DEFAULT_HEADLESS_USER.to_owned() })
             .context("cannot start the private headless desktop")?;
-        let exe = std::env::current_exe().context("cannot find our own executable")?;
-        let mut clock = desk.command(&exe);
-        clock.args(["test-pattern", "--pattern", "clock", "--complexity", &opts.complexity.to_string()]);
+        let exe = opts.server_bin.as_path();
+        let mut clock = desk.command(&opts.pattern_bin);
+        clock.args(["--pattern", "clock", "--complexity", &opts.complexity.to_string()]);
+        clock.args(["--clock-lag-ms", &opts.clock_lag_ms.to_string()]);
         clock.stdout(Stdio::null());
         desk.spawn(clock).context("cannot start the clock client")?;
         std::thread::sleep(Duration::from_millis(500));
@@ -151,8 +158,8 @@ fn run_all(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
             }
             tracing::info!(system = system.name(), mode = %mode, "measuring");
             let r = match system {
-                System::WlWebrtc => measure_ours(opts, &desk, &exe, &page, *mode, bitrate),
-                System::Gstreamer => measure_gstreamer(opts, &desk, &exe, &page, *mode, bitrate),
+                System::WlWebrtc => measure_ours(opts, &desk, exe, &page, *mode, bitrate),
+                System::Gstreamer => measure_gstreamer(opts, &desk, exe, &page, *mode, bitrate),
                 System::X264Cli => measure_x264_cli(&desk, *mode, bitrate),
             };
             match r {
@@ -261,7 +268,6 @@ fn measure_ours(
     cmd.args(["start", "--listen", "127.0.0.1:0", "--output", "HEADLESS-1"])
         .args(["--fps", &mode.refresh_hz.to_string(), "--bitrate", &bitrate.to_string()])
         .env("WAYLAND_DISPLAY", desk.wayland_socket())
-        .env("WL_WEBRTC_ADDED_LATENCY_MS", opts.added_latency_ms.to_string())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -275,7 +281,7 @@ fn measure_ours(
     let pid = server.pid();
     let mut r = page.measure(opts, System::WlWebrtc, mode, bitrate, &whep, &[pid])?;
     if let Some(addr) = base.strip_prefix("http://").and_then(|a| a.parse::<SocketAddr>().ok())
-        && let Ok((200, body)) = crate::signaling::client::request(addr, "GET", "/api/status", &[], "")
+        && let Ok((200, body)) = wl_webrtc::signaling::client::request(addr, "GET", "/api/status", &[], "")
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
     {
         r.stages = Some(v["latency_ms"].clone());
@@ -334,21 +340,22 @@ impl Drop for RemoveOnDrop {
 
 /// Capture 120 frames of the desktop, convert them to NV12 and time the x264 CLI on them.
 fn measure_x264_cli(desk: &HeadlessDesktop, mode: HeadlessMode, bitrate: u32) -> anyhow::Result<E2eResult> {
-    use crate::capture::screencopy::ScreencopyCapture;
+    use wl_webrtc::capture::screencopy::ScreencopyCapture;
     let never = AtomicBool::new(false);
-    let mut cap = ScreencopyCapture::new(crate::capture::wayland::WlSession::connect(desk.wayland_socket())?, None)?;
-    let mut conv = crate::convert::Converter::cpu();
+    let mut cap =
+        ScreencopyCapture::new(wl_webrtc::capture::wayland::WlSession::connect(desk.wayland_socket())?, None)?;
+    let mut conv = wl_webrtc::convert::Converter::cpu();
     let raw = std::env::temp_dir().join(format!("wl-webrtc-e2e-{}.nv12", std::process::id()));
     let _cleanup = RemoveOnDrop(raw.clone());
     let mut file = std::io::BufWriter::new(std::fs::File::create(&raw)?);
-    let mut nv12 = crate::frame::Nv12Frame::new(mode.width, mode.height);
+    let mut nv12 = wl_webrtc::frame::Nv12Frame::new(mode.width, mode.height);
     let mut n = 0;
     while n < 120 {
         let Some(info) = cap.next_frame(Duration::from_secs(2), &never)? else { bail!("the desktop stopped moving") };
         let layout = info.layout;
         cap.with_pixels(|data, stride| {
-            let layout = crate::frame::FrameLayout { stride, ..layout };
-            conv.convert(data, &layout, info.y_invert, &crate::frame::Damage::Full, &mut nv12)
+            let layout = wl_webrtc::frame::FrameLayout { stride, ..layout };
+            conv.convert(data, &layout, info.y_invert, &wl_webrtc::frame::Damage::Full, &mut nv12)
         })??;
         for plane in [(&nv12.y, nv12.padded_height()), (&nv12.uv, nv12.padded_height() / 2)] {
             for row in plane.0.chunks(nv12.stride).take(plane.1 as usize) {
@@ -404,7 +411,7 @@ fn children_cpu_seconds() -> f64 {
 }
 
 /// The harness's own HTTP endpoint: serves the measurement page and takes its reports.
-struct PageServer {
+pub struct PageServer {
     addr: SocketAddr,
     reports: Arc<Mutex<mpsc::Receiver<serde_json::Value>>>,
     stop: Arc<AtomicBool>,
@@ -412,7 +419,8 @@ struct PageServer {
 }
 
 impl PageServer {
-    fn start() -> anyhow::Result<PageServer> {
+    /// Listen on 127.0.0.1 (a free port) and serve until dropped.
+    pub fn start() -> anyhow::Result<PageServer> {
         let listener = TcpListener::bind("127.0.0.1:0").context("cannot listen on 127.0.0.1")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -435,6 +443,11 @@ impl PageServer {
             }
         })?;
         Ok(PageServer { addr, reports: Arc::new(Mutex::new(rx)), stop, thread: Some(thread) })
+    }
+
+    /// `http://127.0.0.1:PORT`: the page is at `{base}/e2e.html`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Open the page in a fresh Chromium against `whep`; CPU of `pids` is measured from the page's "measuring"
@@ -460,7 +473,7 @@ impl PageServer {
             opts.duration_s,
             system.name()
         );
-        let browser = crate::browser::Chromium::launch(&[], &url)?;
+        let browser = testkit::browser::Chromium::launch(&[], &url)?;
         let deadline = Instant::now() + Duration::from_secs_f64(opts.warmup_s + opts.duration_s + 40.0);
         let mut cpu_start: Option<(f64, Instant)> = None;
         let result = loop {

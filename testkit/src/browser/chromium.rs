@@ -1,5 +1,5 @@
 //! A headless Chromium process with a private profile, started so that nothing it spawns can outlive it:
-//! used by `bench e2e` (the product) and, with a DevTools client on top, by the browser tests.
+//! used by `wl-webrtc-bench e2e` and, with a DevTools client on top, by the browser tests.
 //!
 //! `Chromium::launch` starts it in a new process group under a tiny reaper process (a forked child that is a
 //! child subreaper, so every process Chromium leaves behind, including the crashpad handlers that daemonize

@@ -1,17 +1,18 @@
-//! The glass-to-glass harness (`wl-webrtc bench e2e`): its barcode reader in the page against frames with
+//! The glass-to-glass harness (`wl-webrtc-bench e2e`): its barcode reader in the page against frames with
 //! known times (through lossy JPEG, in Chromium), and the whole harness end to end — wl-webrtc, the GStreamer
 //! peer and the x264 CLI from one command — plus a deliberately delayed stream that must show the delay.
 
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use wl_webrtc::barcode::{self, Stamp};
-use wl_webrtc::cli::PatternKind;
+use testkit::barcode::{self, Stamp};
+use testkit::browser::Browser;
+use testkit::netns::in_private_netns;
+use wl_webrtc_bench::e2e::PageServer;
 
-use crate::stream::{SERIAL, Server};
-use crate::support::Fixture;
-use crate::support::browser::Browser;
-use crate::support::netns::in_private_netns;
+/// One measurement at a time: they share the machine's cores and would disturb each other's numbers.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// JS that paints the barcode cells of `stamp` into a `width`×`height` canvas over a noisy grey background,
 /// recompresses it as JPEG at `quality`, and reads it back with the page's reader. Returns {time, frame} or
@@ -42,11 +43,10 @@ fn read_through_jpeg_js(stamp: Stamp, width: u32, height: u32, quality: f64) -> 
 fn e2e_page_reads_barcodes_with_known_times_through_lossy_compression() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
-        let f = Fixture::with_pattern(640, 480, PatternKind::Quadrants);
-        let srv = Server::start(&f, &[]);
+        let pages = PageServer::start().expect("the harness's page server");
         let browser = Browser::launch();
         // Without `whep=` the page only defines its reader.
-        let mut page = browser.new_page(&format!("{}/e2e.html", srv.base));
+        let mut page = browser.new_page(&format!("{}/e2e.html", pages.base()));
         page.wait_for("window.e2e && typeof e2e.readSource === 'function'", Duration::from_secs(10));
         let now_us = 1_764_000_000_000_000u64;
         for (i, (w, h, quality)) in
@@ -70,17 +70,20 @@ fn e2e_page_reads_barcodes_with_known_times_through_lossy_compression() {
     });
 }
 
-/// Run `wl-webrtc bench e2e --json` with `args`; the parsed array of results.
+/// Run `wl-webrtc-bench e2e --json` with `args`; the parsed array of results.
 fn bench_e2e(args: &[&str]) -> Vec<serde_json::Value> {
+    // The harness runs the product and the clock client from beside itself: have both built.
+    testkit::workspace_bin("wl-webrtc");
+    testkit::workspace_bin("wl-webrtc-test-pattern");
     let dir = std::env::temp_dir().join(format!("wl-webrtc-e2e-test-{}-{}", std::process::id(), args.len()));
-    let out = Command::new(env!("CARGO_BIN_EXE_wl-webrtc"))
-        .args(["bench", "e2e", "--json", "--modes", "640x480@60", "--warmup", "1", "--duration", "3"])
+    let out = Command::new(env!("CARGO_BIN_EXE_wl-webrtc-bench"))
+        .args(["e2e", "--json", "--modes", "640x480@60", "--warmup", "1", "--duration", "3"])
         .arg("--results")
         .arg(&dir)
         .args(args)
         .env_remove("RUST_LOG")
         .output()
-        .expect("run wl-webrtc bench e2e");
+        .expect("run wl-webrtc-bench e2e");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench e2e failed: {stderr}");
     for file in ["e2e-latest.md", "e2e-latest.svg", "e2e-latest.json"] {
@@ -127,9 +130,11 @@ fn e2e_harness_measures_wl_webrtc_and_the_gstreamer_peer_side_by_side() {
 
 #[test]
 fn e2e_harness_sees_a_deliberately_added_delay() {
+    // The clock client stamps its frames 60 ms in the past: everything else (server, link, browser) is as in
+    // the base run, so the harness must report 60 ms more.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let base = p50(&bench_e2e(&["--systems", "wl-webrtc"]), "wl-webrtc");
-    let delayed = p50(&bench_e2e(&["--systems", "wl-webrtc", "--added-latency-ms", "60"]), "wl-webrtc");
+    let delayed = p50(&bench_e2e(&["--systems", "wl-webrtc", "--clock-lag-ms", "60"]), "wl-webrtc");
     eprintln!("p50 without delay {base:.1} ms, with 60 ms added {delayed:.1} ms");
     let added = delayed - base;
     assert!((40.0..=85.0).contains(&added), "the harness measured {added:.1} ms of the 60 ms added");

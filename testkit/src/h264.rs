@@ -1,6 +1,6 @@
 //! Pure H.264 (ISO/IEC 14496-10) Annex-B bitstream toolkit.
 //!
-//! This module owns everything the crate needs to *inspect* an H.264 elementary stream without decoding it:
+//! This module owns everything the tests need to *inspect* an H.264 elementary stream without decoding it:
 //!
 //! * splitting an Annex-B byte stream into NAL units ([`split_annexb`], [`Nal`], [`NalType`]),
 //! * removing emulation-prevention bytes ([`unescape_rbsp`]),

@@ -1,7 +1,7 @@
 //! A headless Chromium driven over the Chrome DevTools Protocol (CDP), synchronously, for end-to-end tests.
 //!
 //! Start it inside `netns::in_private_netns` so that it can only reach 127.0.0.1. `Browser::launch` starts (through
-//! the product's `wl_webrtc::browser::Chromium`) Chromium in a new process group under a reaper process (so
+//! [`chromium::Chromium`]) Chromium in a new process group under a reaper process (so
 //! every process Chromium leaves behind, including the crashpad handlers that daemonize into their own
 //! sessions, is re-parented to it and waited for), with a fresh temporary profile. Dropping the `Browser`
 //! SIGTERMs the group, SIGKILLs stragglers (group members and anything whose command line names the profile
@@ -21,8 +21,9 @@ use serde_json::{Value, json};
 use tungstenite::protocol::WebSocket;
 use tungstenite::{HandshakeError, Message};
 
-use wl_webrtc::browser::Chromium;
-pub use wl_webrtc::browser::processes_with_cmdline;
+mod chromium;
+
+pub use chromium::{Chromium, chromium_binary, process_group_members, processes_with_cmdline};
 
 /// The viewport `new_page` emulates, in CSS pixels. (Without it the 1280x720 window gives a 1280x633
 /// viewport: headless Chromium still subtracts its browser UI.)
@@ -34,7 +35,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// At most this many unconsumed CDP events are kept per page.
 const MAX_EVENTS: usize = 10_000;
 
-/// A running headless Chromium (the product's `Chromium`: private profile, reaped process tree) with its
+/// A running headless Chromium (`Chromium`: private profile, reaped process tree) with its
 /// DevTools endpoint.
 pub struct Browser {
     chromium: Chromium,

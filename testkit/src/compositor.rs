@@ -11,7 +11,7 @@
 //! does not match; protocol errors (`duplicate_frame`, `already_captured`, `no_buffer`, `invalid_buffer_damage`,
 //! `invalid_option`) posted and recorded.
 //!
-//! The content is known (the product's quadrant pattern, plus painted rectangles), so tests can check pixels
+//! The content is known (the test-pattern's quadrants, plus painted rectangles), so tests can check pixels
 //! and damage; [`TestCompositor`] is the control handle (`set_size`, `fail_next`, `stop_sessions`, `paint`,
 //! `set_cursor`, `animate`, `stats`). Dropping it stops and joins the thread and removes the runtime dir.
 
@@ -44,7 +44,7 @@ use wayland_server::{
     Client, DataInit, Dispatch, Display, DisplayHandle, GlobalDispatch, ListeningSocket, New, Resource, WEnum,
 };
 
-use wl_webrtc::pattern::quadrant_colour;
+use crate::pattern::quadrant_colour;
 
 pub use ext_image_copy_capture_frame_v1::FailureReason as Failure;
 
@@ -166,7 +166,7 @@ impl TestCompositor {
 
     /// `wl-webrtc ARGS` pointed at this compositor.
     pub fn cli(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(super::bin());
+        let mut cmd = std::process::Command::new(crate::workspace_bin("wl-webrtc"));
         cmd.args(args).env("WAYLAND_DISPLAY", &self.socket).env_remove("RUST_LOG");
         cmd
     }

@@ -1,0 +1,51 @@
+//! Test parts for wl-webrtc, kept out of the product: the test-pattern Wayland client (`pattern`, binary
+//! `wl-webrtc-test-pattern`), the glass-to-glass clock barcode (`barcode`), a headless Chromium with a DevTools
+//! driver (`browser`), private network namespaces (`netns`), an ext-image-copy-capture test compositor
+//! (`compositor`), a tiny HTTP server for fixtures (`http`) and H.264 bitstream inspection (`h264`).
+//!
+//! Test code: failures panic with a message that says what was expected (the product's no-panic rule is for
+//! runtime paths, not for fixtures).
+
+pub mod barcode;
+pub mod browser;
+pub mod compositor;
+pub mod h264;
+pub mod http;
+pub mod netns;
+pub mod pattern;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// The path of a binary of this workspace (`wl-webrtc`, `wl-webrtc-test-pattern`, `wl-webrtc-bench`) in the
+/// target directory of the running test, built first (`cargo build -p PACKAGE --bin NAME`, once per process and
+/// binary, a no-op when it is fresh): a test of one package may run another package's binary, which
+/// `cargo test -p` alone would not build. Outside cargo (no `CARGO`), the binary must already be there.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let exe = std::env::current_exe().expect("the test's own path");
+    // Tests run from target/<profile>/deps/; binaries live in target/<profile>/.
+    let dir = exe.parent().and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) }).expect("target dir");
+    let path = dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name)
+        && let Some(cargo) = std::env::var_os("CARGO")
+    {
+        let package = match name {
+            "wl-webrtc" => "wl-webrtc",
+            "wl-webrtc-test-pattern" => "wl-webrtc-testkit",
+            "wl-webrtc-bench" => "wl-webrtc-bench",
+            other => panic!("{other} is not a binary of this workspace"),
+        };
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap_or_else(|e| panic!("run cargo to build {name}: {e}"));
+        assert!(status.success(), "cargo build -p {package} --bin {name}: {status}");
+        built.push(name.to_owned());
+    }
+    assert!(path.exists(), "{} does not exist (build it: cargo build -p {name})", path.display());
+    path
+}
