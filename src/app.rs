@@ -14,10 +14,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::capture::Capture;
-use crate::capture::image_copy::CursorState;
 use crate::capture::wayland::{self, WlSession};
 use crate::cli::{CaptureArgs, Cli, Command, ConfigArgs, ListOutputsArgs, StartArgs};
 use crate::config::{Config, DEFAULT_CONFIG_TEMPLATE};
+use crate::cursor::CursorState;
 use crate::encode::EncodedFrame;
 use crate::frame::{FrameInfo, write_png};
 use crate::headless::{HeadlessDesktop, HeadlessOptions};
@@ -268,8 +268,8 @@ fn print_config(cfg: &Config, a: &ConfigArgs) -> anyhow::Result<ExitCode> {
 
 fn list_outputs(cfg: &Config, a: &ListOutputsArgs) -> anyhow::Result<ExitCode> {
     let desk = Desktop::open(cfg, &[])?;
-    let session = WlSession::connect(&desk.socket)?;
-    let outputs: Vec<_> = session.outputs().into_iter().map(|(_, d)| d).collect();
+    let session: WlSession = WlSession::connect(&desk.socket)?;
+    let outputs = crate::capture::describe_outputs(&session);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outputs)?);
     } else if outputs.is_empty() {

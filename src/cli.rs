@@ -1,9 +1,13 @@
-//! Raw command-line flags exactly as clap parses them. Nothing here is validated beyond what clap checks;
-//! [`crate::config::Config::resolve`] turns these plus the config file into one validated `Config`.
+//! The command line: flags exactly as clap parses them, and [`GlobalArgs::resolve`], which lays them over the
+//! config file into one validated `Config`. The only layer that knows clap's structs; the choices (`--source`,
+//! `--cursor`, `--convert`) are the config's own enums, which derive `ValueEnum`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, CursorMode, FileConfig, HeadlessMode, SourceKind, invalid, parse_listen};
+use crate::convert::ConvertChoice;
 
 /// Stream a Wayland desktop to any browser over WebRTC.
 #[derive(Debug, Parser)]
@@ -34,7 +38,7 @@ pub struct GlobalArgs {
 
     /// Capture source: auto = ext-image-copy if offered, else screencopy, else pipewire.
     #[arg(long, global = true, value_enum)]
-    pub source: Option<SourceArg>,
+    pub source: Option<SourceKind>,
 
     /// Capture this PipeWire video node (its id, or node.name/serial) directly, without the portal.
     /// Implies --source pipewire.
@@ -44,12 +48,12 @@ pub struct GlobalArgs {
     /// Pointer cursor: painted into frames (embedded), sent separately as position + hotspot + image
     /// (metadata; ext-image-copy only), or left out (hidden).
     #[arg(long, global = true, value_enum)]
-    pub cursor: Option<CursorArg>,
+    pub cursor: Option<CursorMode>,
 
     /// RGB→NV12 converter: auto (Vulkan on a hardware GPU, else CPU SIMD), cpu, or vulkan (any Vulkan device,
     /// software included; CPU if there is none).
     #[arg(long, global = true, value_enum)]
-    pub convert: Option<ConvertArg>,
+    pub convert: Option<ConvertChoice>,
 
     /// Frame-rate cap (frames per second).
     #[arg(long, global = true, value_name = "N")]
@@ -91,29 +95,67 @@ pub struct GlobalArgs {
     pub allow_input: bool,
 }
 
-/// `--source` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SourceArg {
-    Auto,
-    Screencopy,
-    ExtImageCopy,
-    Pipewire,
-}
+impl GlobalArgs {
+    /// Defaults ← config file (explicit `--config`, else the default path if it exists) ← these flags,
+    /// validated.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = crate::config::read_config_file(self.config.as_deref())?;
+        self.over(file.as_ref())
+    }
 
-/// `--cursor` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CursorArg {
-    Embedded,
-    Metadata,
-    Hidden,
-}
-
-/// `--convert` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConvertArg {
-    Auto,
-    Cpu,
-    Vulkan,
+    /// Defaults ← `file` ← these flags, validated.
+    fn over(&self, file: Option<&FileConfig>) -> Result<Config, ConfigError> {
+        let args = self;
+        let mut cfg = Config::from_file(file)?;
+        if let Some(o) = &args.output {
+            cfg.output = Some(o.clone());
+        }
+        if let Some(s) = args.source {
+            cfg.source = s;
+        }
+        if let Some(n) = &args.pipewire_node {
+            cfg.pipewire_node = Some(n.clone());
+            // A node is a PipeWire source, whatever `source` said in the file.
+            if args.source.is_none() {
+                cfg.source = SourceKind::Pipewire;
+            }
+        }
+        if let Some(c) = args.cursor {
+            cfg.cursor = c;
+        }
+        if let Some(c) = args.convert {
+            cfg.convert = c;
+        }
+        if let Some(fps) = args.fps {
+            cfg.fps = fps;
+        }
+        match (args.log_level.as_ref(), args.verbose) {
+            (Some(l), _) => cfg.log_filter = l.clone(),
+            (None, 1) => cfg.log_filter = "debug".to_owned(),
+            (None, n) if n >= 2 => cfg.log_filter = "trace".to_owned(),
+            _ => {}
+        }
+        if let Some(b) = args.bitrate {
+            cfg.encoder.bitrate_kbps = (b != 0).then_some(b);
+        }
+        if let Some(l) = &args.listen {
+            cfg.server.listen = parse_listen(l).map_err(|e| invalid("--listen", e))?;
+        }
+        if let Some(t) = &args.token {
+            cfg.server.token = Some(t.clone());
+        }
+        if args.no_auth {
+            cfg.server.no_auth = true;
+        }
+        if let Some(h) = &args.headless {
+            cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);
+        }
+        if args.allow_input {
+            cfg.input.allow = true;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +316,62 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn pipewire_node_implies_the_pipewire_source() {
+        let args = GlobalArgs { pipewire_node: Some("42".into()), ..GlobalArgs::default() };
+        let cfg = args.over(None).expect("node");
+        assert_eq!((cfg.source, cfg.pipewire_node.as_deref()), (SourceKind::Pipewire, Some("42")));
+        assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);
+        let cfg = Config::from_toml("pipewire_node = \"cam\"\nsource = \"pipewire\"").expect("file");
+        assert_eq!(cfg.pipewire_node.as_deref(), Some("cam"));
+        let err = Config::from_toml("pipewire_node = \"cam\"\nsource = \"screencopy\"").expect_err("conflict");
+        assert!(err.to_string().contains("--source pipewire"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = crate::config::parse_file(
+            "output = \"A\"\nfps = 30\nsource = \"pipewire\"\nconvert = \"cpu\"\n",
+            std::path::Path::new("t"),
+        )
+        .expect("parse");
+        let args = GlobalArgs { output: Some("B".into()), verbose: 1, ..Default::default() };
+        assert_eq!(GlobalArgs::default().over(Some(&file)).expect("file only").convert, ConvertChoice::Cpu);
+        let flag = GlobalArgs { convert: Some(ConvertChoice::Vulkan), ..Default::default() };
+        assert_eq!(flag.over(Some(&file)).expect("flag wins").convert, ConvertChoice::Vulkan);
+        let cfg = args.over(Some(&file)).expect("resolve");
+        assert_eq!(cfg.output.as_deref(), Some("B"));
+        assert_eq!(cfg.fps, 30);
+        assert_eq!(cfg.source, SourceKind::Pipewire);
+        assert_eq!(cfg.log_filter, "debug");
+    }
+
+    #[test]
+    fn input_is_off_unless_allowed() {
+        assert!(!Config::default().input.allow);
+        let file = crate::config::parse_file("[input]\nlayout = \"fr\"\n", std::path::Path::new("t")).expect("parse");
+        let cfg = GlobalArgs::default().over(Some(&file)).expect("resolve");
+        assert!(!cfg.input.allow);
+        assert_eq!(cfg.input.layout, "fr");
+        let args = GlobalArgs { allow_input: true, ..Default::default() };
+        assert!(args.over(Some(&file)).expect("resolve").input.allow);
+        assert!(Config::from_toml("[input]\nallow = true").expect("parse").input.allow);
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let args = GlobalArgs { config: Some("/nonexistent/wl-webrtc.toml".into()), ..Default::default() };
+        let err = args.resolve().expect_err("missing file");
+        assert!(err.to_string().contains("/nonexistent/wl-webrtc.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_flag_values_are_named() {
+        let args = GlobalArgs { headless: Some("big".into()), ..Default::default() };
+        let err = args.over(None).expect_err("bad mode");
+        assert!(err.to_string().contains("--headless"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ConvertArg, CursorArg, GlobalArgs, SourceArg};
 use crate::convert::ConvertChoice;
 use crate::encode::{EncoderSettings, Profile, RateControl};
 
@@ -31,12 +30,13 @@ pub enum ConfigError {
     Invalid { what: String, msg: String },
 }
 
-fn invalid(what: &str, msg: impl Into<String>) -> ConfigError {
+/// `what` (a key or flag) has a bad value.
+pub fn invalid(what: &str, msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { what: what.to_owned(), msg: msg.into() }
 }
 
 /// Capture source selection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
     /// ext-image-copy-capture if offered, else wlr-screencopy, else PipeWire.
@@ -47,19 +47,8 @@ pub enum SourceKind {
     Pipewire,
 }
 
-impl From<SourceArg> for SourceKind {
-    fn from(a: SourceArg) -> Self {
-        match a {
-            SourceArg::Auto => SourceKind::Auto,
-            SourceArg::Screencopy => SourceKind::Screencopy,
-            SourceArg::ExtImageCopy => SourceKind::ExtImageCopy,
-            SourceArg::Pipewire => SourceKind::Pipewire,
-        }
-    }
-}
-
 /// What happens to the pointer cursor (`--cursor`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CursorMode {
     /// Painted into the frames by the compositor.
@@ -78,26 +67,6 @@ impl CursorMode {
             CursorMode::Embedded => "embedded",
             CursorMode::Metadata => "metadata",
             CursorMode::Hidden => "hidden",
-        }
-    }
-}
-
-impl From<CursorArg> for CursorMode {
-    fn from(a: CursorArg) -> Self {
-        match a {
-            CursorArg::Embedded => CursorMode::Embedded,
-            CursorArg::Metadata => CursorMode::Metadata,
-            CursorArg::Hidden => CursorMode::Hidden,
-        }
-    }
-}
-
-impl From<ConvertArg> for ConvertChoice {
-    fn from(a: ConvertArg) -> Self {
-        match a {
-            ConvertArg::Auto => ConvertChoice::Auto,
-            ConvertArg::Cpu => ConvertChoice::Cpu,
-            ConvertArg::Vulkan => ConvertChoice::Vulkan,
         }
     }
 }
@@ -144,7 +113,7 @@ impl std::fmt::Display for HeadlessMode {
 /// The config file as written (every key optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub struct FileConfig {
     output: Option<String>,
     source: Option<SourceKind>,
     pipewire_node: Option<String>,
@@ -340,25 +309,15 @@ pub fn default_config_path() -> Option<PathBuf> {
 }
 
 impl Config {
-    /// Defaults ← file (explicit `--config`, else the default path if it exists) ← flags.
-    pub fn resolve(args: &GlobalArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => Some(read_file(path)?),
-            None => match default_config_path() {
-                Some(path) if path.exists() => Some(read_file(&path)?),
-                _ => None,
-            },
-        };
-        Config::from_parts(file.as_ref(), args)
-    }
-
     /// Parse a TOML string alone (flags absent); used for the template check and tests.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let file = parse_file(text, Path::new("<string>"))?;
-        Config::from_parts(Some(&file), &GlobalArgs::default())
+        let cfg = Config::from_file(Some(&parse_file(text, Path::new("<string>"))?))?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
-    fn from_parts(file: Option<&FileConfig>, args: &GlobalArgs) -> Result<Config, ConfigError> {
+    /// Defaults ← `file`, not yet validated (flags may still change it: see `cli::GlobalArgs::resolve`).
+    pub fn from_file(file: Option<&FileConfig>) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
         if let Some(f) = file {
             if let Some(o) = &f.output {
@@ -420,57 +379,11 @@ impl Config {
                 cfg.input.variant = v.clone();
             }
         }
-        if let Some(o) = &args.output {
-            cfg.output = Some(o.clone());
-        }
-        if let Some(s) = args.source {
-            cfg.source = s.into();
-        }
-        if let Some(n) = &args.pipewire_node {
-            cfg.pipewire_node = Some(n.clone());
-            // A node is a PipeWire source, whatever `source` said in the file.
-            if args.source.is_none() {
-                cfg.source = SourceKind::Pipewire;
-            }
-        }
-        if let Some(c) = args.cursor {
-            cfg.cursor = c.into();
-        }
-        if let Some(c) = args.convert {
-            cfg.convert = c.into();
-        }
-        if let Some(fps) = args.fps {
-            cfg.fps = fps;
-        }
-        match (args.log_level.as_ref(), args.verbose) {
-            (Some(l), _) => cfg.log_filter = l.clone(),
-            (None, 1) => cfg.log_filter = "debug".to_owned(),
-            (None, n) if n >= 2 => cfg.log_filter = "trace".to_owned(),
-            _ => {}
-        }
-        if let Some(b) = args.bitrate {
-            cfg.encoder.bitrate_kbps = (b != 0).then_some(b);
-        }
-        if let Some(l) = &args.listen {
-            cfg.server.listen = parse_listen(l).map_err(|e| invalid("--listen", e))?;
-        }
-        if let Some(t) = &args.token {
-            cfg.server.token = Some(t.clone());
-        }
-        if args.no_auth {
-            cfg.server.no_auth = true;
-        }
-        if let Some(h) = &args.headless {
-            cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);
-        }
-        if args.allow_input {
-            cfg.input.allow = true;
-        }
-        cfg.validate()?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Check every value; the error names the key or flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=240).contains(&self.fps) {
             return Err(invalid("fps", format!("{} is outside 1..=240", self.fps)));
         }
@@ -503,10 +416,10 @@ impl Config {
                 return Err(invalid("server.ice_servers", format!("{url:?} is not a stun:/turn:/turns: URL")));
             }
         }
-        if self.input.layout.is_empty() || !crate::input::keymap::valid_name(&self.input.layout) {
+        if self.input.layout.is_empty() || !valid_xkb_name(&self.input.layout) {
             return Err(invalid("input.layout", "must be an xkb layout name such as \"us\", \"de\" or \"us,de\""));
         }
-        if !crate::input::keymap::valid_name(&self.input.variant) {
+        if !valid_xkb_name(&self.input.variant) {
             return Err(invalid("input.variant", "must be an xkb variant name such as \"nodeadkeys\" (or empty)"));
         }
         if self.headless_user.is_empty() {
@@ -615,30 +528,36 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
+/// The config file: `explicit` (an error when it cannot be read), else the default path when it exists.
+pub fn read_config_file(explicit: Option<&Path>) -> Result<Option<FileConfig>, ConfigError> {
+    match explicit {
+        Some(path) => Ok(Some(read_file(path)?)),
+        None => match default_config_path() {
+            Some(path) if path.exists() => Ok(Some(read_file(&path)?)),
+            _ => Ok(None),
+        },
+    }
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     parse_file(&text, path)
 }
 
-fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+/// Parse config-file text (`path` only names it in errors).
+pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })
+}
+
+/// Whether a layout or variant name is safe to hand to xkbcommon (names like `us`, `de`, `fr`, `dvorak`,
+/// `us,de`, `altgr-intl`).
+pub fn valid_xkb_name(s: &str) -> bool {
+    s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ','))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pipewire_node_implies_the_pipewire_source() {
-        let args = GlobalArgs { pipewire_node: Some("42".into()), ..GlobalArgs::default() };
-        let cfg = Config::from_parts(None, &args).expect("node");
-        assert_eq!((cfg.source, cfg.pipewire_node.as_deref()), (SourceKind::Pipewire, Some("42")));
-        assert_eq!(Config::from_toml(&cfg.to_toml()).expect("round trip"), cfg);
-        let cfg = Config::from_toml("pipewire_node = \"cam\"\nsource = \"pipewire\"").expect("file");
-        assert_eq!(cfg.pipewire_node.as_deref(), Some("cam"));
-        let err = Config::from_toml("pipewire_node = \"cam\"\nsource = \"screencopy\"").expect_err("conflict");
-        assert!(err.to_string().contains("--source pipewire"), "{err}");
-    }
 
     #[test]
     fn template_parses_to_defaults() {
@@ -679,24 +598,6 @@ mod tests {
     }
 
     #[test]
-    fn flags_override_file() {
-        let file = parse_file("output = \"A\"\nfps = 30\nsource = \"pipewire\"\nconvert = \"cpu\"\n", Path::new("t"))
-            .expect("parse");
-        let args = GlobalArgs { output: Some("B".into()), verbose: 1, ..Default::default() };
-        assert_eq!(
-            Config::from_parts(Some(&file), &GlobalArgs::default()).expect("file only").convert,
-            ConvertChoice::Cpu
-        );
-        let flag = GlobalArgs { convert: Some(ConvertArg::Vulkan), ..Default::default() };
-        assert_eq!(Config::from_parts(Some(&file), &flag).expect("flag wins").convert, ConvertChoice::Vulkan);
-        let cfg = Config::from_parts(Some(&file), &args).expect("resolve");
-        assert_eq!(cfg.output.as_deref(), Some("B"));
-        assert_eq!(cfg.fps, 30);
-        assert_eq!(cfg.source, SourceKind::Pipewire);
-        assert_eq!(cfg.log_filter, "debug");
-    }
-
-    #[test]
     fn bad_values_are_named() {
         let err = Config::from_toml("fps = 0").expect_err("fps 0");
         assert!(err.to_string().contains("fps"), "{err}");
@@ -706,30 +607,8 @@ mod tests {
         assert!(err.to_string().contains("x11"), "{err}");
         let err = Config::from_toml("convert = \"opencl\"").expect_err("bad converter");
         assert!(err.to_string().contains("opencl"), "{err}");
-        let args = GlobalArgs { headless: Some("big".into()), ..Default::default() };
-        let err = Config::from_parts(None, &args).expect_err("bad mode");
-        assert!(err.to_string().contains("--headless"), "{err}");
         let err = Config::from_toml("[input]\nlayout = \"us; rm\"").expect_err("bad layout");
         assert!(err.to_string().contains("input.layout"), "{err}");
-    }
-
-    #[test]
-    fn input_is_off_unless_allowed() {
-        assert!(!Config::default().input.allow);
-        let file = parse_file("[input]\nlayout = \"fr\"\n", Path::new("t")).expect("parse");
-        let cfg = Config::from_parts(Some(&file), &GlobalArgs::default()).expect("resolve");
-        assert!(!cfg.input.allow);
-        assert_eq!(cfg.input.layout, "fr");
-        let args = GlobalArgs { allow_input: true, ..Default::default() };
-        assert!(Config::from_parts(Some(&file), &args).expect("resolve").input.allow);
-        assert!(Config::from_toml("[input]\nallow = true").expect("parse").input.allow);
-    }
-
-    #[test]
-    fn missing_explicit_file_is_an_error() {
-        let args = GlobalArgs { config: Some("/nonexistent/wl-webrtc.toml".into()), ..Default::default() };
-        let err = Config::resolve(&args).expect_err("missing file");
-        assert!(err.to_string().contains("/nonexistent/wl-webrtc.toml"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The pointer cursor as metadata for viewers (`--cursor metadata`): the capture thread turns the source's
-//! [`CursorState`] into data-channel messages, sent on each viewer's `input` channel (the page draws the
+//! The pointer cursor: its state as a capture source reports it ([`CursorState`], from ext-image-copy's
+//! cursor session or PipeWire's cursor metadata) and, as metadata for viewers (`--cursor metadata`), the
+//! data-channel messages the capture thread turns it into, sent on each viewer's `input` channel (the page draws the
 //! image over the video, mapped through the letterbox like the picture):
 //!
 //! * `{"t":"cursor","visible":true,"x":0.5,"y":0.25,"hx":3,"hy":1}` — hotspot position as a fraction of the
@@ -8,8 +9,70 @@
 //!
 //! Sans-IO: state in, messages out; only changes produce messages.
 
-use crate::capture::image_copy::{CursorImage, CursorState};
-use crate::frame::PixelFormat;
+use serde::Serialize;
+
+use crate::frame::{FrameLayout, PixelFormat};
+
+/// A cursor session event, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorEvent {
+    Enter,
+    Leave,
+    Position { x: i32, y: i32 },
+    Hotspot { x: i32, y: i32 },
+}
+
+/// The cursor image, as the compositor copied it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CursorImage {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    #[serde(skip)]
+    pub stride: u32,
+    /// `stride * height` bytes in `format`.
+    #[serde(skip)]
+    pub data: Vec<u8>,
+}
+
+impl CursorImage {
+    /// RGB at (x, y).
+    pub fn pixel_rgb(&self, x: u32, y: u32) -> Option<[u8; 3]> {
+        let layout = FrameLayout { width: self.width, height: self.height, stride: self.stride, format: self.format };
+        crate::frame::pixel_rgb(&self.data, &layout, false, x, y)
+    }
+}
+
+/// The pointer cursor over the captured output (`--cursor metadata`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CursorState {
+    /// The cursor image intersects the output.
+    pub inside: bool,
+    /// Hotspot position in the output's buffer pixels (may be outside the buffer).
+    pub x: i32,
+    pub y: i32,
+    /// Offset of the hotspot inside the image.
+    pub hotspot_x: i32,
+    pub hotspot_y: i32,
+    /// Latest image (`None` until the first cursor frame arrives).
+    pub image: Option<CursorImage>,
+    /// Cursor images received so far.
+    pub image_updates: u64,
+    /// Position/hotspot/enter/leave events received so far.
+    pub updates: u64,
+}
+
+impl CursorState {
+    pub fn apply(&mut self, ev: CursorEvent) {
+        self.updates += 1;
+        match ev {
+            CursorEvent::Enter => self.inside = true,
+            CursorEvent::Leave => self.inside = false,
+            CursorEvent::Position { x, y } => (self.x, self.y) = (x, y),
+            CursorEvent::Hotspot { x, y } => (self.hotspot_x, self.hotspot_y) = (x, y),
+        }
+    }
+}
 
 /// Turns successive cursor states into the messages that describe what changed.
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cli = wl_webrtc::cli::Cli::parse();
-    let cfg = match wl_webrtc::config::Config::resolve(&cli.global) {
+    let cfg = match cli.global.resolve() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wl-webrtc: {e}");

@@ -9,7 +9,8 @@ use wayland_client::QueueHandle;
 use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_dmabuf_v1::ZwpLinuxDmabufV1;
 
 use super::CaptureError;
-use super::wayland::{WlSession, WlState};
+use super::CaptureSession;
+use super::wayland::WlState;
 use crate::buffer::dmabuf::{self, DmabufBuffer, DmabufOffer, DmabufUnavailable, GbmAllocator};
 use crate::buffer::{BufferData, FrameBuffer, shm::ShmBuffer};
 use crate::frame::{FrameLayout, PixelFormat};
@@ -42,7 +43,7 @@ impl std::fmt::Debug for CaptureBuffers {
 impl CaptureBuffers {
     /// Bind zwp_linux_dmabuf_v1 when offered and open GBM on `render_node` (the default render node when
     /// `None`). Neither is required: without them every buffer is shm.
-    pub fn new(session: &WlSession, render_node: Option<&std::path::Path>) -> CaptureBuffers {
+    pub fn new(session: &CaptureSession, render_node: Option<&std::path::Path>) -> CaptureBuffers {
         let linux_dmabuf: Option<ZwpLinuxDmabufV1> = session.globals.bind(&session.handle(), 3..=4, BufferData).ok();
         let gbm = match render_node {
             Some(path) => GbmAllocator::open(path),
@@ -57,7 +58,7 @@ impl CaptureBuffers {
     /// set of changes).
     pub fn ensure(
         &mut self,
-        session: &WlSession,
+        session: &CaptureSession,
         shm_layout: Result<FrameLayout, CaptureError>,
         dmabuf: Option<&DmabufWant>,
     ) -> Result<bool, CaptureError> {
@@ -85,12 +86,12 @@ impl CaptureBuffers {
 
     fn allocate(
         &mut self,
-        session: &WlSession,
+        session: &CaptureSession,
         want_dmabuf: Result<(DmabufOffer, PixelFormat), DmabufUnavailable>,
         modifiers: &[u64],
         shm_layout: Result<FrameLayout, CaptureError>,
     ) -> Result<FrameBuffer, CaptureError> {
-        let qh: QueueHandle<WlState> = session.handle();
+        let qh: QueueHandle<WlState<super::CaptureEvents>> = session.handle();
         match (want_dmabuf, &self.gbm, &self.linux_dmabuf) {
             (Ok((offer, format)), Ok(gbm), Some(ld)) => {
                 match DmabufBuffer::with_modifiers(gbm, offer, format, modifiers, ld, &qh) {

@@ -25,7 +25,6 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use smithay_client_toolkit::dispatch2::Dispatch2;
 use wayland_client::protocol::wl_output::WlOutput;
 use wayland_client::protocol::wl_pointer::{self, WlPointer};
@@ -42,11 +41,13 @@ use wayland_protocols::ext::image_copy_capture::v1::client::{
     ext_image_copy_capture_session_v1::{self, ExtImageCopyCaptureSessionV1},
 };
 
+use super::CaptureSession;
 use super::buffers::{CaptureBuffers, DmabufWant};
 use super::wayland::{OutputDesc, WlSession, WlState};
 use super::{CaptureCounters, CaptureError, CursorMode, FAILURE_BACKOFF, MAX_CONSECUTIVE_FAILURES};
 use crate::buffer::FrameBuffer;
 use crate::buffer::dmabuf::{self, DmabufOffer};
+use crate::cursor::{CursorEvent, CursorImage, CursorState};
 use crate::frame::{FrameInfo, FrameLayout, PixelFormat, Rect};
 
 /// wl_output.transform values that matter here.
@@ -288,67 +289,6 @@ pub fn damage_rect(x: i32, y: i32, width: i32, height: i32) -> Option<Rect> {
 // ---------------------------------------------------------------------------------------------------------
 // Sans-IO: cursor metadata.
 
-/// A cursor session event, decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CursorEvent {
-    Enter,
-    Leave,
-    Position { x: i32, y: i32 },
-    Hotspot { x: i32, y: i32 },
-}
-
-/// The cursor image, as the compositor copied it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CursorImage {
-    pub width: u32,
-    pub height: u32,
-    pub format: PixelFormat,
-    #[serde(skip)]
-    pub stride: u32,
-    /// `stride * height` bytes in `format`.
-    #[serde(skip)]
-    pub data: Vec<u8>,
-}
-
-impl CursorImage {
-    /// RGB at (x, y).
-    pub fn pixel_rgb(&self, x: u32, y: u32) -> Option<[u8; 3]> {
-        let layout = FrameLayout { width: self.width, height: self.height, stride: self.stride, format: self.format };
-        crate::frame::pixel_rgb(&self.data, &layout, false, x, y)
-    }
-}
-
-/// The pointer cursor over the captured output (`--cursor metadata`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct CursorState {
-    /// The cursor image intersects the output.
-    pub inside: bool,
-    /// Hotspot position in the output's buffer pixels (may be outside the buffer).
-    pub x: i32,
-    pub y: i32,
-    /// Offset of the hotspot inside the image.
-    pub hotspot_x: i32,
-    pub hotspot_y: i32,
-    /// Latest image (`None` until the first cursor frame arrives).
-    pub image: Option<CursorImage>,
-    /// Cursor images received so far.
-    pub image_updates: u64,
-    /// Position/hotspot/enter/leave events received so far.
-    pub updates: u64,
-}
-
-impl CursorState {
-    pub fn apply(&mut self, ev: CursorEvent) {
-        self.updates += 1;
-        match ev {
-            CursorEvent::Enter => self.inside = true,
-            CursorEvent::Leave => self.inside = false,
-            CursorEvent::Position { x, y } => (self.x, self.y) = (x, y),
-            CursorEvent::Hotspot { x, y } => (self.hotspot_x, self.hotspot_y) = (x, y),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Events as they come off the wire, tagged with the object they belong to.
 
@@ -366,6 +306,22 @@ pub enum TaggedEvent {
 #[derive(Debug, Default)]
 pub struct ImageCopyEvents {
     events: Vec<TaggedEvent>,
+}
+
+/// The registry name of ext-image-copy-capture's manager.
+pub const IFACE: &str = "ext_image_copy_capture_manager_v1";
+/// Capturing an output also needs a source for it.
+pub const OUTPUT_SOURCE_IFACE: &str = "ext_output_image_capture_source_manager_v1";
+
+/// Whether ext-image-copy-capture of outputs is possible (the capture manager and the output source manager
+/// are both offered).
+pub fn offered<X: 'static>(session: &WlSession<X>) -> bool {
+    session.has_global(IFACE) && session.has_global(OUTPUT_SOURCE_IFACE)
+}
+
+/// What a queue's state gives ext-image-copy: the place its events are stored.
+pub trait ImageCopyHandler {
+    fn image_copy_events(&mut self) -> &mut ImageCopyEvents;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -448,7 +404,7 @@ impl SessionDriver {
     }
 
     /// Start a frame when nothing is in flight and constraints allow.
-    fn kick(&mut self, wl: &WlSession) -> Result<(), CaptureError> {
+    fn kick(&mut self, wl: &CaptureSession) -> Result<(), CaptureError> {
         match self.phase {
             // The grace period after failed(buffer_constraints) is over: retry with what we have (below).
             Phase::AwaitingConstraints { until: Some(t) } if Instant::now() >= t => self.phase = Phase::Idle,
@@ -622,7 +578,7 @@ pub struct ImageCopyCapture {
     seq: u64,
     failed_frames: u64,
     last_transform: u32,
-    session: WlSession,
+    session: CaptureSession,
 }
 
 impl std::fmt::Debug for ImageCopyCapture {
@@ -634,7 +590,7 @@ impl std::fmt::Debug for ImageCopyCapture {
 impl ImageCopyCapture {
     /// Start capturing `output` (by name; the first output when `None`) of a connected session.
     pub fn new(
-        mut session: WlSession,
+        mut session: CaptureSession,
         output: Option<&str>,
         cursor: CursorMode,
     ) -> Result<ImageCopyCapture, CaptureError> {
@@ -727,7 +683,8 @@ impl ImageCopyCapture {
             self.kick_cursor();
             let wake = [Some(deadline), self.main.wake_at(), self.cursor_wake_at()].into_iter().flatten().min();
             let until = wake.unwrap_or(deadline);
-            let got = self.session.dispatch_until(until, stop, |st| Ok(!st.image_copy.events.is_empty()))?;
+            let got =
+                self.session.dispatch_until(until, stop, |st| Ok(!st.ext.image_copy_events().events.is_empty()))?;
             self.check_output()?;
             if got {
                 if let Some(info) = self.process_events()? {
@@ -767,7 +724,7 @@ impl ImageCopyCapture {
 
     /// Apply every queued event; a ready frame of the output comes back (at most one is in flight).
     fn process_events(&mut self) -> Result<Option<FrameInfo>, CaptureError> {
-        let events = std::mem::take(&mut self.session.state.image_copy.events);
+        let events = std::mem::take(&mut self.session.state.ext.image_copy_events().events);
         let mut ready = None;
         for ev in events {
             match ev {
@@ -883,7 +840,7 @@ impl ImageCopyCapture {
 
 /// Open the pointer cursor session for the first seat's pointer and its image capture session.
 fn open_cursor(
-    session: &mut WlSession,
+    session: &mut CaptureSession,
     manager: &ExtImageCopyCaptureManagerV1,
     source: &ExtImageCaptureSourceV1,
 ) -> Result<CursorCapture, CaptureError> {
@@ -895,7 +852,7 @@ fn open_cursor(
     let never = AtomicBool::new(false);
     let mut has_pointer = None;
     session.dispatch_until(Instant::now() + Duration::from_secs(2), &never, |st| {
-        st.image_copy.events.retain(|e| match e {
+        st.ext.image_copy_events().events.retain(|e| match e {
             TaggedEvent::SeatPointer(p) => {
                 has_pointer = Some(*p);
                 false
@@ -933,15 +890,15 @@ impl Drop for ImageCopyCapture {
 #[derive(Debug, Clone, Copy)]
 pub struct ImageCopyData;
 
-fn push(state: &mut WlState, ev: TaggedEvent) {
-    state.image_copy.events.push(ev);
+fn push<X: ImageCopyHandler>(state: &mut WlState<X>, ev: TaggedEvent) {
+    state.ext.image_copy_events().events.push(ev);
 }
 
 /// Interfaces without events.
 macro_rules! no_events {
     ($($iface:ty),*) => {$(
-        impl Dispatch2<$iface, WlState> for ImageCopyData {
-            fn event(&self, _: &mut WlState, _: &$iface, _: <$iface as Proxy>::Event, _: &Connection, _: &QueueHandle<WlState>) {}
+        impl<X: ImageCopyHandler + 'static> Dispatch2<$iface, WlState<X>> for ImageCopyData {
+            fn event(&self, _: &mut WlState<X>, _: &$iface, _: <$iface as Proxy>::Event, _: &Connection, _: &QueueHandle<WlState<X>>) {}
         }
     )*};
 }
@@ -953,14 +910,14 @@ fn ne_u64s(bytes: &[u8]) -> Vec<u64> {
     bytes.chunks_exact(8).map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()
 }
 
-impl Dispatch2<ExtImageCopyCaptureSessionV1, WlState> for ImageCopyData {
+impl<X: ImageCopyHandler + 'static> Dispatch2<ExtImageCopyCaptureSessionV1, WlState<X>> for ImageCopyData {
     fn event(
         &self,
-        state: &mut WlState,
+        state: &mut WlState<X>,
         session: &ExtImageCopyCaptureSessionV1,
         event: ext_image_copy_capture_session_v1::Event,
         _: &Connection,
-        _: &QueueHandle<WlState>,
+        _: &QueueHandle<WlState<X>>,
     ) {
         use ext_image_copy_capture_session_v1::Event as E;
         let ev = match event {
@@ -984,14 +941,14 @@ impl Dispatch2<ExtImageCopyCaptureSessionV1, WlState> for ImageCopyData {
     }
 }
 
-impl Dispatch2<ExtImageCopyCaptureFrameV1, WlState> for ImageCopyData {
+impl<X: ImageCopyHandler + 'static> Dispatch2<ExtImageCopyCaptureFrameV1, WlState<X>> for ImageCopyData {
     fn event(
         &self,
-        state: &mut WlState,
+        state: &mut WlState<X>,
         frame: &ExtImageCopyCaptureFrameV1,
         event: ext_image_copy_capture_frame_v1::Event,
         _: &Connection,
-        _: &QueueHandle<WlState>,
+        _: &QueueHandle<WlState<X>>,
     ) {
         use ext_image_copy_capture_frame_v1::{Event as E, FailureReason as R};
         let ev = match event {
@@ -1019,14 +976,14 @@ impl Dispatch2<ExtImageCopyCaptureFrameV1, WlState> for ImageCopyData {
     }
 }
 
-impl Dispatch2<ExtImageCopyCaptureCursorSessionV1, WlState> for ImageCopyData {
+impl<X: ImageCopyHandler + 'static> Dispatch2<ExtImageCopyCaptureCursorSessionV1, WlState<X>> for ImageCopyData {
     fn event(
         &self,
-        state: &mut WlState,
+        state: &mut WlState<X>,
         _: &ExtImageCopyCaptureCursorSessionV1,
         event: ext_image_copy_capture_cursor_session_v1::Event,
         _: &Connection,
-        _: &QueueHandle<WlState>,
+        _: &QueueHandle<WlState<X>>,
     ) {
         use ext_image_copy_capture_cursor_session_v1::Event as E;
         let ev = match event {
@@ -1040,8 +997,15 @@ impl Dispatch2<ExtImageCopyCaptureCursorSessionV1, WlState> for ImageCopyData {
     }
 }
 
-impl Dispatch2<WlSeat, WlState> for ImageCopyData {
-    fn event(&self, state: &mut WlState, _: &WlSeat, event: wl_seat::Event, _: &Connection, _: &QueueHandle<WlState>) {
+impl<X: ImageCopyHandler + 'static> Dispatch2<WlSeat, WlState<X>> for ImageCopyData {
+    fn event(
+        &self,
+        state: &mut WlState<X>,
+        _: &WlSeat,
+        event: wl_seat::Event,
+        _: &Connection,
+        _: &QueueHandle<WlState<X>>,
+    ) {
         if let wl_seat::Event::Capabilities { capabilities } = event {
             let pointer = matches!(capabilities, WEnum::Value(c) if c.contains(wl_seat::Capability::Pointer));
             push(state, TaggedEvent::SeatPointer(pointer));
@@ -1049,8 +1013,15 @@ impl Dispatch2<WlSeat, WlState> for ImageCopyData {
     }
 }
 
-impl Dispatch2<WlPointer, WlState> for ImageCopyData {
-    fn event(&self, _: &mut WlState, _: &WlPointer, _: wl_pointer::Event, _: &Connection, _: &QueueHandle<WlState>) {
+impl<X: ImageCopyHandler + 'static> Dispatch2<WlPointer, WlState<X>> for ImageCopyData {
+    fn event(
+        &self,
+        _: &mut WlState<X>,
+        _: &WlPointer,
+        _: wl_pointer::Event,
+        _: &Connection,
+        _: &QueueHandle<WlState<X>>,
+    ) {
         // The pointer only names whose cursor to capture; its input events are not ours to use.
     }
 }

@@ -21,11 +21,46 @@ use std::time::{Duration, Instant};
 
 pub use crate::config::CursorMode;
 use crate::config::SourceKind;
+use crate::cursor::CursorState;
 use crate::frame::{Damage, FrameInfo, FrameLayout, PixelFormat, Rect};
-use image_copy::{CursorState, ImageCopyCapture};
+use image_copy::ImageCopyCapture;
 use pipewire::{PipewireCapture, PipewireOptions};
 use screencopy::ScreencopyCapture;
 use wayland::{OutputDesc, WlSession};
+
+/// The protocol state the capture sources keep on their Wayland queue (see `wayland::WlState`).
+#[derive(Debug, Default)]
+pub struct CaptureEvents {
+    screencopy: screencopy::ScreencopyEvents,
+    image_copy: image_copy::ImageCopyEvents,
+}
+
+impl screencopy::ScreencopyHandler for CaptureEvents {
+    fn screencopy_events(&mut self) -> &mut screencopy::ScreencopyEvents {
+        &mut self.screencopy
+    }
+}
+
+impl image_copy::ImageCopyHandler for CaptureEvents {
+    fn image_copy_events(&mut self) -> &mut image_copy::ImageCopyEvents {
+        &mut self.image_copy
+    }
+}
+
+/// A Wayland session of a capture source.
+pub type CaptureSession = WlSession<CaptureEvents>;
+
+/// The outputs of `session`, each with the capture sources it can be captured with.
+pub fn describe_outputs<X: 'static>(session: &WlSession<X>) -> Vec<OutputDesc> {
+    let mut sources = Vec::new();
+    if image_copy::offered(session) {
+        sources.push("ext-image-copy");
+    }
+    if screencopy::offered(session) {
+        sources.push("screencopy");
+    }
+    session.outputs().into_iter().map(|(_, d)| OutputDesc { sources: sources.clone(), ..d }).collect()
+}
 
 /// Consecutive failed frames after which capture gives up.
 pub(crate) const MAX_CONSECUTIVE_FAILURES: u32 = 50;
@@ -197,8 +232,8 @@ impl Capture {
         if source == SourceKind::Pipewire || (pw.node.is_some() && source == SourceKind::Auto) {
             return Ok(Capture::PipeWire(Box::new(PipewireCapture::open(pw, cursor)?)));
         }
-        let session = WlSession::connect(socket)?;
-        let resolved = resolve_source(source, session.offers_ext_image_copy(), session.offers_screencopy())?;
+        let session = CaptureSession::connect(socket)?;
+        let resolved = resolve_source(source, image_copy::offered(&session), screencopy::offered(&session))?;
         match resolved {
             ResolvedSource::Screencopy => {
                 let mut cap = ScreencopyCapture::new(session, output)?;

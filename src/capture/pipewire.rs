@@ -29,9 +29,9 @@ use pw::spa;
 use spa::pod::{ChoiceValue, Object, Pod, Property, PropertyFlags, Value};
 use spa::utils::{Choice, ChoiceEnum, ChoiceFlags, Fraction, Id, Rectangle};
 
-use super::image_copy::{CursorImage, CursorState};
 use super::wayland::OutputDesc;
 use super::{CaptureCounters, CaptureError, portal};
+use crate::cursor::{CursorImage, CursorState};
 use crate::frame::{FrameInfo, FrameLayout, PixelFormat, Rect};
 
 /// How long opening a stream may take until it is connected to its node (or fails).

@@ -20,6 +20,7 @@ use wayland_protocols_wlr::screencopy::v1::client::{
 };
 
 pub use super::CaptureCounters;
+use super::CaptureSession;
 use super::buffers::{CaptureBuffers, DmabufWant};
 use super::wayland::{OutputDesc, WlSession, WlState};
 use super::{CaptureError, CursorMode};
@@ -45,6 +46,19 @@ pub enum FrameEvent {
 #[derive(Debug, Default)]
 pub struct ScreencopyEvents {
     events: Vec<(u32, FrameEvent)>,
+}
+
+/// The registry name of wlr-screencopy's manager.
+pub const IFACE: &str = "zwlr_screencopy_manager_v1";
+
+/// Whether the compositor offers wlr-screencopy.
+pub fn offered<X: 'static>(session: &WlSession<X>) -> bool {
+    session.has_global(IFACE)
+}
+
+/// What a queue's state gives screencopy: the place its events are stored.
+pub trait ScreencopyHandler {
+    fn screencopy_events(&mut self) -> &mut ScreencopyEvents;
 }
 
 /// An shm buffer the compositor offered.
@@ -169,7 +183,7 @@ impl FrameMachine {
 
 /// Capture of one output over wlr-screencopy.
 pub struct ScreencopyCapture {
-    session: WlSession,
+    session: CaptureSession,
     manager: ZwlrScreencopyManagerV1,
     version: u32,
     output: WlOutput,
@@ -192,7 +206,7 @@ impl std::fmt::Debug for ScreencopyCapture {
 
 impl ScreencopyCapture {
     /// Start capturing `output` (by name; the first output when `None`) of a connected session.
-    pub fn new(session: WlSession, output: Option<&str>) -> Result<ScreencopyCapture, CaptureError> {
+    pub fn new(session: CaptureSession, output: Option<&str>) -> Result<ScreencopyCapture, CaptureError> {
         let qh = session.handle();
         let manager: ZwlrScreencopyManagerV1 = session.globals.bind(&qh, 1..=3, ScreencopyData).map_err(|_| {
             CaptureError::MissingGlobal(
@@ -257,12 +271,13 @@ impl ScreencopyCapture {
             if self.in_flight.is_none() {
                 self.request_frame();
             }
-            let got = self.session.dispatch_until(deadline, stop, |st| Ok(!st.screencopy.events.is_empty()))?;
+            let got =
+                self.session.dispatch_until(deadline, stop, |st| Ok(!st.ext.screencopy_events().events.is_empty()))?;
             self.session.check_output(&self.output_desc.name)?;
             if !got {
                 return Ok(None);
             }
-            let events = std::mem::take(&mut self.session.state.screencopy.events);
+            let events = std::mem::take(&mut self.session.state.ext.screencopy_events().events);
             for (id, ev) in events {
                 let Some((frame, machine, requested_at, with_damage)) = self.in_flight.as_mut() else { break };
                 if frame.id().protocol_id() != id {
@@ -375,26 +390,26 @@ impl Drop for ScreencopyCapture {
 #[derive(Debug, Clone, Copy)]
 pub struct ScreencopyData;
 
-impl Dispatch2<ZwlrScreencopyManagerV1, WlState> for ScreencopyData {
+impl<X: ScreencopyHandler + 'static> Dispatch2<ZwlrScreencopyManagerV1, WlState<X>> for ScreencopyData {
     fn event(
         &self,
-        _: &mut WlState,
+        _: &mut WlState<X>,
         _: &ZwlrScreencopyManagerV1,
         _: zwlr_screencopy_manager_v1::Event,
         _: &Connection,
-        _: &QueueHandle<WlState>,
+        _: &QueueHandle<WlState<X>>,
     ) {
     }
 }
 
-impl Dispatch2<ZwlrScreencopyFrameV1, WlState> for ScreencopyData {
+impl<X: ScreencopyHandler + 'static> Dispatch2<ZwlrScreencopyFrameV1, WlState<X>> for ScreencopyData {
     fn event(
         &self,
-        state: &mut WlState,
+        state: &mut WlState<X>,
         frame: &ZwlrScreencopyFrameV1,
         event: zwlr_screencopy_frame_v1::Event,
         _: &Connection,
-        _: &QueueHandle<WlState>,
+        _: &QueueHandle<WlState<X>>,
     ) {
         use zwlr_screencopy_frame_v1::Event as E;
         let ev = match event {
@@ -421,7 +436,7 @@ impl Dispatch2<ZwlrScreencopyFrameV1, WlState> for ScreencopyData {
             E::Failed => FrameEvent::Failed,
             _ => return,
         };
-        state.screencopy.events.push((frame.id().protocol_id(), ev));
+        state.ext.screencopy_events().events.push((frame.id().protocol_id(), ev));
     }
 }
 

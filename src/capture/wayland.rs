@@ -2,8 +2,10 @@
 //! (wl_output v4 + xdg-output through smithay-client-toolkit), wl_shm, and a dispatch loop with a deadline
 //! and a stop flag so that no call can hang.
 //!
-//! `WlState` is the one state object of the capture thread's event queue; protocol files (screencopy, …)
-//! add their own `Dispatch` impls for it.
+//! `WlState<X>` is the state object of one event queue; the core names no capture or input protocol: each
+//! protocol file brings its events, a handler trait for `X` (as client-toolkit's `delegate_*` do) and its
+//! `Dispatch2` impls for `WlState<X>`. The capture sources use `X = CaptureEvents`, the input injector
+//! `X = ()`.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -20,13 +22,6 @@ use wayland_client::protocol::wl_output::WlOutput;
 use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
 
 use super::CaptureError;
-
-/// Interface names we look for in the registry.
-pub const SCREENCOPY_IFACE: &str = "zwlr_screencopy_manager_v1";
-pub const EXT_IMAGE_COPY_IFACE: &str = "ext_image_copy_capture_manager_v1";
-/// ext-image-copy-capture needs a source for an output too.
-pub const EXT_OUTPUT_SOURCE_IFACE: &str = "ext_output_image_capture_source_manager_v1";
-pub const LINUX_DMABUF_IFACE: &str = "zwp_linux_dmabuf_v1";
 
 /// Where the compositor's socket is, from the environment (`WAYLAND_DISPLAY`, relative to
 /// `XDG_RUNTIME_DIR` unless absolute).
@@ -47,34 +42,33 @@ pub fn connect(socket: &Path) -> Result<Connection, CaptureError> {
     Connection::from_socket(stream).map_err(|e| CaptureError::CompositorGone(e.to_string()))
 }
 
-/// State of the capture thread's Wayland event queue.
-pub struct WlState {
+/// State of a Wayland event queue: the core's (registry, outputs, shm) plus `ext`, the protocol state of
+/// whoever owns the queue.
+pub struct WlState<X = ()> {
     pub registry: RegistryState,
     pub outputs: OutputState,
     pub shm: Shm,
     /// Names of outputs whose global went away since the last `take_destroyed_outputs`.
     destroyed_outputs: Vec<String>,
-    /// Protocol state of the screencopy source.
-    pub screencopy: super::screencopy::ScreencopyEvents,
-    /// Protocol state of the ext-image-copy-capture source.
-    pub image_copy: super::image_copy::ImageCopyEvents,
+    /// The owner's protocol state (events its `Dispatch2` impls store for it).
+    pub ext: X,
 }
 
-impl std::fmt::Debug for WlState {
+impl<X> std::fmt::Debug for WlState<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WlState").finish_non_exhaustive()
     }
 }
 
 /// A connected session: connection, event queue, state and the global list.
-pub struct WlSession {
+pub struct WlSession<X = ()> {
     pub conn: Connection,
-    pub queue: EventQueue<WlState>,
-    pub state: WlState,
+    pub queue: EventQueue<WlState<X>>,
+    pub state: WlState<X>,
     pub globals: GlobalList,
 }
 
-impl std::fmt::Debug for WlSession {
+impl<X> std::fmt::Debug for WlSession<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WlSession").finish_non_exhaustive()
     }
@@ -98,15 +92,15 @@ pub struct OutputDesc {
     pub logical_width: Option<i32>,
     pub logical_height: Option<i32>,
     pub transform: String,
-    /// Capture sources this output can be captured with.
+    /// Capture sources this output can be captured with (filled by `capture::describe_outputs`).
     pub sources: Vec<&'static str>,
 }
 
-impl WlSession {
+impl<X: Default + 'static> WlSession<X> {
     /// Connect, read the registry and wait until every output has described itself.
-    pub fn connect(socket: &Path) -> Result<WlSession, CaptureError> {
+    pub fn connect(socket: &Path) -> Result<WlSession<X>, CaptureError> {
         let conn = connect(socket)?;
-        let (globals, mut queue) = registry_queue_init::<WlState>(&conn).map_err(|e| gone_or_protocol(&e))?;
+        let (globals, mut queue) = registry_queue_init::<WlState<X>>(&conn).map_err(|e| gone_or_protocol(&e))?;
         let qh = queue.handle();
         let shm = Shm::bind(&globals, &qh)
             .map_err(|e| CaptureError::MissingGlobal(format!("the compositor offers no wl_shm: {e}")))?;
@@ -115,8 +109,7 @@ impl WlSession {
             outputs: OutputState::new(&globals, &qh),
             shm,
             destroyed_outputs: Vec::new(),
-            screencopy: Default::default(),
-            image_copy: Default::default(),
+            ext: X::default(),
         };
         // First round trip: wl_output/xdg_output objects bound; second: their done events.
         for _ in 0..2 {
@@ -124,31 +117,16 @@ impl WlSession {
         }
         Ok(WlSession { conn, queue, state, globals })
     }
+}
 
+impl<X: 'static> WlSession<X> {
     /// Whether the compositor offers a global with this interface name.
     pub fn has_global(&self, interface: &str) -> bool {
         self.globals.contents().with_list(|list| list.iter().any(|g| g.interface == interface))
     }
 
-    /// Whether ext-image-copy-capture of outputs is possible (the capture manager and the output source
-    /// manager are both offered).
-    pub fn offers_ext_image_copy(&self) -> bool {
-        self.has_global(EXT_IMAGE_COPY_IFACE) && self.has_global(EXT_OUTPUT_SOURCE_IFACE)
-    }
-
-    pub fn offers_screencopy(&self) -> bool {
-        self.has_global(SCREENCOPY_IFACE)
-    }
-
     /// All outputs with a name, in the compositor's order.
     pub fn outputs(&self) -> Vec<(WlOutput, OutputDesc)> {
-        let mut sources = Vec::new();
-        if self.offers_ext_image_copy() {
-            sources.push("ext-image-copy");
-        }
-        if self.offers_screencopy() {
-            sources.push("screencopy");
-        }
         let mut v: Vec<(u32, WlOutput, OutputDesc)> = self
             .state
             .outputs
@@ -173,7 +151,7 @@ impl WlSession {
                     logical_width: info.logical_size.map(|s| s.0),
                     logical_height: info.logical_size.map(|s| s.1),
                     transform: format!("{:?}", info.transform),
-                    sources: sources.clone(),
+                    sources: Vec::new(),
                 };
                 Some((info.id, o, desc))
             })
@@ -197,7 +175,7 @@ impl WlSession {
         }
     }
 
-    pub fn handle(&self) -> QueueHandle<WlState> {
+    pub fn handle(&self) -> QueueHandle<WlState<X>> {
         self.queue.handle()
     }
 
@@ -207,7 +185,7 @@ impl WlSession {
         &mut self,
         deadline: Instant,
         stop: &AtomicBool,
-        mut done: impl FnMut(&mut WlState) -> Result<bool, CaptureError>,
+        mut done: impl FnMut(&mut WlState<X>) -> Result<bool, CaptureError>,
     ) -> Result<bool, CaptureError> {
         loop {
             self.queue.dispatch_pending(&mut self.state).map_err(|e| dispatch_error(&e))?;
@@ -286,7 +264,7 @@ fn dispatch_error(e: &wayland_client::DispatchError) -> CaptureError {
     }
 }
 
-impl OutputHandler for WlState {
+impl<X: 'static> OutputHandler for WlState<X> {
     fn output_state(&mut self) -> &mut OutputState {
         &mut self.outputs
     }
@@ -311,18 +289,18 @@ impl OutputHandler for WlState {
     }
 }
 
-impl ShmHandler for WlState {
+impl<X: 'static> ShmHandler for WlState<X> {
     fn shm_state(&mut self) -> &mut Shm {
         &mut self.shm
     }
 }
 
-impl ProvidesRegistryState for WlState {
+impl<X: 'static> ProvidesRegistryState for WlState<X> {
     fn registry(&mut self) -> &mut RegistryState {
         &mut self.registry
     }
     registry_handlers![OutputState];
 }
 
-delegate_dispatch2!(WlState);
-delegate_registry!(WlState);
+delegate_dispatch2!(@<X: 'static> WlState<X>);
+delegate_registry!(@<X: 'static> WlState<X>);

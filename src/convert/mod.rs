@@ -98,7 +98,7 @@ pub(crate) fn fits(out: &Nv12Frame, layout: &FrameLayout) -> bool {
 }
 
 /// Which converter to use (`--convert`, config key `convert`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConvertChoice {
     /// Vulkan on a hardware GPU (discrete or integrated), else the CPU. Software Vulkan (lavapipe) is slower

@@ -28,12 +28,6 @@ pub struct Mods {
     pub group: u32,
 }
 
-/// Whether a layout or variant name is safe to hand to xkbcommon (names like `us`, `de`, `fr`, `dvorak`,
-/// `us,de`, `altgr-intl`).
-pub fn valid_name(s: &str) -> bool {
-    s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ','))
-}
-
 /// The keymap, its state, and the character → key table.
 pub struct Keyboard {
     keymap: xkb::Keymap,
@@ -50,7 +44,7 @@ impl std::fmt::Debug for Keyboard {
 impl Keyboard {
     /// Compile the keymap of `layout` (e.g. "us", "de") and `variant` ("" for the default).
     pub fn new(layout: &str, variant: &str) -> Result<Keyboard, InputError> {
-        if layout.is_empty() || !valid_name(layout) || !valid_name(variant) {
+        if layout.is_empty() || !crate::config::valid_xkb_name(layout) || !crate::config::valid_xkb_name(variant) {
             return Err(InputError::Keymap(format!("invalid layout {layout:?} / variant {variant:?}")));
         }
         // Ignore XKB_DEFAULT_* in our environment: the configured layout is what the viewer gets.

@@ -320,8 +320,8 @@ fn image_copy_test_compositor_enforces_the_protocol() {
         ExtImageCopyCaptureManagerV1 as Manager, Options,
     };
     use wl_webrtc::buffer::shm::ShmBuffer;
+    use wl_webrtc::capture::CaptureSession;
     use wl_webrtc::capture::image_copy::ImageCopyData as D;
-    use wl_webrtc::capture::wayland::WlSession;
     use wl_webrtc::frame::PixelFormat;
 
     let comp = TestCompositor::start(64, 64);
@@ -335,7 +335,7 @@ fn image_copy_test_compositor_enforces_the_protocol() {
     ];
     // Each misuse on a fresh connection (a protocol error ends the client).
     for want in cases {
-        let mut s = WlSession::connect(comp.socket()).expect("connect");
+        let mut s = CaptureSession::connect(comp.socket()).expect("connect");
         let qh = s.handle();
         let manager: Manager = s.globals.bind(&qh, 1..=1, D).expect("manager");
         let sources: SourceManager = s.globals.bind(&qh, 1..=1, D).expect("source manager");

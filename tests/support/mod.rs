@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use testkit::pattern::PatternKind;
 use testkit::pattern::quadrant_colour;
+use wl_webrtc::capture::CaptureSession;
 use wl_webrtc::capture::screencopy::ScreencopyCapture;
-use wl_webrtc::capture::wayland::WlSession;
 use wl_webrtc::config::{DEFAULT_HEADLESS_USER, HeadlessMode};
 use wl_webrtc::frame::{FrameInfo, pixel_rgb};
 use wl_webrtc::headless::{HeadlessDesktop, HeadlessOptions};
@@ -102,8 +102,8 @@ impl Fixture {
         self.desk.wayland_socket()
     }
 
-    pub fn session(&self) -> WlSession {
-        WlSession::connect(self.socket()).expect("connect to headless sway")
+    pub fn session(&self) -> CaptureSession {
+        CaptureSession::connect(self.socket()).expect("connect to headless sway")
     }
 
     /// A screencopy capture of HEADLESS-1.
