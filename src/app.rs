@@ -22,6 +22,7 @@ use crate::encode::EncodedFrame;
 use crate::frame::{FrameInfo, write_png};
 use crate::headless::{HeadlessDesktop, HeadlessOptions};
 use crate::metrics;
+use crate::pipeline::{CaptureStep, Refresh};
 
 /// Install the tracing subscriber: RUST_LOG wins, else the configured filter. Logs go to stderr.
 pub fn init_logging(cfg: &Config) {
@@ -672,7 +673,7 @@ fn media_loop(
                         Ok(c) => {
                             tracing::info!("capture is back");
                             hub.set_capture_state("ok");
-                            hub.request_keyframe();
+                            hub.source_reset();
                             cap = Some(c);
                         }
                         Err(e) => hub.set_capture_state(format!("lost: {e:#}")),
@@ -705,17 +706,24 @@ fn media_run(
 ) -> anyhow::Result<()> {
     let mut stage = crate::media::ConvertStage::new(cfg.convert);
     tracing::info!(converter = stage.converter_name(), "colour conversion");
-    let mut pacer = Pacer::new(cfg.fps);
     let stop = &hub.stop;
     let mut frame_size = (0, 0);
     let mut cursor_messages = crate::cursor::CursorMessages::default();
     while !stop.load(Ordering::Relaxed) {
-        if hub.viewers() == 0 {
-            cap.check_alive()?;
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
+        // The core decides; this thread only sleeps (≤ 50 ms at a time, so a stop is seen) or captures.
+        let now = Instant::now();
+        match hub.poll_capture(now) {
+            CaptureStep::Idle => {
+                cap.check_alive()?;
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            CaptureStep::WaitUntil(t) => {
+                std::thread::sleep(t.saturating_duration_since(now).min(Duration::from_millis(50)));
+                continue;
+            }
+            CaptureStep::Capture => {}
         }
-        pacer.wait(stop);
         let frame = cap.next_frame(Duration::from_millis(100), stop)?;
         if let Some(info) = &frame {
             frame_size = (info.layout.width, info.layout.height);
@@ -724,11 +732,12 @@ fn media_run(
             hub.update_cursor(cursor_messages.update(cursor, frame_size.0, frame_size.1));
         }
         let Some(info) = frame else { continue };
-        pacer.frame_delivered(info.requested_at);
+        hub.frame_captured(info.requested_at);
         let layout = info.layout;
+        let mut pic = pipe.spare();
         let converted = cap.with_pixels(|data, stride| {
             let layout = crate::frame::FrameLayout { stride, ..layout };
-            stage.convert(data, &layout, info.y_invert, &info.damage)
+            stage.convert_into(data, &layout, info.y_invert, &info.damage, &mut pic)
         })?;
         if let Ok(mut st) = hub.stats.lock() {
             (st.width, st.height) = (layout.width, layout.height);
@@ -747,21 +756,24 @@ fn media_run(
             Ok(_) => {
                 // Capture time = the compositor's presentation time, on our clock.
                 let capture_ts = info.age.and_then(|a| info.ready_at.checked_sub(a)).unwrap_or(info.ready_at);
-                if pipe.offer(stage.picture(), capture_ts) {
+                pic.capture_ts = capture_ts;
+                if pipe.offer(pic) {
                     hub.with_metrics(|m| m.frames_dropped += 1);
                 }
             }
             Err(e) => {
                 tracing::warn!("frame dropped: {e}");
                 hub.with_metrics(|m| m.frames_dropped += 1);
+                pipe.recycle(pic);
             }
         }
     }
     Ok(())
 }
 
-/// The media thread: take the newest picture, encode, publish. On a static screen, a keyframe request is
-/// answered by resending the last IDR (nothing followed it) or encoding the last picture as an IDR.
+/// The media thread: take the newest picture, encode it as the core plans (IDR or not, bitrate), publish. On a
+/// static screen a keyframe that is due is, as the core decides, the last IDR again (nothing followed it) or
+/// the last picture encoded as an IDR.
 fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::PictureSlot) {
     let mut stage = crate::media::EncodeStage::new(cfg);
     let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
@@ -771,9 +783,9 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
         let encoded = match pipe.take(Duration::from_millis(100)) {
             Some(pic) => {
                 let ceiling = stage.ceiling_kbps(pic.nv12.width, pic.nv12.height);
-                stage.set_bitrate(hub.target_bitrate(Instant::now(), ceiling));
-                let idr = hub.take_keyframe(Instant::now());
-                let r = stage.encode(&pic.nv12, pic.capture_ts, idr);
+                let plan = hub.plan_encode(Instant::now(), ceiling);
+                stage.set_bitrate(plan.bitrate_kbps);
+                let r = stage.encode(&pic.nv12, pic.capture_ts, plan.idr);
                 if let Some(old) = last_picture.replace(pic) {
                     pipe.recycle(old);
                 }
@@ -782,16 +794,15 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
                     frame
                 })
             }
-            None if hub.take_keyframe(Instant::now()) => match (&last_published, &last_picture) {
-                (Some(f), _) if f.idr => {
+            None => match (hub.poll_refresh(Instant::now(), last_picture.is_some()), &last_published, &last_picture) {
+                (Some(Refresh::ResendLastIdr), Some(f), _) if f.idr => {
                     hub.publish(EncodedFrame { capture_ts: Instant::now(), ..f.clone() });
                     hub.with_metrics(|m| m.keyframes_resent += 1);
                     continue;
                 }
-                (_, Some(p)) => stage.encode(&p.nv12, Instant::now(), true).map(|(f, _)| f),
+                (Some(_), _, Some(p)) => stage.encode(&p.nv12, Instant::now(), true).map(|(f, _)| f),
                 _ => continue,
             },
-            None => continue,
         };
         match encoded {
             Ok(frame) => {

@@ -19,6 +19,7 @@ pub mod headless;
 pub mod input;
 pub mod media;
 pub mod metrics;
+pub mod pipeline;
 pub mod server;
 pub mod signaling;
 pub mod synthetic;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::convert::Converter;
 use crate::encode::x264::X264Encoder;
-use crate::encode::{EncodedFrame, Encoder};
+use crate::encode::{EncodeError, EncodedFrame, Encoder, EncoderSettings};
 use crate::frame::{Damage, FrameLayout, Nv12Frame};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +31,22 @@ pub struct StageTimes {
     pub encode: Duration,
 }
 
-/// A converted picture on its way to the encoder.
+/// A converted picture on its way to the encoder. Pictures circulate (capture → media → back to the pool), so
+/// each remembers which conversion it holds: the next conversion into it redoes only what changed since.
 #[derive(Debug, Clone)]
 pub struct Picture {
     pub nv12: Nv12Frame,
     /// When the source frame was captured.
     pub capture_ts: Instant,
+    /// (converter stage, conversion number) of the content; `None`: nothing yet.
+    content: Option<(u64, u64)>,
+}
+
+impl Picture {
+    /// A picture with no content yet (the first conversion into it converts everything).
+    pub fn empty() -> Picture {
+        Picture { nv12: Nv12Frame::new(2, 2), capture_ts: Instant::now(), content: None }
+    }
 }
 
 /// Latest-value-wins handoff between two threads.
@@ -84,17 +94,14 @@ pub struct PictureSlot {
 const SPARE_PICTURES: usize = 3;
 
 impl PictureSlot {
-    /// Capture thread: offer a copy of `nv12`. True when an older picture was still waiting (it is dropped).
-    pub fn offer(&self, nv12: &Nv12Frame, capture_ts: Instant) -> bool {
-        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
-        let pic = match spare {
-            Some(mut p) => {
-                p.nv12.copy_from(nv12);
-                p.capture_ts = capture_ts;
-                p
-            }
-            None => Picture { nv12: nv12.clone(), capture_ts },
-        };
+    /// Capture thread: a picture to convert the next frame into (a recycled one when there is one).
+    pub fn spare(&self) -> Picture {
+        self.spare.lock().ok().and_then(|mut s| s.pop()).unwrap_or_else(Picture::empty)
+    }
+
+    /// Capture thread: hand `pic` over (moved, not copied). True when an older picture was still waiting
+    /// (it is dropped back into the pool).
+    pub fn offer(&self, pic: Picture) -> bool {
         match self.slot.put(pic) {
             Some(stale) => {
                 self.recycle(stale);
@@ -119,24 +126,85 @@ impl PictureSlot {
     }
 }
 
-/// RGB → NV12 with a persistent picture.
+/// Conversions whose damage is remembered for pooled pictures (a picture older than that is converted whole).
+const DAMAGE_HISTORY: usize = 8;
+
+/// Distinguishes converter stages, so a pooled picture from an earlier capture session is never taken for
+/// one of this stage's conversions.
+static NEXT_STAGE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// RGB → NV12, into its own persistent picture (`convert`) or into pooled pictures (`convert_into`), converting
+/// only what the damage says changed.
 #[derive(Debug)]
 pub struct ConvertStage {
     converter: Converter,
+    id: u64,
+    /// Conversions so far, and the damage of the last `DAMAGE_HISTORY` of them (same frame size).
+    conversions: u64,
+    damage_log: std::collections::VecDeque<(u64, Damage)>,
+    size: (u32, u32),
     nv12: Nv12Frame,
 }
 
 impl Default for ConvertStage {
     /// A CPU converter.
     fn default() -> Self {
-        ConvertStage { converter: Converter::cpu(), nv12: Nv12Frame::new(2, 2) }
+        ConvertStage::with_converter(Converter::cpu())
     }
 }
 
 impl ConvertStage {
     /// The converter `choice` asks for (CPU when Vulkan is unavailable; see [`Converter::from_choice`]).
     pub fn new(choice: crate::convert::ConvertChoice) -> ConvertStage {
-        ConvertStage { converter: Converter::from_choice(choice), nv12: Nv12Frame::new(2, 2) }
+        ConvertStage::with_converter(Converter::from_choice(choice))
+    }
+
+    fn with_converter(converter: Converter) -> ConvertStage {
+        ConvertStage {
+            converter,
+            id: NEXT_STAGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            conversions: 0,
+            damage_log: std::collections::VecDeque::new(),
+            size: (0, 0),
+            nv12: Nv12Frame::new(2, 2),
+        }
+    }
+
+    /// Convert a frame into `pic`, a pooled picture that may hold an older conversion of this stage: the
+    /// damage of every frame since then is converted (all of it when that is no longer known, the picture is
+    /// new or the size changed). No copy between pictures: each is brought up to date in place.
+    pub fn convert_into(
+        &mut self,
+        pixels: &[u8],
+        layout: &FrameLayout,
+        y_invert: bool,
+        damage: &Damage,
+        pic: &mut Picture,
+    ) -> Result<Duration, MediaError> {
+        if self.size != (layout.width, layout.height) {
+            self.size = (layout.width, layout.height);
+            self.damage_log.clear();
+        }
+        self.conversions += 1;
+        self.damage_log.push_back((self.conversions, damage.clone()));
+        if self.damage_log.len() > DAMAGE_HISTORY {
+            self.damage_log.pop_front();
+        }
+        let held = match pic.content {
+            Some((stage, n)) if stage == self.id && (pic.nv12.width, pic.nv12.height) == self.size => Some(n),
+            _ => None,
+        };
+        let oldest = self.damage_log.front().map_or(u64::MAX, |(n, _)| *n);
+        let needed = match held {
+            Some(n) if n + 1 >= oldest => union(self.damage_log.iter().filter(|(k, _)| *k > n).map(|(_, d)| d)),
+            _ => Damage::Full,
+        };
+        let t0 = Instant::now();
+        let r = self.converter.convert(pixels, layout, y_invert, &needed, &mut pic.nv12);
+        // A failed conversion leaves the picture in an unknown state.
+        pic.content = r.is_ok().then_some((self.id, self.conversions));
+        r?;
+        Ok(t0.elapsed())
     }
 
     /// Which converter runs ("cpu" or "vulkan").
@@ -164,18 +232,45 @@ impl ConvertStage {
     }
 }
 
+/// The union of several frames' damage.
+fn union<'a>(damages: impl Iterator<Item = &'a Damage>) -> Damage {
+    let mut rects = Vec::new();
+    for d in damages {
+        match d {
+            Damage::Full => return Damage::Full,
+            Damage::Rects(r) => rects.extend_from_slice(r),
+        }
+    }
+    Damage::Rects(rects)
+}
+
+fn open_x264(settings: EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError> {
+    Ok(Box::new(X264Encoder::new(settings)?))
+}
+
 /// NV12 → H.264, reopening the encoder on size change and after errors.
 #[derive(Debug)]
 pub struct EncodeStage {
     cfg: Config,
-    encoder: Option<X264Encoder>,
+    /// The open encoder: the stage holds it by the `Encoder` trait.
+    encoder: Option<Box<dyn Encoder + Send>>,
+    /// Opens an encoder for a size (x264; a test or another codec can bring its own).
+    open: fn(EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError>,
     /// Bitrate requested by the bitrate controller (`None`: the configured one).
     target_kbps: Option<u32>,
 }
 
 impl EncodeStage {
     pub fn new(cfg: &Config) -> EncodeStage {
-        EncodeStage { cfg: cfg.clone(), encoder: None, target_kbps: None }
+        EncodeStage::with_encoder(cfg, open_x264)
+    }
+
+    /// A stage whose encoders `open` makes.
+    pub fn with_encoder(
+        cfg: &Config,
+        open: fn(EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError>,
+    ) -> EncodeStage {
+        EncodeStage { cfg: cfg.clone(), encoder: None, open, target_kbps: None }
     }
 
     /// The configured bitrate for pictures of this size (the most the controller may ask for).
@@ -203,7 +298,7 @@ impl EncodeStage {
                     settings.bitrate_kbps = settings.bitrate_kbps.min(kbps);
                 }
                 tracing::info!(width = nv12.width, height = nv12.height, kbps = settings.bitrate_kbps, "opening x264");
-                slot.insert(X264Encoder::new(settings)?)
+                slot.insert((self.open)(settings)?)
             }
         };
         if let Some(kbps) = self.target_kbps
@@ -267,6 +362,40 @@ mod tests {
         assert_eq!(slot.put(2), Some(1), "1 was never taken: it is stale");
         assert_eq!(slot.take_timeout(Duration::from_millis(1)), Some(2));
         assert_eq!(slot.take_timeout(Duration::from_millis(1)), None);
+    }
+
+    /// Frames converted with their damage into three pictures in turn (as the capture → media pool does)
+    /// equal the same frames converted whole, every time.
+    #[test]
+    fn pooled_pictures_converted_by_accumulated_damage_match_full_conversions() {
+        use crate::frame::{PixelFormat, Rect};
+        let (w, h) = (96u32, 64u32);
+        let layout = FrameLayout { width: w, height: h, stride: w * 4, format: PixelFormat::Xrgb8888 };
+        let mut rgb = vec![0u8; (w * h * 4) as usize];
+        let mut lcg = crate::synthetic::Lcg(7);
+        lcg.fill(&mut rgb);
+        let mut stage = ConvertStage::with_converter(Converter::cpu());
+        let mut full = ConvertStage::with_converter(Converter::cpu());
+        let mut pool = vec![Picture::empty(), Picture::empty(), Picture::empty()];
+        for i in 0..40u32 {
+            let damage = if i == 0 {
+                Damage::Full
+            } else {
+                let r = Rect::new((i * 13) % (w - 16), (i * 7) % (h - 16), 16, 16);
+                lcg.scribble(&mut rgb, &layout, false, r);
+                Damage::Rects(vec![r])
+            };
+            // Every 10th frame a picture from the pool skips its turn (held by the media thread longer).
+            let pic = &mut pool[(i as usize * 7 / 5) % 3];
+            stage.convert_into(&rgb, &layout, false, &damage, pic).expect("convert into pooled");
+            full.convert(&rgb, &layout, false, &Damage::Full).expect("convert whole");
+            assert!(pic.nv12 == *full.picture(), "frame {i}: the pooled picture differs from a full conversion");
+        }
+        // From another stage (a new capture session), a picture is converted whole.
+        let mut other = ConvertStage::with_converter(Converter::cpu());
+        let pic = &mut pool[0];
+        other.convert_into(&rgb, &layout, false, &Damage::Rects(vec![]), pic).expect("convert");
+        assert!(pic.nv12 == *full.picture());
     }
 
     #[test]

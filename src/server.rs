@@ -1,8 +1,9 @@
 //! The streaming session: one capture+media thread producing `EncodedFrame`s, fanned out to every viewer
 //! through a broadcast channel (the frames' `Bytes` are shared, never copied), and the viewer tasks.
 //!
-//! Nobody watching → the media thread does not capture at all. A new viewer, a PLI/FIR, or a viewer that
-//! fell behind asks for a keyframe; the `KeyframeLimiter` turns bursts into one IDR per interval.
+//! The decisions (nobody watching → no capture; a new viewer, a PLI/FIR or a viewer that fell behind → one
+//! IDR per interval; the bitrate from the viewers' feedback) are the `pipeline::PipelineCore`'s, fed here with
+//! the viewers' events and asked by the capture and media threads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,21 +14,15 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::Config;
-use crate::control::{BitrateController, KeyframeLimiter};
 use crate::encode::EncodedFrame;
 use crate::input::inject::{InputCommand, InputSender};
 use crate::input::{InputCounters, InputStatus};
 use crate::metrics::PipelineMetrics;
+use crate::pipeline::{CaptureStep, EncodePlan, Event, PipelineCore, Refresh};
 use crate::transport::webrtc::{DataChannel, Peer, PeerEvent, TransportConfig, TransportError};
 
 /// Frames buffered per viewer before it counts as lagging (then it waits for the next IDR).
 const FANOUT_DEPTH: usize = 8;
-/// At most one forced IDR per this interval.
-const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
-/// The encoder is never driven below this by viewer feedback.
-const MIN_BITRATE_KBPS: u32 = 300;
-/// A new viewer's bandwidth estimate starts from a low default; it is ignored for this long.
-const FEEDBACK_GRACE: Duration = Duration::from_secs(5);
 /// Longest a single frame may take to hand to a peer's transport.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -77,8 +72,8 @@ pub enum HubError {
 #[derive(Debug)]
 pub struct Hub {
     frames: broadcast::Sender<EncodedFrame>,
-    keyframes: Mutex<KeyframeLimiter>,
-    bitrate: Mutex<BitrateController>,
+    /// The stream's decisions (capture or idle, IDR, bitrate, refresh): see `pipeline`.
+    core: Mutex<PipelineCore>,
     viewers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     viewer_count: AtomicUsize,
     next_id: AtomicU64,
@@ -106,8 +101,7 @@ impl Hub {
         let (frames, _) = broadcast::channel(FANOUT_DEPTH);
         Arc::new(Hub {
             frames,
-            keyframes: Mutex::new(KeyframeLimiter::new(KEYFRAME_INTERVAL)),
-            bitrate: Mutex::new(BitrateController::new(MIN_BITRATE_KBPS, FEEDBACK_GRACE)),
+            core: Mutex::new(PipelineCore::new(cfg.fps)),
             viewers: Mutex::new(HashMap::new()),
             viewer_count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -223,41 +217,58 @@ impl Hub {
         self.viewer_count.load(Ordering::Relaxed)
     }
 
-    pub fn request_keyframe(&self) {
-        if let Ok(mut k) = self.keyframes.lock() {
-            k.request();
-        }
+    /// The pipeline core, locked. A panic elsewhere while it was held leaves plain decision state behind,
+    /// still usable: the lock's poison is cleared rather than the update skipped.
+    fn with_core<R>(&self, f: impl FnOnce(&mut PipelineCore) -> R) -> R {
+        f(&mut self.core.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Media thread: should the frame about to be encoded be an IDR?
-    pub fn take_keyframe(&self, now: Instant) -> bool {
-        self.keyframes.lock().map(|mut k| k.poll(now)).unwrap_or(false)
+    fn core_event(&self, event: Event) {
+        self.with_core(|c| c.handle(Instant::now(), event));
+    }
+
+    pub fn request_keyframe(&self) {
+        self.core_event(Event::KeyframeRequested);
+    }
+
+    /// The capture source was (re)opened: the stream restarts from an IDR.
+    pub fn source_reset(&self) {
+        self.core_event(Event::SourceReset);
+    }
+
+    /// Capture thread: capture now, wait, or idle (nobody watches)?
+    pub fn poll_capture(&self, now: Instant) -> CaptureStep {
+        self.with_core(|c| c.poll_capture(now))
+    }
+
+    /// Capture thread: a frame asked for at `requested_at` arrived.
+    pub fn frame_captured(&self, requested_at: Instant) {
+        self.core_event(Event::FrameCaptured { requested_at });
+    }
+
+    /// Media thread: how to encode the picture about to be encoded (IDR or not, bitrate), given the
+    /// configured bitrate for its size.
+    pub fn plan_encode(&self, now: Instant, ceiling_kbps: u32) -> EncodePlan {
+        let (plan, (target, estimate)) = self.with_core(|c| {
+            let plan = c.plan_encode(now, ceiling_kbps);
+            (plan, c.bitrate_status())
+        });
+        if let Ok(mut st) = self.stats.lock() {
+            st.target_bitrate_kbps = target.unwrap_or(ceiling_kbps);
+            st.estimate_kbps = estimate;
+        }
+        plan
+    }
+
+    /// Media thread: no new picture; is a keyframe due anyway (and how)?
+    pub fn poll_refresh(&self, now: Instant, have_picture: bool) -> Option<Refresh> {
+        self.with_core(|c| c.poll_refresh(now, have_picture))
     }
 
     /// Media thread: hand a frame to every viewer.
     pub fn publish(&self, frame: EncodedFrame) {
-        self.with_bitrate(|b| b.on_sent(frame.data.len(), Instant::now()));
+        self.core_event(Event::Published { bytes: frame.data.len(), idr: frame.idr });
         let _ = self.frames.send(frame);
-    }
-
-    /// Media thread: the bitrate to encode at now, given the configured one.
-    pub fn target_bitrate(&self, now: Instant, ceiling_kbps: u32) -> u32 {
-        let (target, estimate) = self
-            .bitrate
-            .lock()
-            .map(|mut b| (b.poll(now, ceiling_kbps), b.estimate_kbps(now)))
-            .unwrap_or((ceiling_kbps, None));
-        if let Ok(mut st) = self.stats.lock() {
-            st.target_bitrate_kbps = target;
-            st.estimate_kbps = estimate;
-        }
-        target
-    }
-
-    fn with_bitrate(&self, f: impl FnOnce(&mut BitrateController)) {
-        if let Ok(mut b) = self.bitrate.lock() {
-            f(&mut b);
-        }
     }
 
     pub fn status(&self) -> Status {
@@ -335,7 +346,7 @@ impl Hub {
         if let Ok(mut v) = self.viewers.lock() {
             v.insert(id, cancel_tx);
         }
-        self.with_bitrate(|b| b.viewer_joined(id, Instant::now()));
+        self.core_event(Event::ViewerJoined { id });
         let answer = std::mem::take(&mut peer.answer);
         let events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::unbounded_channel().1);
         let channels = std::mem::replace(&mut peer.data_channels, tokio::sync::mpsc::unbounded_channel().1);
@@ -388,12 +399,12 @@ impl Hub {
                     tracing::debug!(viewer = id, "keyframe request (PLI/FIR)");
                     self.request_keyframe();
                 }
-                self.with_bitrate(|b| {
+                self.with_core(|c| {
                     if let Some(bps) = fb.remb_bps {
-                        b.on_remb(id, bps, now);
+                        c.handle(now, Event::Remb { id, bps });
                     }
-                    if let Some(loss) = fb.loss {
-                        b.on_loss(id, loss, now);
+                    if let Some(fraction) = fb.loss {
+                        c.handle(now, Event::Loss { id, fraction });
                     }
                 });
             }
@@ -454,7 +465,7 @@ impl Hub {
         if let Ok(mut v) = self.viewers.lock() {
             v.remove(&id);
         }
-        self.with_bitrate(|b| b.viewer_left(id));
+        self.core_event(Event::ViewerLeft { id });
         for task in input_tasks {
             task.abort();
         }

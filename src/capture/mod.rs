@@ -13,6 +13,7 @@ pub mod image_copy;
 pub mod pipewire;
 pub mod portal;
 pub mod screencopy;
+pub mod synthetic;
 pub mod wayland;
 
 use std::path::{Path, PathBuf};

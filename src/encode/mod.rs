@@ -91,7 +91,7 @@ pub enum EncodeError {
 }
 
 /// A video encoder.
-pub trait Encoder {
+pub trait Encoder: std::fmt::Debug {
     /// Encode one frame; `force_idr` (or a pending [`Encoder::request_keyframe`]) makes it an IDR.
     fn encode(&mut self, frame: &Nv12Frame, capture_ts: Instant, force_idr: bool) -> Result<EncodedFrame, EncodeError>;
     /// Change the target bitrate without restarting.
