@@ -376,7 +376,7 @@ mod tests {
         lcg.fill(&mut rgb);
         let mut stage = ConvertStage::with_converter(Converter::cpu());
         let mut full = ConvertStage::with_converter(Converter::cpu());
-        let mut pool = vec![Picture::empty(), Picture::empty(), Picture::empty()];
+        let mut pool = [Picture::empty(), Picture::empty(), Picture::empty()];
         for i in 0..40u32 {
             let damage = if i == 0 {
                 Damage::Full

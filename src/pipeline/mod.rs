@@ -161,13 +161,14 @@ impl PipelineCore {
     /// Media side: no new picture came by `now` (a static screen). `Some` when a keyframe is due anyway;
     /// `have_picture`: whether an earlier picture is at hand to encode again.
     pub fn poll_refresh(&mut self, now: Instant, have_picture: bool) -> Option<Refresh> {
-        if !(self.published_any && self.last_was_idr) && !have_picture {
+        let can_resend = self.published_any && self.last_was_idr;
+        if !(can_resend || have_picture) {
             return None; // nothing to refresh with yet: the request waits for the first picture
         }
         if !self.keyframes.poll(now) {
             return None;
         }
-        Some(if self.published_any && self.last_was_idr { Refresh::ResendLastIdr } else { Refresh::EncodeLastAsIdr })
+        Some(if can_resend { Refresh::ResendLastIdr } else { Refresh::EncodeLastAsIdr })
     }
 
     pub fn viewers(&self) -> usize {
