@@ -10,6 +10,8 @@
 //! SIGTERM, a grace period, then SIGKILL, then `wait`. Never call `start` from a short-lived thread: the
 //! death signal fires when the *thread* that spawned the child exits.
 
+#![allow(unsafe_code)] // FFI edge: every unsafe block carries a SAFETY note
+
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

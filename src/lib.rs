@@ -4,6 +4,10 @@
 //! `buffer` owns the memory frames land in, `frame` is the shared vocabulary, `headless` runs a private
 //! desktop, `app` wires commands together, `config`/`cli` turn flags and files into one `Config`.
 
+// `unsafe` only in the FFI modules, each of which allows it explicitly (SAFETY notes on every block):
+// capture::pipewire (SPA metadata), convert::vulkan (ash), encode::x264, headless (pre_exec).
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod bench;
 pub mod buffer;

@@ -16,6 +16,8 @@
 //! No `unsafe` here: pipewire-rs maps the buffers (MAP_BUFFERS) and bounds every slice; chunk offset and
 //! stride are checked against the mapping before a row is copied.
 
+#![allow(unsafe_code)] // FFI edge: every unsafe block carries a SAFETY note
+
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

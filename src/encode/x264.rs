@@ -6,6 +6,8 @@
 //! at the padded (even) size, whose extra column/row repeats the last visible one (see `Nv12Frame`).
 //! All `unsafe` of the encoder lives here; the handle is owned by [`X264Encoder`] and closed on drop.
 
+#![allow(unsafe_code)] // FFI edge: every unsafe block carries a SAFETY note
+
 use std::ffi::CString;
 use std::ptr;
 use std::time::Instant;

@@ -31,8 +31,12 @@ fn sources(dir: &Path, root: &Path, out: &mut Vec<(Vec<String>, String)>) {
             if rel == Path::new("main.rs") {
                 continue; // the binary is its own crate: `wl_webrtc::`, not `crate::`
             }
+            let module = module_of(rel);
+            if module.last().is_some_and(|m| m == "tests") {
+                continue; // a test module in its own file: dev-time code, like the inline `mod tests`
+            }
             let text = std::fs::read_to_string(&path).expect("read source");
-            out.push((module_of(rel), text));
+            out.push((module, text));
         }
     }
 }

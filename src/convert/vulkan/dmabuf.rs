@@ -12,6 +12,8 @@
 //! falls back to mapping the buffer. None of the import path can run on the development machine (no /dev/dri,
 //! and lavapipe offers no dma_buf import); its pure parts are unit tested here.
 
+#![allow(unsafe_code)] // FFI edge: every unsafe block carries a SAFETY note
+
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
 use ash::vk;

@@ -5,6 +5,8 @@
 //! created from this `Gpu`'s device and are not yet destroyed, create-info structs outlive the call, and no
 //! object is destroyed while the GPU may still use it (`Drop` waits for the device to be idle first).
 
+#![allow(unsafe_code)] // FFI edge: every unsafe block carries a SAFETY note
+
 use std::ffi::{CStr, c_char};
 
 use ash::vk;

@@ -24,6 +24,8 @@
 //! The output equals the scalar reference within ±1 per sample (float math in the shader); damage-aware
 //! conversion equals full conversion exactly, because every sample depends only on its own pixel / 2×2 block.
 
+#![allow(unsafe_code)] // FFI edge: every unsafe block carries a SAFETY note
+
 mod copy;
 pub mod dmabuf;
 mod gpu;
