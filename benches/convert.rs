@@ -1,5 +1,6 @@
 //! RGB → NV12 conversion speed: full 1080p and 2160p frames for the common capture formats, plus a 1080p
-//! XRGB8888 frame with 5 % damage. Run with `cargo bench --bench convert`.
+//! XRGB8888 frame with 5 % damage, and the capture → media handoff of a picture (`handoff`: the NV12 copy it
+//! used to make, against moving the pooled picture). Run with `cargo bench --bench convert`.
 //!
 //! When a Vulkan device exists (software ones included), the `convert_vulkan` group times the Vulkan converter
 //! end to end (upload + dispatch + readback) on the same frames; `wl-webrtc bench convert` splits it by stage.
@@ -113,5 +114,35 @@ fn vulkan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, full_frames, damaged_frame, vulkan);
+/// The capture → media handoff of one converted picture. `copy` is what `PictureSlot::offer` did per frame
+/// until pictures circulated (a full NV12 copy); `move` is what it does now (the pooled picture itself).
+fn handoff(c: &mut Criterion) {
+    use wl_webrtc::media::{Picture, PictureSlot};
+    let mut group = c.benchmark_group("handoff");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for (w, h) in [(1920, 1080), (3840, 2160)] {
+        let mut src = Nv12Frame::new(w, h);
+        src.y.fill(90);
+        let mut dst = Nv12Frame::new(w, h);
+        group.bench_function(BenchmarkId::new("copy", format!("{w}x{h}")), |b| {
+            b.iter(|| dst.copy_from(black_box(&src)));
+        });
+        let slot = PictureSlot::default();
+        let mut pic = Picture::empty();
+        pic.nv12 = src.clone();
+        slot.recycle(pic);
+        group.bench_function(BenchmarkId::new("move", format!("{w}x{h}")), |b| {
+            b.iter(|| {
+                let pic = slot.spare();
+                slot.offer(black_box(pic));
+                if let Some(p) = slot.take(Duration::ZERO) {
+                    slot.recycle(p);
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, full_frames, damaged_frame, vulkan, handoff);
 criterion_main!(benches);

@@ -160,7 +160,8 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Capture continuously and report the frame rate (the default command; streaming is built on it).
+    /// Stream the desktop: serve the viewer page, WebSocket and WHEP signaling, and send every viewer the
+    /// live H.264 stream (the default command).
     Start(StartArgs),
     /// Show a running instance's sessions, viewers, fps, bitrate and stage latencies (found by --listen).
     Status(StatusArgs),

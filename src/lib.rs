@@ -1,8 +1,9 @@
 //! wl-webrtc: stream a Wayland desktop to any browser over WebRTC.
 //!
-//! Layout (see README's Architecture section): `capture` talks to the compositor on the capture thread,
-//! `buffer` owns the memory frames land in, `frame` is the shared vocabulary, `headless` runs a private
-//! desktop, `app` wires commands together, `config`/`cli` turn flags and files into one `Config`.
+//! Layout (see README's Architecture section), bottom up: `frame`, `buffer`, `cursor`, `metrics`, `synthetic`
+//! (vocabulary) → `config` → `capture` (sources; the Wayland core in `capture::wayland`), `convert`, `encode`,
+//! `transport`, `input`, `headless` → `control`, `media`, `pipeline` (the sans-IO core) → `server`,
+//! `signaling` → `cli`, `app`, `bench`. No module circles (tests/it/layers.rs).
 
 // `unsafe` only in the FFI modules, each of which allows it explicitly (SAFETY notes on every block):
 // capture::pipewire (SPA metadata), convert::vulkan (ash), encode::x264, headless (pre_exec).

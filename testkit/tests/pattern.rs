@@ -18,6 +18,18 @@ fn desktop() -> HeadlessDesktop {
     HeadlessDesktop::start(&opts).expect("start headless sway (run scripts/setup first)")
 }
 
+/// The client's exit status, once it exits; panics when it is still running after `limit`.
+fn exit_within(desk: &mut HeadlessDesktop, pid: u32, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = desk.try_wait_child(pid) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "test-pattern still running {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn test_pattern_paints_then_exits_promptly_on_sigterm_and_sigint() {
     for sig in [Signal::TERM, Signal::INT] {
@@ -36,14 +48,7 @@ fn test_pattern_paints_then_exits_promptly_on_sigterm_and_sigint() {
             frames += usize::from(cap.next_frame(Duration::from_millis(500), &never).expect("capture").is_some());
         }
         kill_process(Pid::from_raw(pid as i32).expect("pid"), sig).expect("signal the client");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let status = loop {
-            if let Some(s) = desk.try_wait_child(pid) {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "test-pattern still running 3 s after {sig:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = exit_within(&mut desk, pid, Duration::from_secs(3), &format!("3 s after {sig:?}"));
         assert!(status.success(), "test-pattern after {sig:?}: {status}");
     }
 }
@@ -54,13 +59,6 @@ fn test_pattern_refuses_an_unknown_output_with_a_message() {
     let mut cmd = desk.command(env!("CARGO_BIN_EXE_wl-webrtc-test-pattern"));
     cmd.args(["--output", "NOPE-9"]);
     let pid = desk.spawn(cmd).expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = desk.try_wait_child(pid) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "test-pattern with an unknown output is still running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut desk, pid, Duration::from_secs(10), "with an unknown output");
     assert_eq!(status.code(), Some(1), "{status}");
 }
