@@ -546,9 +546,7 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
         nat_1to1_ip: cfg.server.nat_1to1_ip,
     };
     let hub = crate::server::Hub::new(cfg, transport, Arc::clone(stop));
-    if let Ok(mut o) = hub.output.lock() {
-        *o = Some(output.clone());
-    }
+    hub.set_output(&output);
     // Remote control: its own thread and Wayland connection (see input::inject for why).
     let injector = if cfg.input.allow {
         // A layout xkbcommon cannot compile fails now, not at the first key.
@@ -565,7 +563,7 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
             layout: cfg.input.layout.clone(),
             variant: cfg.input.variant.clone(),
         };
-        let (sender, thread) = crate::input::inject::spawn(icfg, Arc::clone(&hub.input_counters), Arc::clone(stop))?;
+        let (sender, thread) = crate::input::inject::spawn(icfg, hub.input_counters(), Arc::clone(stop))?;
         hub.set_input(sender);
         if !cfg.server.listen.ip().is_loopback() && !cfg.server.auth_required() {
             tracing::warn!(
@@ -662,7 +660,7 @@ fn media_loop(
 ) -> anyhow::Result<()> {
     let mut cap = Some(cap);
     let mut last_try = Instant::now();
-    let stop = &hub.stop;
+    let stop = hub.stop_flag();
     while !stop.load(Ordering::Relaxed) {
         let step = match cap.as_mut() {
             Some(c) => media_run(c, cfg, hub, pipe),
@@ -706,7 +704,7 @@ fn media_run(
 ) -> anyhow::Result<()> {
     let mut stage = crate::media::ConvertStage::new(cfg.convert);
     tracing::info!(converter = stage.converter_name(), "colour conversion");
-    let stop = &hub.stop;
+    let stop = hub.stop_flag();
     let mut frame_size = (0, 0);
     let mut cursor_messages = crate::cursor::CursorMessages::default();
     while !stop.load(Ordering::Relaxed) {
@@ -739,9 +737,7 @@ fn media_run(
             let layout = crate::frame::FrameLayout { stride, ..layout };
             stage.convert_into(data, &layout, info.y_invert, &info.damage, &mut pic)
         })?;
-        if let Ok(mut st) = hub.stats.lock() {
-            (st.width, st.height) = (layout.width, layout.height);
-        }
+        hub.set_frame_size(layout.width, layout.height);
         hub.with_metrics(|m| {
             m.frames_captured += 1;
             m.observe("capture_wait", info.latency());
@@ -779,7 +775,7 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
     let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
     let mut last_published: Option<EncodedFrame> = None;
     let mut last_picture: Option<crate::media::Picture> = None;
-    while !hub.stop.load(Ordering::Relaxed) {
+    while !hub.stop_flag().load(Ordering::Relaxed) {
         let encoded = match pipe.take(Duration::from_millis(100)) {
             Some(pic) => {
                 let ceiling = stage.ceiling_kbps(pic.nv12.width, pic.nv12.height);
@@ -823,10 +819,7 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
         }
         let secs = window_start.elapsed().as_secs_f64();
         if secs >= 1.0 {
-            if let Ok(mut st) = hub.stats.lock() {
-                st.fps = window_frames as f64 / secs;
-                st.bitrate_kbps = window_bytes as f64 * 8.0 / 1000.0 / secs;
-            }
+            hub.set_rates(window_frames as f64 / secs, window_bytes as f64 * 8.0 / 1000.0 / secs);
             (window_start, window_frames, window_bytes) = (Instant::now(), 0, 0);
         }
     }

@@ -19,7 +19,7 @@ use crate::input::inject::{InputCommand, InputSender};
 use crate::input::{InputCounters, InputStatus};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{CaptureStep, EncodePlan, Event, PipelineCore, Refresh};
-use crate::transport::webrtc::{DataChannel, Peer, PeerEvent, TransportConfig, TransportError};
+use crate::transport::webrtc::{ChannelEvent, DataChannel, Peer, PeerEvent, TransportConfig, TransportError};
 
 /// Frames buffered per viewer before it counts as lagging (then it waits for the next IDR).
 const FANOUT_DEPTH: usize = 8;
@@ -68,6 +68,13 @@ pub enum HubError {
     Transport(#[from] TransportError),
 }
 
+/// Lock `m`. Every mutex here guards plain state that a panic elsewhere cannot leave half-updated in a
+/// harmful way (counters, the latest status values, decision state), so a poisoned lock is used as it is
+/// rather than an update being skipped.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Shared state of a streaming session.
 #[derive(Debug)]
 pub struct Hub {
@@ -79,19 +86,19 @@ pub struct Hub {
     next_id: AtomicU64,
     max_viewers: usize,
     transport: TransportConfig,
-    pub stats: Mutex<StreamStats>,
-    pub metrics: Mutex<PipelineMetrics>,
-    pub output: Mutex<Option<String>>,
-    pub capture_state: Mutex<String>,
+    stats: Mutex<StreamStats>,
+    metrics: Mutex<PipelineMetrics>,
+    output: Mutex<Option<String>>,
+    capture_state: Mutex<String>,
     /// Set on shutdown: the media thread and every viewer task end.
-    pub stop: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
     /// Whether viewers may control the desktop (`--allow-input`).
     input_allowed: bool,
     /// Cursor metadata for the viewers' `input` channels (`--cursor metadata`): the latest position and image
     /// messages (see `cursor`).
     cursor_position: tokio::sync::watch::Sender<Option<Arc<str>>>,
     cursor_image: tokio::sync::watch::Sender<Option<Arc<str>>>,
-    pub input_counters: Arc<InputCounters>,
+    input_counters: Arc<InputCounters>,
     /// The injector, once started (only when input is allowed).
     input: Mutex<Option<InputSender>>,
 }
@@ -122,13 +129,14 @@ impl Hub {
 
     /// Connect the injector (input allowed): validated events of viewers go to it from now on.
     pub fn set_input(&self, sender: InputSender) {
-        if let Ok(mut i) = self.input.lock() {
+        {
+            let mut i = lock(&self.input);
             *i = Some(sender);
         }
     }
 
     fn input_sender(&self) -> Option<InputSender> {
-        self.input.lock().ok().and_then(|i| i.clone())
+        lock(&self.input).clone()
     }
 
     /// One message from viewer `id`'s `input` data channel: dropped (view-only), rejected (invalid) or
@@ -174,7 +182,6 @@ impl Hub {
     /// Serve viewer `id`'s `input` data channel until it closes: tell the page whether input is allowed,
     /// hand every message to [`Hub::input_message`], and send cursor metadata as it changes.
     async fn run_input_channel(self: Arc<Self>, id: u64, channel: DataChannel) {
-        use webrtc::data_channel::DataChannelEvent;
         let hello = format!(r#"{{"t":"state","input":{}}}"#, self.input_allowed);
         let _ = channel.send_text(&hello).await;
         let mut position = self.cursor_position.subscribe();
@@ -185,14 +192,13 @@ impl Hub {
         let mut open = false;
         loop {
             tokio::select! {
-                ev = channel.poll() => match ev {
-                    Some(DataChannelEvent::OnOpen) => {
+                ev = channel.next() => match ev {
+                    ChannelEvent::Open => {
                         open = true;
                         let _ = channel.send_text(&hello).await;
                     }
-                    Some(DataChannelEvent::OnMessage(msg)) => self.input_message(id, &msg.data),
-                    Some(DataChannelEvent::OnClose) | None => break,
-                    Some(_) => {}
+                    ChannelEvent::Message(data) => self.input_message(id, &data),
+                    ChannelEvent::Closed => break,
                 },
                 // The image first, so a page never positions a cursor it has no picture for.
                 Ok(()) = image.changed(), if open => {
@@ -213,6 +219,38 @@ impl Hub {
         self.input_gone(id);
     }
 
+    /// Set on shutdown: the media thread and every viewer task end when they see it.
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+
+    /// Ask everything to end (`POST /api/shutdown`).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The output being streamed (status).
+    pub fn set_output(&self, name: &str) {
+        *lock(&self.output) = Some(name.to_owned());
+    }
+
+    /// Capture thread: the size of the frames it captures (status).
+    pub fn set_frame_size(&self, width: u32, height: u32) {
+        let mut st = lock(&self.stats);
+        (st.width, st.height) = (width, height);
+    }
+
+    /// Media thread: frames and bits per second sent over the last window (status).
+    pub fn set_rates(&self, fps: f64, bitrate_kbps: f64) {
+        let mut st = lock(&self.stats);
+        (st.fps, st.bitrate_kbps) = (fps, bitrate_kbps);
+    }
+
+    /// The input counters, shared with the injector thread.
+    pub fn input_counters(&self) -> Arc<InputCounters> {
+        Arc::clone(&self.input_counters)
+    }
+
     pub fn viewers(&self) -> usize {
         self.viewer_count.load(Ordering::Relaxed)
     }
@@ -220,7 +258,7 @@ impl Hub {
     /// The pipeline core, locked. A panic elsewhere while it was held leaves plain decision state behind,
     /// still usable: the lock's poison is cleared rather than the update skipped.
     fn with_core<R>(&self, f: impl FnOnce(&mut PipelineCore) -> R) -> R {
-        f(&mut self.core.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut lock(&self.core))
     }
 
     fn core_event(&self, event: Event) {
@@ -253,7 +291,8 @@ impl Hub {
             let plan = c.plan_encode(now, ceiling_kbps);
             (plan, c.bitrate_status())
         });
-        if let Ok(mut st) = self.stats.lock() {
+        {
+            let mut st = lock(&self.stats);
             st.target_bitrate_kbps = target.unwrap_or(ceiling_kbps);
             st.estimate_kbps = estimate;
         }
@@ -272,24 +311,22 @@ impl Hub {
     }
 
     pub fn status(&self) -> Status {
-        let mut stream = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
-        let latency_ms = match self.metrics.lock() {
-            Ok(m) => {
-                stream.frames_captured = m.frames_captured;
-                stream.frames_encoded = m.frames_encoded;
-                stream.frames_dropped = m.frames_dropped;
-                stream.keyframes = m.keyframes;
-                stream.keyframes_resent = m.keyframes_resent;
-                m.stage_summary()
-            }
-            Err(_) => serde_json::Value::Null,
+        let mut stream = lock(&self.stats).clone();
+        let latency_ms = {
+            let m = lock(&self.metrics);
+            stream.frames_captured = m.frames_captured;
+            stream.frames_encoded = m.frames_encoded;
+            stream.frames_dropped = m.frames_dropped;
+            stream.keyframes = m.keyframes;
+            stream.keyframes_resent = m.keyframes_resent;
+            m.stage_summary()
         };
         Status {
             version: env!("CARGO_PKG_VERSION"),
             sessions: 1,
             viewers: self.viewers(),
-            output: self.output.lock().ok().and_then(|o| o.clone()),
-            capture: self.capture_state.lock().map(|c| c.clone()).unwrap_or_default(),
+            output: lock(&self.output).clone(),
+            capture: lock(&self.capture_state).clone(),
             stream,
             latency_ms,
             input: self.input_counters.snapshot(self.input_allowed),
@@ -298,9 +335,11 @@ impl Hub {
 
     /// Prometheus text for `/metrics`.
     pub fn prometheus(&self) -> String {
-        let (fps, kbps, target) =
-            self.stats.lock().map(|s| (s.fps, s.bitrate_kbps, s.target_bitrate_kbps)).unwrap_or_default();
-        let mut text = self.metrics.lock().map(|m| m.prometheus(self.viewers(), fps, kbps, target)).unwrap_or_default();
+        let (fps, kbps, target) = {
+            let s = lock(&self.stats);
+            (s.fps, s.bitrate_kbps, s.target_bitrate_kbps)
+        };
+        let mut text = lock(&self.metrics).prometheus(self.viewers(), fps, kbps, target);
         let i = self.input_counters.snapshot(self.input_allowed);
         for (name, help, value) in [
             ("wl_webrtc_input_received_total", "Input messages received from viewers.", i.received),
@@ -314,14 +353,16 @@ impl Hub {
     }
 
     pub fn set_capture_state(&self, state: impl Into<String>) {
-        if let Ok(mut c) = self.capture_state.lock() {
+        {
+            let mut c = lock(&self.capture_state);
             *c = state.into();
         }
     }
 
     /// Record something in the metrics.
     pub fn with_metrics(&self, f: impl FnOnce(&mut PipelineMetrics)) {
-        if let Ok(mut m) = self.metrics.lock() {
+        {
+            let mut m = lock(&self.metrics);
             f(&mut m);
         }
     }
@@ -343,7 +384,8 @@ impl Hub {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (cancel_tx, cancel_rx) = oneshot::channel();
-        if let Ok(mut v) = self.viewers.lock() {
+        {
+            let mut v = lock(&self.viewers);
             v.insert(id, cancel_tx);
         }
         self.core_event(Event::ViewerJoined { id });
@@ -358,7 +400,7 @@ impl Hub {
 
     /// End a viewer (DELETE on its WHEP resource, WebSocket closed, bye). False if unknown.
     pub fn remove_viewer(&self, id: u64) -> bool {
-        let tx = self.viewers.lock().ok().and_then(|mut v| v.remove(&id));
+        let tx = lock(&self.viewers).remove(&id);
         match tx {
             Some(tx) => {
                 let _ = tx.send(());
@@ -370,7 +412,7 @@ impl Hub {
 
     /// End every viewer (shutdown).
     pub fn remove_all(&self) {
-        let all: Vec<_> = self.viewers.lock().map(|mut v| v.drain().collect()).unwrap_or_default();
+        let all: Vec<_> = lock(&self.viewers).drain().collect();
         for (_, tx) in all {
             let _ = tx.send(());
         }
@@ -462,7 +504,8 @@ impl Hub {
                 },
             }
         }
-        if let Ok(mut v) = self.viewers.lock() {
+        {
+            let mut v = lock(&self.viewers);
             v.remove(&id);
         }
         self.core_event(Event::ViewerLeft { id });

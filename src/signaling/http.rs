@@ -93,7 +93,7 @@ async fn shutdown(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
         return unauthorized();
     }
     tracing::info!("shutdown requested through the API");
-    st.hub.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    st.hub.request_stop();
     (StatusCode::ACCEPTED, "shutting down\n").into_response()
 }
 

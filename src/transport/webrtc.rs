@@ -127,8 +127,43 @@ impl Feedback {
 /// Label of the data channel that carries viewer input (see `crate::input`).
 pub const INPUT_CHANNEL: &str = "input";
 
-/// A data channel the viewer opened.
-pub type DataChannel = Arc<dyn webrtc::data_channel::DataChannel>;
+/// The viewer's `input` data channel (webrtc-rs's type stays inside this module).
+#[derive(Clone)]
+pub struct DataChannel(Arc<dyn webrtc::data_channel::DataChannel>);
+
+impl std::fmt::Debug for DataChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataChannel").finish_non_exhaustive()
+    }
+}
+
+/// What happened on a data channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEvent {
+    Open,
+    Message(Vec<u8>),
+    Closed,
+}
+
+impl DataChannel {
+    /// The next event; `Closed` once the channel is gone (and from then on).
+    pub async fn next(&self) -> ChannelEvent {
+        use webrtc::data_channel::DataChannelEvent as E;
+        loop {
+            match self.0.poll().await {
+                Some(E::OnOpen) => return ChannelEvent::Open,
+                Some(E::OnMessage(msg)) => return ChannelEvent::Message(msg.data.to_vec()),
+                Some(E::OnClose) | None => return ChannelEvent::Closed,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Send a text message; an error means the channel is gone (the caller sees `Closed` next).
+    pub async fn send_text(&self, text: &str) -> Result<(), TransportError> {
+        self.0.send_text(text).await.map(|_| ()).map_err(TransportError::from)
+    }
+}
 
 struct Handler {
     gathered: tokio::sync::watch::Sender<bool>,
@@ -156,10 +191,10 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.events.send(ev);
     }
 
-    async fn on_data_channel(&self, channel: DataChannel) {
+    async fn on_data_channel(&self, channel: Arc<dyn webrtc::data_channel::DataChannel>) {
         match channel.label().await {
             Ok(label) if label == INPUT_CHANNEL => {
-                let _ = self.channels.send(channel);
+                let _ = self.channels.send(DataChannel(channel));
             }
             Ok(label) => {
                 tracing::debug!(%label, "closing a data channel we do not know");
