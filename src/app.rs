@@ -733,10 +733,14 @@ fn media_run(
         hub.frame_captured(info.requested_at);
         let layout = info.layout;
         let mut pic = pipe.spare();
-        let converted = cap.with_pixels(|data, stride| {
-            let layout = crate::frame::FrameLayout { stride, ..layout };
-            stage.convert_into(data, &layout, info.y_invert, &info.damage, &mut pic)
-        })?;
+        // The buffer itself reaches the converter, which reads it as it can (a dmabuf in place on the GPU).
+        let converted = match cap.frame_buffer() {
+            Some(buffer) => stage.convert_buffer(buffer, &layout, info.y_invert, &info.damage, &mut pic),
+            None => cap.with_pixels(|data, stride| {
+                let layout = crate::frame::FrameLayout { stride, ..layout };
+                stage.convert_into(data, &layout, info.y_invert, &info.damage, &mut pic)
+            })?,
+        };
         hub.set_frame_size(layout.width, layout.height);
         hub.with_metrics(|m| {
             m.frames_captured += 1;

@@ -10,6 +10,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::buffer::FrameBuffer;
 use crate::config::Config;
 use crate::convert::Converter;
 use crate::encode::x264::X264Encoder;
@@ -22,6 +23,8 @@ pub enum MediaError {
     Convert(#[from] crate::convert::ConvertError),
     #[error(transparent)]
     Encode(#[from] crate::encode::EncodeError),
+    #[error("reading the captured buffer: {0}")]
+    Buffer(String),
 }
 
 /// Per-frame cost of the stages.
@@ -143,6 +146,8 @@ pub struct ConvertStage {
     conversions: u64,
     damage_log: std::collections::VecDeque<(u64, Damage)>,
     size: (u32, u32),
+    /// A dmabuf import failed once: map buffers from then on.
+    import_failed: bool,
     nv12: Nv12Frame,
 }
 
@@ -166,6 +171,7 @@ impl ConvertStage {
             conversions: 0,
             damage_log: std::collections::VecDeque::new(),
             size: (0, 0),
+            import_failed: false,
             nv12: Nv12Frame::new(2, 2),
         }
     }
@@ -181,6 +187,55 @@ impl ConvertStage {
         damage: &Damage,
         pic: &mut Picture,
     ) -> Result<Duration, MediaError> {
+        let needed = self.damage_for(layout, damage, pic);
+        let t0 = Instant::now();
+        let r = self.converter.convert(pixels, layout, y_invert, &needed, &mut pic.nv12);
+        self.converted(pic, r.is_ok());
+        r?;
+        Ok(t0.elapsed())
+    }
+
+    /// Convert the frame in `buffer` into `pic` (damage as for [`ConvertStage::convert_into`]), reading it
+    /// the way this converter reads best: a dmabuf that the Vulkan converter can import is read in place by
+    /// the GPU (no CPU mapping, no upload); anything else is mapped and converted from memory. An import
+    /// that fails is logged once and the buffer is mapped from then on.
+    pub fn convert_buffer(
+        &mut self,
+        buffer: &mut FrameBuffer,
+        layout: &FrameLayout,
+        y_invert: bool,
+        damage: &Damage,
+        pic: &mut Picture,
+    ) -> Result<Duration, MediaError> {
+        let is_dmabuf = matches!(buffer, FrameBuffer::Dmabuf(_));
+        if read_path(is_dmabuf, self.converter.imports_dmabuf(), self.import_failed) == ReadPath::Import
+            && let FrameBuffer::Dmabuf(d) = &*buffer
+        {
+            let needed = self.damage_for(layout, damage, pic);
+            let t0 = Instant::now();
+            let r = d.plane().map_err(|e| e.to_string()).and_then(|plane| {
+                self.converter
+                    .convert_dmabuf(&plane, layout, y_invert, &needed, &mut pic.nv12)
+                    .map_err(|e| e.to_string())
+            });
+            self.converted(pic, r.is_ok());
+            match r {
+                Ok(()) => return Ok(t0.elapsed()),
+                Err(e) => {
+                    tracing::info!("reading the dmabuf in place failed ({e}); mapping it from now on");
+                    self.import_failed = true;
+                }
+            }
+        }
+        buffer
+            .with_pixels(|data, stride| {
+                self.convert_into(data, &FrameLayout { stride, ..*layout }, y_invert, damage, pic)
+            })
+            .map_err(|e| MediaError::Buffer(e.to_string()))?
+    }
+
+    /// What to convert into `pic` for this frame: the damage since its content, or everything.
+    fn damage_for(&mut self, layout: &FrameLayout, damage: &Damage, pic: &Picture) -> Damage {
         if self.size != (layout.width, layout.height) {
             self.size = (layout.width, layout.height);
             self.damage_log.clear();
@@ -195,16 +250,15 @@ impl ConvertStage {
             _ => None,
         };
         let oldest = self.damage_log.front().map_or(u64::MAX, |(n, _)| *n);
-        let needed = match held {
+        match held {
             Some(n) if n + 1 >= oldest => union(self.damage_log.iter().filter(|(k, _)| *k > n).map(|(_, d)| d)),
             _ => Damage::Full,
-        };
-        let t0 = Instant::now();
-        let r = self.converter.convert(pixels, layout, y_invert, &needed, &mut pic.nv12);
-        // A failed conversion leaves the picture in an unknown state.
-        pic.content = r.is_ok().then_some((self.id, self.conversions));
-        r?;
-        Ok(t0.elapsed())
+        }
+    }
+
+    /// `pic` now holds this stage's latest conversion (or, after a failure, nothing known).
+    fn converted(&self, pic: &mut Picture, ok: bool) {
+        pic.content = ok.then_some((self.id, self.conversions));
     }
 
     /// Which converter runs ("cpu" or "vulkan").
@@ -230,6 +284,19 @@ impl ConvertStage {
     pub fn picture(&self) -> &Nv12Frame {
         &self.nv12
     }
+}
+
+/// How a consumer reads a captured buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadPath {
+    /// The GPU reads the dmabuf in place.
+    Import,
+    /// Map it (shm is memory already) and convert from memory.
+    Map,
+}
+
+fn read_path(is_dmabuf: bool, converter_imports: bool, import_failed: bool) -> ReadPath {
+    if is_dmabuf && converter_imports && !import_failed { ReadPath::Import } else { ReadPath::Map }
 }
 
 /// The union of several frames' damage.
@@ -396,6 +463,14 @@ mod tests {
         let pic = &mut pool[0];
         other.convert_into(&rgb, &layout, false, &Damage::Rects(vec![]), pic).expect("convert");
         assert!(pic.nv12 == *full.picture());
+    }
+
+    #[test]
+    fn a_dmabuf_is_imported_only_by_a_converter_that_can_and_only_until_an_import_fails() {
+        assert_eq!(read_path(true, true, false), ReadPath::Import);
+        assert_eq!(read_path(true, true, true), ReadPath::Map, "after a failed import");
+        assert_eq!(read_path(true, false, false), ReadPath::Map, "CPU converter, or no import on the device");
+        assert_eq!(read_path(false, true, false), ReadPath::Map, "shm is read from memory");
     }
 
     #[test]

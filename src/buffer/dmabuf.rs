@@ -144,6 +144,15 @@ impl GbmAllocator {
     }
 }
 
+/// One plane of a dmabuf, for a consumer that imports it (the Vulkan converter) instead of mapping it.
+#[derive(Debug)]
+pub struct DmabufPlane {
+    pub fd: std::os::fd::OwnedFd,
+    pub offset: u32,
+    pub stride: u32,
+    pub modifier: u64,
+}
+
 /// A GBM buffer object exported to the compositor as a wl_buffer.
 pub struct DmabufBuffer {
     bo: gbm::BufferObject<()>,
@@ -229,6 +238,18 @@ impl DmabufBuffer {
 
     pub fn wl_buffer(&self) -> &WlBuffer {
         &self.buffer
+    }
+
+    /// The buffer's (first and only, for the RGB formats captured) plane as a consumer imports it: a new fd,
+    /// the plane's offset and stride, and the format modifier.
+    pub fn plane(&self) -> Result<DmabufPlane, BufferError> {
+        let fd = self.bo.fd_for_plane(0).map_err(|e| BufferError::Dmabuf(format!("export plane 0: {e}")))?;
+        Ok(DmabufPlane {
+            fd,
+            offset: self.bo.offset(0),
+            stride: self.bo.stride_for_plane(0),
+            modifier: self.bo.modifier().into(),
+        })
     }
 
     /// Map for reading and run `f(data, stride)`.

@@ -150,6 +150,11 @@ impl CaptureBuffers {
         self.buffer.as_ref().map(FrameBuffer::kind)
     }
 
+    /// The buffer the last frame was captured into.
+    pub fn buffer_mut(&mut self) -> Option<&mut FrameBuffer> {
+        self.buffer.as_mut()
+    }
+
     /// Run `f(data, stride)` over the pixels of the buffer.
     pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
         let buf = self.buffer.as_mut().ok_or_else(|| CaptureError::Unsupported("no frame captured yet".into()))?;

@@ -710,6 +710,11 @@ impl ImageCopyCapture {
         Ok(())
     }
 
+    /// The buffer the last frame is in (its reader chooses how: map it, or import a dmabuf).
+    pub fn frame_buffer(&mut self) -> Option<&mut FrameBuffer> {
+        self.main.buffers.as_mut().and_then(CaptureBuffers::buffer_mut)
+    }
+
     /// Run `f(data, stride)` over the pixels of the last frame.
     pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
         match self.main.buffers.as_mut() {

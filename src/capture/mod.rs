@@ -305,6 +305,17 @@ impl Capture {
         }
     }
 
+    /// The Wayland buffer the last frame is in (shm or dmabuf), for a reader that chooses how to read it;
+    /// `None` for PipeWire (whose frames are copied out of its buffers on its own thread: read them with
+    /// [`Capture::with_pixels`]).
+    pub fn frame_buffer(&mut self) -> Option<&mut crate::buffer::FrameBuffer> {
+        match self {
+            Capture::Screencopy(c) => c.frame_buffer(),
+            Capture::ImageCopy(c) => c.frame_buffer(),
+            Capture::PipeWire(_) => None,
+        }
+    }
+
     /// Run `f(data, stride)` over the pixels of the last frame.
     pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
         match self {

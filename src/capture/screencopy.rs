@@ -303,6 +303,11 @@ impl ScreencopyCapture {
         self.session.check_output(&self.output_desc.name)
     }
 
+    /// The buffer the last frame is in (its reader chooses how: map it, or import a dmabuf).
+    pub fn frame_buffer(&mut self) -> Option<&mut FrameBuffer> {
+        self.buffers.buffer_mut()
+    }
+
     /// Run `f(data, stride)` over the pixels of the last frame.
     pub fn with_pixels<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, CaptureError> {
         self.buffers.with_pixels(f)

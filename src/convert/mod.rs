@@ -228,6 +228,31 @@ impl Converter {
         }
     }
 
+    /// Whether this converter reads dmabufs in place ([`Converter::convert_dmabuf`]).
+    pub fn imports_dmabuf(&self) -> bool {
+        matches!(self, Converter::Vulkan(v) if v.supports_dmabuf())
+    }
+
+    /// Convert a frame that lives in a dmabuf plane, read in place by the GPU. An error (not Vulkan, no
+    /// import, a non-linear modifier) means: map the buffer and [`Converter::convert`] its pixels instead.
+    pub fn convert_dmabuf(
+        &mut self,
+        plane: &crate::buffer::dmabuf::DmabufPlane,
+        layout: &FrameLayout,
+        y_invert: bool,
+        damage: &Damage,
+        out: &mut Nv12Frame,
+    ) -> Result<(), ConvertError> {
+        use std::os::fd::AsFd;
+        match self {
+            Converter::Vulkan(v) => {
+                let layout = FrameLayout { stride: plane.stride, ..*layout };
+                v.convert_dmabuf(plane.fd.as_fd(), plane.offset, plane.modifier, &layout, y_invert, damage, out)
+            }
+            Converter::Cpu(_) => Err(ConvertError::Internal("the CPU converter does not import dmabufs")),
+        }
+    }
+
     /// Convert `src` (laid out as `layout`, rows bottom-up when `y_invert`) into `out`, touching only the
     /// 2×2 blocks covered by `damage`. If `out` is not a frame of the layout's size it is replaced by a fresh
     /// one and everything is converted. See [`cpu::CpuConverter::convert`].
