@@ -296,7 +296,7 @@ fn list_outputs(cfg: &Config, a: &ListOutputsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Open the configured capture source (`--source`, resolved against what the compositor offers) on a desktop.
-pub fn open_capture(cfg: &Config, socket: &std::path::Path) -> anyhow::Result<Capture> {
+pub(crate) fn open_capture(cfg: &Config, socket: &std::path::Path) -> anyhow::Result<Capture> {
     let pw = crate::capture::pipewire::PipewireOptions { node: cfg.pipewire_node.clone(), ..Default::default() };
     Ok(Capture::open_with(socket, cfg.source, cfg.output.as_deref(), cfg.cursor, &pw)?)
 }
@@ -328,7 +328,7 @@ impl Pacer {
 
 /// Summary of a `capture` run (`--json`).
 #[derive(Debug, Serialize)]
-pub struct CaptureReport {
+pub(crate) struct CaptureReport {
     pub output: String,
     pub source: &'static str,
     pub buffer: Option<&'static str>,

@@ -14,7 +14,7 @@ use crate::encode::{EncoderSettings, Profile, RateControl};
 pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
 
 /// Log filter used when neither flags, the file nor RUST_LOG say otherwise.
-pub const DEFAULT_LOG_FILTER: &str =
+pub(crate) const DEFAULT_LOG_FILTER: &str =
     "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_sctp::endpoint=error,rtc_srtp=warn,webrtc=warn";
 
 /// Unprivileged account the private compositor runs as when wl-webrtc runs as root.
@@ -80,7 +80,7 @@ pub struct HeadlessMode {
 }
 
 impl HeadlessMode {
-    pub const DEFAULT_REFRESH_HZ: u32 = 60;
+    pub(crate) const DEFAULT_REFRESH_HZ: u32 = 60;
 
     pub fn parse(s: &str) -> Result<HeadlessMode, String> {
         let (size, hz) = match s.split_once('@') {
@@ -304,7 +304,7 @@ pub fn xdg_file(var: &str, home_default: &str, file: &str) -> Option<PathBuf> {
 }
 
 /// Default config file location: `$XDG_CONFIG_HOME/wl-webrtc/config.toml` (or `~/.config/...`).
-pub fn default_config_path() -> Option<PathBuf> {
+pub(crate) fn default_config_path() -> Option<PathBuf> {
     xdg_file("XDG_CONFIG_HOME", ".config", "config.toml")
 }
 

@@ -234,7 +234,7 @@ impl HeadlessDesktop {
     }
 
     /// PID of the compositor.
-    pub fn compositor_pid(&self) -> Option<u32> {
+    pub(crate) fn compositor_pid(&self) -> Option<u32> {
         self.sway.as_ref().map(Child::id)
     }
 

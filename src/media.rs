@@ -54,7 +54,7 @@ impl Picture {
 
 /// Latest-value-wins handoff between two threads.
 #[derive(Debug)]
-pub struct LatestSlot<T> {
+pub(crate) struct LatestSlot<T> {
     value: Mutex<Option<T>>,
     ready: Condvar,
 }
@@ -78,7 +78,7 @@ impl<T> LatestSlot<T> {
     }
 
     /// Take the newest value, waiting up to `timeout` for one.
-    pub fn take_timeout(&self, timeout: Duration) -> Option<T> {
+    pub(crate) fn take_timeout(&self, timeout: Duration) -> Option<T> {
         let guard = self.value.lock().ok()?;
         let (mut guard, _) = self.ready.wait_timeout_while(guard, timeout, |v| v.is_none()).ok()?;
         guard.take()
@@ -333,7 +333,7 @@ impl EncodeStage {
     }
 
     /// A stage whose encoders `open` makes.
-    pub fn with_encoder(
+    pub(crate) fn with_encoder(
         cfg: &Config,
         open: fn(EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError>,
     ) -> EncodeStage {

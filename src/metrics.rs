@@ -45,7 +45,8 @@ mod tests {
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-pub const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.024, 0.033, 0.050, 0.100, 0.250, 1.0];
+pub(crate) const BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.024, 0.033, 0.050, 0.100, 0.250, 1.0];
 
 /// A latency distribution: Prometheus buckets plus the most recent samples for percentiles.
 #[derive(Debug, Clone, Default)]
@@ -80,7 +81,7 @@ impl Histogram {
     }
 
     /// Percentile of the recent samples, in milliseconds.
-    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+    pub(crate) fn percentile_ms(&self, p: f64) -> Option<f64> {
         let v: Vec<f64> = self.recent.iter().copied().collect();
         percentile(&v, p)
     }
@@ -98,7 +99,7 @@ impl Histogram {
 }
 
 /// Pipeline stages with their own latency histogram.
-pub const STAGES: [&str; 5] = ["capture_wait", "copy", "convert", "encode", "send"];
+pub(crate) const STAGES: [&str; 5] = ["capture_wait", "copy", "convert", "encode", "send"];
 
 /// Live counters and per-stage latencies of a streaming session.
 #[derive(Debug, Clone, Default)]

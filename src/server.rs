@@ -141,7 +141,7 @@ impl Hub {
 
     /// One message from viewer `id`'s `input` data channel: dropped (view-only), rejected (invalid) or
     /// queued for the injector. Counted either way.
-    pub fn input_message(&self, id: u64, data: &[u8]) {
+    pub(crate) fn input_message(&self, id: u64, data: &[u8]) {
         let c = &self.input_counters;
         InputCounters::add(&c.received, 1);
         if !self.input_allowed {

@@ -23,7 +23,7 @@ use crate::frame::{FrameLayout, PixelFormat};
 pub const DRI_DIR: &str = "/dev/dri";
 
 /// The render node to use among the names in a DRI directory: the lowest-numbered `renderD*`.
-pub fn pick_render_node<I, S>(names: I) -> Option<String>
+pub(crate) fn pick_render_node<I, S>(names: I) -> Option<String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -40,7 +40,7 @@ where
 }
 
 /// The render node of this machine, if any.
-pub fn find_render_node(dri_dir: &Path) -> Option<PathBuf> {
+pub(crate) fn find_render_node(dri_dir: &Path) -> Option<PathBuf> {
     let names = std::fs::read_dir(dri_dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned());
     pick_render_node(names).map(|n| dri_dir.join(n))
 }
@@ -87,13 +87,13 @@ pub fn choose_dmabuf(
 }
 
 /// DRM_FORMAT_MOD_LINEAR.
-pub const MOD_LINEAR: u64 = 0;
+pub(crate) const MOD_LINEAR: u64 = 0;
 /// DRM_FORMAT_MOD_INVALID: "implicit modifier", not something GBM can be asked for explicitly.
-pub const MOD_INVALID: u64 = 0x00ff_ffff_ffff_ffff;
+pub(crate) const MOD_INVALID: u64 = 0x00ff_ffff_ffff_ffff;
 
 /// The modifiers to ask GBM for, out of those the compositor accepts: every explicit one, LINEAR when the
 /// list is empty or holds only the implicit modifier (which every importer reads as linear here).
-pub fn usable_modifiers(offered: &[u64]) -> Vec<u64> {
+pub(crate) fn usable_modifiers(offered: &[u64]) -> Vec<u64> {
     let explicit: Vec<u64> = offered.iter().copied().filter(|&m| m != MOD_INVALID).collect();
     if explicit.is_empty() { vec![MOD_LINEAR] } else { explicit }
 }

@@ -117,7 +117,7 @@ impl Constraints {
     }
 
     /// The dmabuf to ask for: the first offered format wl-webrtc can read, with its modifiers.
-    pub fn dmabuf_want(&self) -> Option<DmabufWant> {
+    pub(crate) fn dmabuf_want(&self) -> Option<DmabufWant> {
         if self.width == 0 || self.height == 0 {
             return None;
         }
@@ -280,7 +280,7 @@ impl FrameMachine {
 }
 
 /// A damage rectangle from protocol integers: negative origins clipped to 0, empty ones dropped.
-pub fn damage_rect(x: i32, y: i32, width: i32, height: i32) -> Option<Rect> {
+pub(crate) fn damage_rect(x: i32, y: i32, width: i32, height: i32) -> Option<Rect> {
     let (x1, y1) = (x.saturating_add(width), y.saturating_add(height));
     let (x0, y0) = (x.max(0), y.max(0));
     (x1 > x0 && y1 > y0).then(|| Rect::new(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32))
@@ -294,7 +294,7 @@ pub fn damage_rect(x: i32, y: i32, width: i32, height: i32) -> Option<Rect> {
 
 /// An ext-image-copy event with the protocol id of its session or frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaggedEvent {
+pub(crate) enum TaggedEvent {
     Session(u32, SessionEvent),
     Frame(u32, FrameEvent),
     Cursor(CursorEvent),
@@ -311,7 +311,7 @@ pub struct ImageCopyEvents {
 /// The registry name of ext-image-copy-capture's manager.
 pub const IFACE: &str = "ext_image_copy_capture_manager_v1";
 /// Capturing an output also needs a source for it.
-pub const OUTPUT_SOURCE_IFACE: &str = "ext_output_image_capture_source_manager_v1";
+pub(crate) const OUTPUT_SOURCE_IFACE: &str = "ext_output_image_capture_source_manager_v1";
 
 /// Whether ext-image-copy-capture of outputs is possible (the capture manager and the output source manager
 /// are both offered).

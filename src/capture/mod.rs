@@ -176,7 +176,7 @@ impl ResolvedSource {
 
 /// Resolve `--source` against what the compositor offers. `auto`: ext-image-copy-capture, else wlr-screencopy,
 /// else PipeWire through the portal.
-pub fn resolve_source(
+pub(crate) fn resolve_source(
     kind: SourceKind,
     offers_ext_image_copy: bool,
     offers_screencopy: bool,

@@ -371,7 +371,7 @@ const FORMATS: [(u32, PixelFormat); 10] = [
 ];
 
 /// The pixel format of an SPA video format, if offered.
-pub fn pixel_format_of_spa(spa_format: u32) -> Option<PixelFormat> {
+pub(crate) fn pixel_format_of_spa(spa_format: u32) -> Option<PixelFormat> {
     FORMATS.iter().find(|(s, _)| *s == spa_format).map(|(_, p)| *p)
 }
 

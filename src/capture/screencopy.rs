@@ -393,7 +393,7 @@ impl Drop for ScreencopyCapture {
 
 /// User data of screencopy protocol objects.
 #[derive(Debug, Clone, Copy)]
-pub struct ScreencopyData;
+pub(crate) struct ScreencopyData;
 
 impl<X: ScreencopyHandler + 'static> Dispatch2<ZwlrScreencopyManagerV1, WlState<X>> for ScreencopyData {
     fn event(

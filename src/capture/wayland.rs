@@ -212,7 +212,7 @@ impl<X: 'static> WlSession<X> {
     }
 
     /// Names of outputs removed since the last call.
-    pub fn take_destroyed_outputs(&mut self) -> Vec<String> {
+    pub(crate) fn take_destroyed_outputs(&mut self) -> Vec<String> {
         std::mem::take(&mut self.state.destroyed_outputs)
     }
 }

@@ -168,7 +168,7 @@ impl BitrateController {
     }
 
     /// Bitrate actually sent over the last second, kbit/s.
-    pub fn sent_kbps(&mut self, now: Instant) -> f64 {
+    pub(crate) fn sent_kbps(&mut self, now: Instant) -> f64 {
         self.expire_sent(now);
         self.sent_bytes as f64 * 8.0 / 1000.0 / SENT_WINDOW.as_secs_f64()
     }

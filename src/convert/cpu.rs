@@ -24,7 +24,7 @@ use yuvutils_rs::{
 };
 
 /// Rows decoded per scratch band (even). 16 rows of 3840 BGRA is 240 KiB: stays in L2.
-pub const BAND_ROWS: usize = 16;
+pub(crate) const BAND_ROWS: usize = 16;
 const BAND_PAIRS: usize = BAND_ROWS / 2;
 
 /// Damage covering at least this share of the frame is converted as one full frame (fewer, longer calls).

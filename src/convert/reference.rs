@@ -26,12 +26,12 @@ fn round_u8(v: f64) -> u8 {
 }
 
 /// Limited-range Y of one pixel.
-pub fn y_of(rgb: [u8; 3]) -> u8 {
+pub(crate) fn y_of(rgb: [u8; 3]) -> u8 {
     round_u8(16.0 + 219.0 * luma(rgb.map(f64::from)))
 }
 
 /// Limited-range (Cb, Cr) of an RGB triple given as floats 0..=255 (e.g. a 2×2 average).
-pub fn cbcr_of(rgb: [f64; 3]) -> (u8, u8) {
+pub(crate) fn cbcr_of(rgb: [f64; 3]) -> (u8, u8) {
     let y = luma(rgb);
     let cb = 128.0 + 224.0 * (rgb[2] / 255.0 - y) / (2.0 * (1.0 - KB));
     let cr = 128.0 + 224.0 * (rgb[0] / 255.0 - y) / (2.0 * (1.0 - KR));

@@ -39,14 +39,14 @@ use crate::capture::CaptureError;
 use crate::capture::wayland::{WlSession, WlState};
 
 /// Commands waiting for the injector before new ones are dropped.
-pub const QUEUE_DEPTH: usize = 1024;
+pub(crate) const QUEUE_DEPTH: usize = 1024;
 /// How often the injector looks at the stop flag and the compositor's events when idle.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Pause between connection attempts while the compositor is away.
 const RETRY: Duration = Duration::from_secs(1);
 
 pub const VIRTUAL_POINTER_IFACE: &str = "zwlr_virtual_pointer_manager_v1";
-pub const VIRTUAL_KEYBOARD_IFACE: &str = "zwp_virtual_keyboard_manager_v1";
+pub(crate) const VIRTUAL_KEYBOARD_IFACE: &str = "zwp_virtual_keyboard_manager_v1";
 
 /// What viewer tasks tell the injector.
 #[derive(Debug, Clone, PartialEq)]
@@ -346,8 +346,8 @@ impl Drop for Devices {
 
 /// `wl_keyboard.key_state` values (the virtual keyboard's `key` takes them as a plain uint).
 mod wl_keyboard_state {
-    pub const RELEASED: u32 = 0;
-    pub const PRESSED: u32 = 1;
+    pub(crate) const RELEASED: u32 = 0;
+    pub(crate) const PRESSED: u32 = 1;
 }
 
 /// `wl_keyboard.keymap_format.xkb_v1`.
@@ -371,7 +371,7 @@ fn upload_keymap(keyboard: &ZwpVirtualKeyboardV1, text: &str) -> Result<(), Capt
 
 /// User data of the input protocol objects (none of them sends events we need).
 #[derive(Debug, Clone, Copy)]
-pub struct InputData;
+pub(crate) struct InputData;
 
 impl Dispatch2<ZwlrVirtualPointerManagerV1, WlState> for InputData {
     fn event(

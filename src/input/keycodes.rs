@@ -7,7 +7,7 @@
 
 /// evdev codes of the modifier keys (for callers that need to recognise them).
 pub const KEY_LEFTSHIFT: u32 = 42;
-pub const KEY_RIGHTSHIFT: u32 = 54;
+pub(crate) const KEY_RIGHTSHIFT: u32 = 54;
 pub const KEY_LEFTCTRL: u32 = 29;
 pub const KEY_LEFTALT: u32 = 56;
 pub const KEY_LEFTMETA: u32 = 125;

@@ -98,7 +98,7 @@ impl Keyboard {
     }
 
     /// The key (evdev) and whether Shift is needed to type `c` with this keymap (first layout only).
-    pub fn key_for_char(&self, c: char) -> Option<(u32, bool)> {
+    pub(crate) fn key_for_char(&self, c: char) -> Option<(u32, bool)> {
         match c {
             '\n' => Some((KEY_ENTER, false)),
             '\t' => Some((KEY_TAB, false)),

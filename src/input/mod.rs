@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 /// Largest input message accepted (a text paste included).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Most characters a `text` message may carry.
-pub const MAX_TEXT_CHARS: usize = 1000;
+pub(crate) const MAX_TEXT_CHARS: usize = 1000;
 /// Largest wheel delta accepted, in pixels (`mode: "pixel"`) …
-pub const MAX_WHEEL_PIXELS: f64 = 10_000.0;
+pub(crate) const MAX_WHEEL_PIXELS: f64 = 10_000.0;
 /// … and in lines (`mode: "line"`).
-pub const MAX_WHEEL_LINES: f64 = 100.0;
+pub(crate) const MAX_WHEEL_LINES: f64 = 100.0;
 
 /// Why an input message was rejected (it then has no effect; the `input_rejected` counter goes up).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -9,7 +9,7 @@ use super::{InputEvent, WheelMode};
 
 /// Scroll distance of one wheel line, in the pointer's coordinate space (what libinput reports per
 /// wheel click).
-pub const LINE_SCROLL: f64 = 15.0;
+pub(crate) const LINE_SCROLL: f64 = 15.0;
 
 /// A rectangle of the compositor's logical coordinate space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ fn scale(v: f64, extent: u32) -> u32 {
 }
 
 /// Map a normalized position over the streamed picture to `motion_absolute` arguments.
-pub fn map_pointer(x: f64, y: f64, space: PointerSpace) -> Action {
+pub(crate) fn map_pointer(x: f64, y: f64, space: PointerSpace) -> Action {
     match space {
         PointerSpace::Output { width, height } => {
             Action::Motion { x: scale(x, width), y: scale(y, height), x_extent: width.max(1), y_extent: height.max(1) }

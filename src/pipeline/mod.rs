@@ -16,7 +16,7 @@ pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
 /// The bitrate controller never goes below this.
 pub const MIN_BITRATE_KBPS: u32 = 300;
 /// A new viewer's feedback is ignored this long (its estimator starts low).
-pub const FEEDBACK_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const FEEDBACK_GRACE: Duration = Duration::from_secs(5);
 
 /// Something that happened.
 #[derive(Debug, Clone, Copy, PartialEq)]

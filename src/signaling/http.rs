@@ -17,9 +17,9 @@ use crate::server::{Hub, HubError};
 use crate::transport::webrtc::TransportError;
 
 /// The viewer page (embedded).
-pub const VIEWER_HTML: &str = include_str!("../../web/viewer.html");
+pub(crate) const VIEWER_HTML: &str = include_str!("../../web/viewer.html");
 /// A minimal WHEP player (embedded), for existing-player compatibility checks.
-pub const WHEP_HTML: &str = include_str!("../../web/whep.html");
+pub(crate) const WHEP_HTML: &str = include_str!("../../web/whep.html");
 
 /// Shared state of the HTTP server.
 #[derive(Debug, Clone)]

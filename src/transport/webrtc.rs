@@ -41,11 +41,11 @@ const RTP_MTU: usize = 1200;
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 /// 90 kHz RTP clock for video.
 const VIDEO_CLOCK: u64 = 90_000;
-pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
-pub const ABS_CAPTURE_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
+pub(crate) const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+pub(crate) const ABS_CAPTURE_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
 
 /// H.264 codecs offered to browsers: Constrained Baseline and Main, packetization-mode 1.
-pub const H264_FMTP: [(u8, &str); 2] = [
+pub(crate) const H264_FMTP: [(u8, &str); 2] = [
     (102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
     (104, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f"),
 ];
@@ -104,7 +104,7 @@ pub struct Feedback {
 
 impl Feedback {
     /// Collect what concerns the stream `ssrc` from a compound packet (other SSRCs' reports are ignored).
-    pub fn from_packets(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Feedback {
+    pub(crate) fn from_packets(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Feedback {
         let mut fb = Feedback::default();
         for p in packets {
             let any = p.as_any();
@@ -125,7 +125,7 @@ impl Feedback {
 }
 
 /// Label of the data channel that carries viewer input (see `crate::input`).
-pub const INPUT_CHANNEL: &str = "input";
+pub(crate) const INPUT_CHANNEL: &str = "input";
 
 /// The viewer's `input` data channel (webrtc-rs's type stays inside this module).
 #[derive(Clone)]
@@ -298,7 +298,7 @@ impl std::fmt::Debug for Peer {
 }
 
 /// Quick checks of an offer before handing it to the WebRTC stack.
-pub fn validate_offer(sdp: &str) -> Result<(), TransportError> {
+pub(crate) fn validate_offer(sdp: &str) -> Result<(), TransportError> {
     if !sdp.starts_with("v=0") {
         return Err(TransportError::BadOffer("SDP must start with v=0".into()));
     }
@@ -313,7 +313,7 @@ pub fn validate_offer(sdp: &str) -> Result<(), TransportError> {
 }
 
 /// Replace the address of every host candidate with the 1:1 NAT address.
-pub fn rewrite_candidates(sdp: &str, public: IpAddr) -> String {
+pub(crate) fn rewrite_candidates(sdp: &str, public: IpAddr) -> String {
     sdp.lines()
         .map(|l| {
             if let Some(rest) = l.strip_prefix("a=candidate:") {
@@ -530,7 +530,7 @@ fn ntp_of(at: Instant) -> u64 {
 
 impl RtpFrameSender {
     /// RTP timestamp of a capture instant: 90 kHz since the first frame this peer was sent.
-    pub fn rtp_timestamp(&mut self, capture: Instant) -> u32 {
+    pub(crate) fn rtp_timestamp(&mut self, capture: Instant) -> u32 {
         let base = *self.ts_base.get_or_insert(capture);
         let ticks = capture.saturating_duration_since(base).as_nanos() as u64 * VIDEO_CLOCK / 1_000_000_000;
         self.ts_offset.wrapping_add(ticks as u32)

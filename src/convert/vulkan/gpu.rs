@@ -105,7 +105,11 @@ pub struct MemoryWish {
 }
 
 /// Index of the memory type for `wish` among those allowed by `type_bits`.
-pub fn pick_memory_type(props: &vk::PhysicalDeviceMemoryProperties, type_bits: u32, wish: MemoryWish) -> Option<u32> {
+pub(crate) fn pick_memory_type(
+    props: &vk::PhysicalDeviceMemoryProperties,
+    type_bits: u32,
+    wish: MemoryWish,
+) -> Option<u32> {
     let count = (props.memory_type_count as usize).min(props.memory_types.len());
     let candidates = || {
         props.memory_types[..count]

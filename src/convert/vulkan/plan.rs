@@ -5,11 +5,11 @@
 use crate::frame::{PixelFormat, Rect};
 
 /// Pixels per shader invocation horizontally (one u32 of Y per row, one u32 of UV).
-pub const BLOCK_W: u32 = 4;
+pub(crate) const BLOCK_W: u32 = 4;
 /// Pixels per shader invocation vertically (one chroma row).
-pub const BLOCK_H: u32 = 2;
+pub(crate) const BLOCK_H: u32 = 2;
 /// Workgroup size of `shaders/rgb_to_nv12.comp` (`local_size_x`, `local_size_y`), in blocks.
-pub const GROUP: (u32, u32) = (16, 4);
+pub(crate) const GROUP: (u32, u32) = (16, 4);
 
 /// Damage covering at least this share of the frame is converted as one full dispatch (same rule as the CPU
 /// converter).
