@@ -40,7 +40,7 @@ impl Sim {
         Sim {
             now: Instant::now(),
             core: PipelineCore::new(60),
-            source: SyntheticSource::new(160, 96, motion),
+            source: SyntheticSource::new(64, 48, motion),
             convert: ConvertStage::new(ConvertChoice::Cpu),
             encode: EncodeStage::new(&cfg),
             fresh_picture: false,
@@ -106,22 +106,23 @@ impl Sim {
 fn a_keyframe_request_makes_the_very_next_frame_an_idr() {
     let mut sim = Sim::new(Motion::Moving);
     sim.event(Event::ViewerJoined { id: 1 });
-    sim.steps(60);
-    assert_eq!(sim.sent.len(), 60, "one frame per period at the 60 fps cap");
+    sim.steps(30);
+    assert_eq!(sim.sent.len(), 30, "one frame per period at the 60 fps cap");
     assert_eq!(sim.sent[0], Sent::Encoded { idr: true, bitrate_kbps: CEILING_KBPS }, "a new viewer starts on an IDR");
     assert_eq!(sim.idrs(), 1, "then only P frames: {:?}", sim.sent);
     sim.event(Event::KeyframeRequested);
     sim.steps(1);
-    assert!(matches!(sim.sent[60], Sent::Encoded { idr: true, .. }), "the frame after the PLI: {:?}", sim.sent[60]);
+    assert!(matches!(sim.sent[30], Sent::Encoded { idr: true, .. }), "the frame after the PLI: {:?}", sim.sent[30]);
     sim.steps(10);
     assert_eq!(sim.idrs(), 2, "one IDR per request");
     // A storm of requests costs one IDR per KEYFRAME_INTERVAL, not one per request.
-    for _ in 0..30 {
+    for _ in 0..20 {
         sim.event(Event::KeyframeRequested);
         sim.steps(1);
     }
     let interval_frames = (KEYFRAME_INTERVAL.as_secs_f64() / PERIOD.as_secs_f64()).floor() as usize;
-    assert!(sim.idrs() - 2 <= 30 / interval_frames + 1, "{} IDRs for 30 requests in 0.5 s", sim.idrs() - 2);
+    assert!(sim.idrs() - 2 <= 20 / interval_frames + 1, "{} IDRs for 20 requests in 1/3 s", sim.idrs() - 2);
+    assert!(sim.idrs() > 2, "the storm got its IDR");
 }
 
 #[test]
