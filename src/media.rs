@@ -207,31 +207,39 @@ impl ConvertStage {
         damage: &Damage,
         pic: &mut Picture,
     ) -> Result<Duration, MediaError> {
+        let mut needed = self.damage_for(layout, damage, pic);
+        let t0 = Instant::now();
         let is_dmabuf = matches!(buffer, FrameBuffer::Dmabuf(_));
         if read_path(is_dmabuf, self.converter.imports_dmabuf(), self.import_failed) == ReadPath::Import
             && let FrameBuffer::Dmabuf(d) = &*buffer
         {
-            let needed = self.damage_for(layout, damage, pic);
-            let t0 = Instant::now();
             let r = d.plane().map_err(|e| e.to_string()).and_then(|plane| {
                 self.converter
                     .convert_dmabuf(&plane, layout, y_invert, &needed, &mut pic.nv12)
                     .map_err(|e| e.to_string())
             });
-            self.converted(pic, r.is_ok());
             match r {
-                Ok(()) => return Ok(t0.elapsed()),
+                Ok(()) => {
+                    self.converted(pic, true);
+                    return Ok(t0.elapsed());
+                }
                 Err(e) => {
                     tracing::info!("reading the dmabuf in place failed ({e}); mapping it from now on");
                     self.import_failed = true;
+                    // What a failed import left in the picture is unknown: convert all of it.
+                    needed = Damage::Full;
                 }
             }
         }
-        buffer
+        let converter = &mut self.converter;
+        let r = buffer
             .with_pixels(|data, stride| {
-                self.convert_into(data, &FrameLayout { stride, ..*layout }, y_invert, damage, pic)
+                converter.convert(data, &FrameLayout { stride, ..*layout }, y_invert, &needed, &mut pic.nv12)
             })
-            .map_err(|e| MediaError::Buffer(e.to_string()))?
+            .map_err(|e| MediaError::Buffer(e.to_string()))?;
+        self.converted(pic, r.is_ok());
+        r?;
+        Ok(t0.elapsed())
     }
 
     /// What to convert into `pic` for this frame: the damage since its content, or everything.
@@ -321,23 +329,13 @@ pub struct EncodeStage {
     cfg: Config,
     /// The open encoder: the stage holds it by the `Encoder` trait.
     encoder: Option<Box<dyn Encoder + Send>>,
-    /// Opens an encoder for a size (x264; a test or another codec can bring its own).
-    open: fn(EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError>,
     /// Bitrate requested by the bitrate controller (`None`: the configured one).
     target_kbps: Option<u32>,
 }
 
 impl EncodeStage {
     pub fn new(cfg: &Config) -> EncodeStage {
-        EncodeStage::with_encoder(cfg, open_x264)
-    }
-
-    /// A stage whose encoders `open` makes.
-    pub(crate) fn with_encoder(
-        cfg: &Config,
-        open: fn(EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError>,
-    ) -> EncodeStage {
-        EncodeStage { cfg: cfg.clone(), encoder: None, open, target_kbps: None }
+        EncodeStage { cfg: cfg.clone(), encoder: None, target_kbps: None }
     }
 
     /// The configured bitrate for pictures of this size (the most the controller may ask for).
@@ -365,7 +363,7 @@ impl EncodeStage {
                     settings.bitrate_kbps = settings.bitrate_kbps.min(kbps);
                 }
                 tracing::info!(width = nv12.width, height = nv12.height, kbps = settings.bitrate_kbps, "opening x264");
-                slot.insert((self.open)(settings)?)
+                slot.insert(open_x264(settings)?)
             }
         };
         if let Some(kbps) = self.target_kbps

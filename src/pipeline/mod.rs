@@ -171,10 +171,6 @@ impl PipelineCore {
         Some(if can_resend { Refresh::ResendLastIdr } else { Refresh::EncodeLastAsIdr })
     }
 
-    pub fn viewers(&self) -> usize {
-        self.viewers
-    }
-
     /// The bitrate last decided and the viewers' estimate it was decided from (kbit/s).
     pub fn bitrate_status(&self) -> (Option<u32>, Option<u32>) {
         (self.target_kbps, self.estimate_kbps)

@@ -18,20 +18,19 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// The path of a binary of this workspace (`wl-webrtc`, `wl-webrtc-test-pattern`, `wl-webrtc-bench`) in the
-/// target directory of the running test, built when it is not there yet (`cargo build -p PACKAGE --bin NAME`,
-/// once per process): a test of one package may run another package's binary, which `cargo test -p` alone
+/// target directory of the running test, built when it is not there yet (`cargo build -p PACKAGE --bin NAME`): a test of one package may run another package's binary, which `cargo test -p` alone
 /// does not build. `cargo test --workspace` builds every binary itself, so this never runs there (a second
 /// cargo with other packages selected could unify features differently and rebuild half the tree); after
 /// changing testkit, run `cargo test --workspace` (or build the binary) before `cargo test -p wl-webrtc`.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    // One build at a time: a test waiting here finds the binary its neighbour just built.
+    static BUILDING: Mutex<()> = Mutex::new(());
     let exe = std::env::current_exe().expect("the test's own path");
     // Tests run from target/<profile>/deps/; binaries live in target/<profile>/.
     let dir = exe.parent().and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) }).expect("target dir");
     let path = dir.join(name);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     if !path.exists()
-        && !built.iter().any(|b| b == name)
         && let Some(cargo) = std::env::var_os("CARGO")
     {
         let package = match name {
@@ -47,7 +46,6 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         }
         let status = cmd.status().unwrap_or_else(|e| panic!("run cargo to build {name}: {e}"));
         assert!(status.success(), "cargo build -p {package} --bin {name}: {status}");
-        built.push(name.to_owned());
     }
     assert!(path.exists(), "{} does not exist (build it: cargo build -p {name})", path.display());
     path
