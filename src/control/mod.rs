@@ -81,6 +81,13 @@ struct LinkFeedback {
     loss: Option<(f64, Instant)>,
 }
 
+impl LinkFeedback {
+    /// When this viewer last told us anything.
+    fn latest(&self) -> Option<Instant> {
+        [self.remb.map(|(_, t)| t), self.loss.map(|(_, t)| t)].into_iter().flatten().max()
+    }
+}
+
 /// Chooses the encoder's bitrate from the viewers' feedback (REMB and receiver-report loss), below the
 /// configured bitrate (the ceiling). One encoder feeds every viewer, so the slowest link sets the rate.
 ///
@@ -92,7 +99,9 @@ struct LinkFeedback {
 /// New viewers get a grace period (their estimator starts from a low default). A cut goes to the estimate (or
 /// sent × (1 − loss/2)), at most once per second, never below the floor; without loss above 10 % it is also
 /// never below half the current rate in one step (an estimate alone can dip spuriously); recovery is +15 % per
-/// second without congestion until the ceiling is reached again.
+/// second until the ceiling is reached again, and only on feedback that arrived since the last change and says
+/// the link is fine: silence is not good news (an overrun link delays the receiver's reports as well, and
+/// raising the rate into it keeps the picture frozen).
 #[derive(Debug, Clone)]
 pub struct BitrateController {
     viewers: HashMap<u64, LinkFeedback>,
@@ -195,6 +204,12 @@ impl BitrateController {
         })
     }
 
+    /// Whether every viewer past its grace period has sent feedback since the last rate change (and there
+    /// is at least one): only then does "no congestion" mean the link is fine rather than silent.
+    fn all_heard_since_change(&self, fresh: &[LinkFeedback]) -> bool {
+        !fresh.is_empty() && fresh.iter().all(|v| v.latest().is_some_and(|t| self.last_change.is_none_or(|c| t > c)))
+    }
+
     /// The bitrate (kbit/s) to encode at now, given the configured `ceiling_kbps`.
     pub fn poll(&mut self, now: Instant, ceiling_kbps: u32) -> u32 {
         let ceiling = f64::from(ceiling_kbps.max(1));
@@ -240,7 +255,8 @@ impl BitrateController {
             Some(_) => {}
             None if self.cap.is_some()
                 && since_change >= Duration::from_secs(1)
-                && worst_loss.is_none_or(|l| l < LOSS_OK) =>
+                && worst_loss.is_none_or(|l| l < LOSS_OK)
+                && self.all_heard_since_change(&fresh) =>
             {
                 let next = current * 1.15;
                 self.cap = (next < ceiling).then_some(next);
@@ -357,13 +373,20 @@ mod tests {
         let mut last = 2000;
         let mut t = t;
         for _ in 0..3 {
-            c.on_remb(1, 10_000_000.0, at(t0, t + 1000));
+            c.on_remb(1, 10_000_000.0, at(t0, t));
             let (target, end) = stream(&mut c, t0, t, 1, f64::from(last), 8000);
             assert!(target > last && f64::from(target) <= f64::from(last) * 1.16, "{last} -> {target}");
             last = target;
             t = end;
         }
-        let (target, _) = stream(&mut c, t0, t, 12, f64::from(last), 8000);
+        // Silence is not good news: without feedback the rate holds.
+        let (target, mut t) = stream(&mut c, t0, t, 3, f64::from(last), 8000);
+        assert_eq!(target, last, "no feedback, no recovery");
+        for _ in 0..12 {
+            c.on_remb(1, 10_000_000.0, at(t0, t + 1));
+            (last, t) = stream(&mut c, t0, t, 1, f64::from(last), 8000);
+        }
+        let target = last;
         assert_eq!(target, 8000, "back at the ceiling");
         assert_eq!(c.cap_kbps(), None);
     }
@@ -378,6 +401,23 @@ mod tests {
         c.on_loss(1, 0.3, at(t0, ms));
         c.on_remb(1, 1_300_000.0, at(t0, ms));
         assert_eq!(c.poll(at(t0, ms), 8000), 1300);
+    }
+
+    #[test]
+    fn a_feedback_blackout_after_a_cut_holds_the_rate() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(300, Duration::ZERO);
+        c.viewer_joined(1, t0);
+        let (_, ms) = stream(&mut c, t0, 0, 1, 8000.0, 8000);
+        c.on_remb(1, 4_000_000.0, at(t0, ms));
+        assert_eq!(c.poll(at(t0, ms), 8000), 4000);
+        // The overrun link's queue holds the receiver's reports too: nothing arrives for 5 s.
+        let (target, ms) = stream(&mut c, t0, ms, 5, 4000.0, 8000);
+        assert_eq!(target, 4000, "silence raises nothing");
+        // A report from before the cut does not count either; one that says the link is fine does.
+        c.on_loss(1, 0.0, at(t0, ms));
+        let (target, _) = stream(&mut c, t0, ms, 1, 4000.0, 8000);
+        assert_eq!(target, 4600, "+15 % on fresh good news");
     }
 
     #[test]
@@ -398,8 +438,9 @@ mod tests {
         c.on_loss(2, 0.05, at(t0, ms + 500));
         let (target, end) = stream(&mut c, t0, ms + 500, 1, f64::from(cut), 4000);
         assert_eq!(target, cut);
-        // The lossy viewer leaves: the other one's link is fine, so the rate recovers.
+        // The lossy viewer leaves: the other one's link is fine (it says so), so the rate recovers.
         c.viewer_left(2);
+        c.on_loss(1, 0.0, at(t0, end + 1));
         let (target, _) = stream(&mut c, t0, end, 2, f64::from(cut), 4000);
         assert!(target > cut, "{cut} -> {target}");
     }

@@ -145,8 +145,9 @@ fn the_bitrate_steps_down_on_congestion_and_back_up_after() {
     // The loss stops (fresh reports of none): +15 % per second back to the ceiling.
     let mut rates = vec![cut];
     for _ in 0..20 {
+        sim.step(Duration::from_millis(500));
         sim.event(Event::Loss { id: 1, fraction: 0.0 });
-        sim.step(Duration::from_secs(1));
+        sim.step(Duration::from_millis(500));
         if let Some(Sent::Encoded { bitrate_kbps, .. }) = sim.sent.last() {
             rates.push(*bitrate_kbps);
         }
@@ -154,6 +155,31 @@ fn the_bitrate_steps_down_on_congestion_and_back_up_after() {
     assert!(rates.windows(2).all(|w| w[1] >= w[0]), "recovery only rises: {rates:?}");
     assert_eq!(rates.last(), Some(&CEILING_KBPS), "back at the ceiling: {rates:?}");
     assert!(rates[1] < CEILING_KBPS, "in steps, not at once: {rates:?}");
+}
+
+#[test]
+fn no_feedback_after_a_cut_means_no_recovery() {
+    let mut sim = Sim::new(Motion::Moving);
+    sim.event(Event::ViewerJoined { id: 1 });
+    for _ in 0..6 {
+        sim.step(Duration::from_secs(1));
+    }
+    sim.event(Event::Loss { id: 1, fraction: 0.3 });
+    sim.steps(1);
+    let Some(&Sent::Encoded { bitrate_kbps: cut, .. }) = sim.sent.last() else { panic!("{:?}", sim.sent) };
+    assert!(cut < CEILING_KBPS, "cut: {cut}");
+    // The overrun link delays the receiver's reports as well: 5 s of silence.
+    let before = sim.sent.len();
+    for _ in 0..5 {
+        sim.step(Duration::from_secs(1));
+    }
+    let held: Vec<_> = sim.sent[before..].to_vec();
+    assert!(!held.is_empty() && held.iter().all(|s| *s == Sent::Encoded { idr: false, bitrate_kbps: cut }), "{held:?}");
+    // The first report that says the link is fine starts the recovery.
+    sim.event(Event::Loss { id: 1, fraction: 0.0 });
+    sim.step(Duration::from_millis(500));
+    let Some(&Sent::Encoded { bitrate_kbps, .. }) = sim.sent.last() else { panic!("{:?}", sim.sent) };
+    assert!(bitrate_kbps > cut, "{cut} -> {bitrate_kbps}");
 }
 
 #[test]
