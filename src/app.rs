@@ -175,10 +175,14 @@ const EXIT_NO_INSTANCE: u8 = 3;
 fn query(cfg: &Config, method: &str, path: &str) -> anyhow::Result<Option<(u16, String)>> {
     use crate::signaling::client;
     let addr = client::reach(cfg.server.listen);
-    let bearer = cfg.server.token.as_ref().map(|t| format!("Bearer {t}"));
+    // The token: given, else the one the instance on that port keeps for us.
+    let token = cfg.server.token.clone().or_else(|| crate::signaling::instance::find(addr.port())?.token);
+    let bearer = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
     match client::request(addr, method, path, &headers, "") {
-        Ok((401, _)) => anyhow::bail!("the instance at {addr} needs a token: pass --token (or WL_WEBRTC_TOKEN)"),
+        Ok((401, _)) => anyhow::bail!(
+            "the instance at {addr} refused the token: pass its token with --token (or WL_WEBRTC_TOKEN)"
+        ),
         Ok(r) => Ok(Some(r)),
         Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) => Ok(None),
         Err(e) => Err(anyhow::anyhow!("cannot reach {addr}: {e}")),
@@ -575,14 +579,43 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     } else {
         None
     };
+    let tls = if cfg.server.tls_enabled() {
+        let owner = cfg.server.tls_cert.as_deref().zip(cfg.server.tls_key.as_deref());
+        let dir = crate::config::xdg_file("XDG_STATE_HOME", ".local/state", "tls")
+            .context("HTTPS needs $XDG_STATE_HOME or $HOME for its certificate (or pass --tls-cert/--tls-key)")?;
+        let mut names = cfg.server.allow_hosts.clone();
+        if !cfg.server.listen.ip().is_unspecified() {
+            names.push(cfg.server.listen.ip().to_string());
+        }
+        Some(crate::signaling::tls::identity(owner, &dir, &names).context("HTTPS")?)
+    } else {
+        None
+    };
+    let limits = crate::signaling::listen::Limits::for_fd_limit(crate::signaling::listen::raise_fd_limit());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.server.listen))
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let query = token.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();
-    println!("wl-webrtc: streaming {output} at http://{addr}/{query}");
-    tracing::info!(%addr, %output, auth = token.is_some(), "serving");
+    let url = format!("{}://{addr}/{query}", if tls.is_some() { "https" } else { "http" });
+    println!("wl-webrtc: streaming {output} at {url}");
+    if let Some(id) = &tls {
+        let what = if id.self_signed { "self-signed, kept in" } else { "from" };
+        println!("wl-webrtc: HTTPS certificate SHA-256 {} ({what} {})", id.fingerprint, id.cert_path.display());
+    }
+    tracing::info!(%addr, %output, auth = token.is_some(), tls = tls.is_some(), max_connections = limits.max_connections, "serving");
+    let instance = crate::signaling::instance::Instance {
+        pid: std::process::id(),
+        url,
+        token: token.as_deref().map(str::to_owned),
+        fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+    };
+    let _instance_file = crate::signaling::instance::InstanceFile::write(addr.port(), &instance)
+        .unwrap_or_else(|e| {
+            tracing::warn!("cannot write the instance file for `wl-webrtc status`/`stop`: {e}");
+            None
+        });
 
     // Capture thread (Wayland, convert) → latest-picture slot → media thread (encode, publish).
     let pipe = Arc::new(crate::media::PictureSlot::default());
@@ -599,16 +632,24 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
         std::thread::Builder::new().name("media".into()).spawn(move || encode_loop(&cfg, &hub, &pipe))?
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let state = crate::signaling::http::AppState { hub: Arc::clone(&hub), token, shutdown: shutdown_rx };
+    let policy = crate::signaling::auth::Policy {
+        token,
+        allow_hosts: cfg.server.allow_hosts.clone(),
+        allow_origins: cfg.server.allow_origins.clone(),
+    };
+    let state = crate::signaling::http::AppState::new(Arc::clone(&hub), policy, tls.is_some(), shutdown_rx);
     let router = crate::signaling::http::router(state);
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = ended_rx.await;
-            })
-            .await;
-    });
+    let server = rt.spawn(crate::signaling::listen::serve(
+        listener,
+        router,
+        tls.map(|t| t.config),
+        limits,
+        Arc::new(crate::signaling::listen::ConnCounters::default()),
+        async move {
+            let _ = ended_rx.await;
+        },
+    ));
     // Watch for the end: a signal, the media thread ending (capture error), or the desktop ending.
     let why = rt.block_on(async {
         loop {

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError, CursorMode, FileConfig, HeadlessMode, SourceKind, invalid, parse_listen};
+use crate::config::{
+    Config, ConfigError, CursorMode, FileConfig, HeadlessMode, SourceKind, invalid, parse_host_name, parse_listen,
+    parse_origin,
+};
 use crate::convert::ConvertChoice;
 
 /// Stream a Wayland desktop to any browser over WebRTC.
@@ -72,17 +75,39 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "KBPS")]
     pub bitrate: Option<u32>,
 
-    /// HTTP address for the viewer page, signaling and API (HOST:PORT). Non-loopback addresses need a token.
+    /// HTTP address for the viewer page, signaling and API (HOST:PORT). Beyond loopback it speaks HTTPS.
     #[arg(long, global = true, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// Access token viewers must present (generated and printed when listening beyond loopback).
+    /// Access token viewers must present (default: a new random one at every start, printed in the URL).
     #[arg(long, global = true, value_name = "TOKEN", env = "WL_WEBRTC_TOKEN")]
     pub token: Option<String>,
 
-    /// Serve a non-loopback address without a token (anyone who can reach it can watch).
+    /// Serve without a token: anyone who can reach the address can watch (refused with --allow-input
+    /// beyond loopback).
     #[arg(long, global = true)]
     pub no_auth: bool,
+
+    /// Let pages from this origin (https://host[:port]) use the signaling endpoints too, e.g. a WHEP player
+    /// hosted elsewhere. Repeatable. The server's own origin always may; other web pages may not.
+    #[arg(long, global = true, value_name = "URL")]
+    pub allow_origin: Vec<String>,
+
+    /// A host name the server may be addressed as (besides IP addresses and localhost). Repeatable.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+
+    /// Serve plain HTTP beyond loopback (an on-path attacker can then watch and drive).
+    #[arg(long, global = true)]
+    pub no_tls: bool,
+
+    /// Certificate chain (PEM) for HTTPS; default beyond loopback: a generated self-signed one.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Start a private headless desktop of this size (WxH or WxH@HZ) and stream it instead of the current
     /// session. The program after `--` runs inside it; everything is torn down on exit.
@@ -146,6 +171,18 @@ impl GlobalArgs {
         }
         if args.no_auth {
             cfg.server.no_auth = true;
+        }
+        for o in &args.allow_origin {
+            cfg.server.allow_origins.push(parse_origin(o).map_err(|e| invalid("--allow-origin", e))?);
+        }
+        for h in &args.allow_host {
+            cfg.server.allow_hosts.push(parse_host_name(h).map_err(|e| invalid("--allow-host", e))?);
+        }
+        if args.no_tls {
+            cfg.server.no_tls = true;
+        }
+        if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+            (cfg.server.tls_cert, cfg.server.tls_key) = (Some(c.clone()), Some(k.clone()));
         }
         if let Some(h) = &args.headless {
             cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);

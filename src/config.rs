@@ -166,6 +166,11 @@ struct FileServer {
     ice_servers: Option<Vec<String>>,
     nat_1to1_ip: Option<String>,
     udp_addrs: Option<Vec<String>>,
+    allow_origins: Option<Vec<String>>,
+    allow_hosts: Option<Vec<String>>,
+    no_tls: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Default signaling address: loopback only.
@@ -175,10 +180,20 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: std::net::SocketAddr,
-    /// Access token; `None` with a non-loopback `listen` and no `no_auth` means "generate one".
+    /// Access token; `None` (and no `no_auth`) means "generate one at start and print it".
     pub token: Option<String>,
-    /// Explicitly serve without a token on a non-loopback address.
+    /// Explicitly serve without a token (refused with input allowed beyond loopback).
     pub no_auth: bool,
+    /// Origins (`scheme://host[:port]`, lowercase) besides the server's own whose pages may use the
+    /// signaling endpoints (a WHEP player hosted elsewhere).
+    pub allow_origins: Vec<String>,
+    /// Host names (besides IP literals and `localhost`) the server may be addressed as.
+    pub allow_hosts: Vec<String>,
+    /// Serve plain HTTP beyond loopback (explicit opt-out of TLS).
+    pub no_tls: bool,
+    /// The owner's certificate chain and key (PEM); unset beyond loopback: a self-signed one.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub max_viewers: usize,
     /// STUN/TURN URLs for ICE.
     pub ice_servers: Vec<String>,
@@ -198,14 +213,24 @@ impl Default for ServerConfig {
             ice_servers: Vec::new(),
             nat_1to1_ip: None,
             udp_addrs: Vec::new(),
+            allow_origins: Vec::new(),
+            allow_hosts: Vec::new(),
+            no_tls: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl ServerConfig {
-    /// Whether clients must present a token.
+    /// Whether clients must present a token (always, unless `--no-auth`).
     pub fn auth_required(&self) -> bool {
-        self.token.is_some() || (!self.listen.ip().is_loopback() && !self.no_auth)
+        !self.no_auth
+    }
+
+    /// Whether the server speaks HTTPS: beyond loopback unless `--no-tls`, and whenever a certificate is given.
+    pub fn tls_enabled(&self) -> bool {
+        !self.no_tls && (self.tls_cert.is_some() || !self.listen.ip().is_loopback())
     }
 
     /// UDP addresses for ICE host candidates.
@@ -360,6 +385,15 @@ impl Config {
             cfg.server.token = sv.token.clone().filter(|t| !t.is_empty());
             cfg.server.no_auth = sv.no_auth.unwrap_or(false);
             cfg.server.max_viewers = sv.max_viewers.unwrap_or(cfg.server.max_viewers);
+            for o in sv.allow_origins.iter().flatten() {
+                cfg.server.allow_origins.push(parse_origin(o).map_err(|e| invalid("server.allow_origins", e))?);
+            }
+            for h in sv.allow_hosts.iter().flatten() {
+                cfg.server.allow_hosts.push(parse_host_name(h).map_err(|e| invalid("server.allow_hosts", e))?);
+            }
+            cfg.server.no_tls = sv.no_tls.unwrap_or(false);
+            cfg.server.tls_cert = sv.tls_cert.clone();
+            cfg.server.tls_key = sv.tls_key.clone();
             cfg.server.ice_servers = sv.ice_servers.clone().unwrap_or_default();
             if let Some(ip) = &sv.nat_1to1_ip {
                 cfg.server.nat_1to1_ip = Some(
@@ -410,6 +444,18 @@ impl Config {
         }
         if self.server.no_auth && self.server.token.is_some() {
             return Err(invalid("--no-auth", "conflicts with a configured token"));
+        }
+        if self.server.no_auth && self.input.allow && !self.server.listen.ip().is_loopback() {
+            return Err(invalid(
+                "--no-auth",
+                "refused with --allow-input on a non-loopback address: anyone who reaches it could type on this desktop",
+            ));
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(invalid("--tls-cert", "--tls-cert and --tls-key go together"));
+        }
+        if self.server.no_tls && self.server.tls_cert.is_some() {
+            return Err(invalid("--no-tls", "conflicts with --tls-cert"));
         }
         for url in &self.server.ice_servers {
             if !(url.starts_with("stun:") || url.starts_with("turn:") || url.starts_with("turns:")) {
@@ -472,6 +518,19 @@ impl Config {
         if let Some(ip) = sv.nat_1to1_ip {
             s += &format!("nat_1to1_ip = \"{ip}\"\n");
         }
+        let list = |v: &[String]| v.iter().map(|x| toml_str(x)).collect::<Vec<_>>().join(", ");
+        if !sv.allow_origins.is_empty() {
+            s += &format!("allow_origins = [{}]\n", list(&sv.allow_origins));
+        }
+        if !sv.allow_hosts.is_empty() {
+            s += &format!("allow_hosts = [{}]\n", list(&sv.allow_hosts));
+        }
+        s += &format!("no_tls = {}\n", sv.no_tls);
+        for (k, v) in [("tls_cert", &sv.tls_cert), ("tls_key", &sv.tls_key)] {
+            if let Some(p) = v {
+                s += &format!("{k} = {}\n", toml_str(&p.to_string_lossy()));
+            }
+        }
         if !sv.udp_addrs.is_empty() {
             let a: Vec<String> = sv.udp_addrs.iter().map(|a| format!("\"{a}\"")).collect();
             s += &format!("udp_addrs = [{}]\n", a.join(", "));
@@ -517,6 +576,28 @@ pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
     s.parse().map_err(|_| format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)"))
+}
+
+/// An origin for `--allow-origin`: `http(s)://host[:port]` (a trailing `/` is dropped), lowercased, as a
+/// browser sends it in its `Origin` header.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let o = s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.contains(['/', '?', '#', '@', ' '])
+            && r.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+    });
+    if ok { Ok(o) } else { Err(format!("{s:?} is not an origin such as https://player.example:8443")) }
+}
+
+/// A host name for `--allow-host` (no port), lowercased.
+pub fn parse_host_name(s: &str) -> Result<String, String> {
+    let h = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if ok { Ok(h) } else { Err(format!("{s:?} is not a host name such as desk.example.org")) }
 }
 
 /// A serde enum value (kebab-case string) as a TOML string literal.
@@ -591,6 +672,11 @@ mod tests {
                 ice_servers: vec!["stun:127.0.0.1:3478".into()],
                 nat_1to1_ip: Some("203.0.113.1".parse().expect("ip")),
                 udp_addrs: vec!["127.0.0.1:40000".parse().expect("addr")],
+                allow_origins: vec!["https://player.example:8443".into()],
+                allow_hosts: vec!["desk.example".into()],
+                no_tls: false,
+                tls_cert: Some("/etc/wl-webrtc/cert.pem".into()),
+                tls_key: Some("/etc/wl-webrtc/key.pem".into()),
             },
             input: InputConfig { allow: true, layout: "de".into(), variant: "nodeadkeys".into() },
         };

@@ -25,6 +25,11 @@ use crate::transport::webrtc::{ChannelEvent, DataChannel, Peer, PeerEvent, Trans
 const FANOUT_DEPTH: usize = 8;
 /// Longest a single frame may take to hand to a peer's transport.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// A viewer that has not connected (ICE + DTLS) this long after its offer is dropped.
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Offers answered but not yet connected, at most; a new one beyond this evicts the oldest. Pending viewers
+/// do not count against `max_viewers`, so a burst of half-open offers cannot lock real viewers out.
+pub const MAX_PENDING: usize = 32;
 
 /// Live gauges for `/api/status` (counters and latencies live in `PipelineMetrics`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -49,7 +54,10 @@ pub struct StreamStats {
 pub struct Status {
     pub version: &'static str,
     pub sessions: usize,
+    /// Connected viewers.
     pub viewers: usize,
+    /// Viewers whose offer was answered but that have not connected yet (dropped after 10 s).
+    pub pending: usize,
     pub output: Option<String>,
     /// "ok", or "lost: <why>" while the compositor or output is gone (capture is retried every second).
     pub capture: String,
@@ -62,7 +70,7 @@ pub struct Status {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("too many viewers (max {0})")]
+    #[error("too many viewers (at most {0} may watch at once)")]
     Full(usize),
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -75,13 +83,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A viewer task, from its offer on.
+#[derive(Debug)]
+struct ViewerSlot {
+    cancel: oneshot::Sender<()>,
+    connected: bool,
+    answered: Instant,
+}
+
 /// Shared state of a streaming session.
 #[derive(Debug)]
 pub struct Hub {
     frames: broadcast::Sender<EncodedFrame>,
     /// The stream's decisions (capture or idle, IDR, bitrate, refresh): see `pipeline`.
     core: Mutex<PipelineCore>,
-    viewers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    viewers: Mutex<HashMap<u64, ViewerSlot>>,
+    /// Connected viewers (`viewers` also holds pending ones).
     viewer_count: AtomicUsize,
     next_id: AtomicU64,
     max_viewers: usize,
@@ -325,6 +342,7 @@ impl Hub {
             version: env!("CARGO_PKG_VERSION"),
             sessions: 1,
             viewers: self.viewers(),
+            pending: lock(&self.viewers).values().filter(|v| !v.connected).count(),
             output: lock(&self.output).clone(),
             capture: lock(&self.capture_state).clone(),
             stream,
@@ -367,43 +385,63 @@ impl Hub {
         }
     }
 
-    /// Answer a viewer's offer and start streaming to it. Returns the viewer id and the SDP answer.
+    /// Answer a viewer's offer and start streaming to it once it connects. Returns the viewer id and the
+    /// SDP answer. Refused when `max_viewers` are connected; a pending (not yet connected) viewer beyond
+    /// [`MAX_PENDING`] evicts the oldest pending one.
     pub async fn add_viewer(self: &Arc<Self>, offer: &str) -> Result<(u64, String, Arc<Peer>), HubError> {
-        // Reserve a slot first so concurrent offers cannot exceed the limit.
-        let prev = self.viewer_count.fetch_add(1, Ordering::SeqCst);
-        if prev >= self.max_viewers {
-            self.viewer_count.fetch_sub(1, Ordering::SeqCst);
+        if self.viewers() >= self.max_viewers {
             return Err(HubError::Full(self.max_viewers));
         }
-        let mut peer = match Peer::answer(offer, &self.transport).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.viewer_count.fetch_sub(1, Ordering::SeqCst);
-                return Err(e.into());
-            }
-        };
+        let mut peer = Peer::answer(offer, &self.transport).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         {
             let mut v = lock(&self.viewers);
-            v.insert(id, cancel_tx);
+            let pending: Vec<(Instant, u64)> =
+                v.iter().filter(|(_, s)| !s.connected).map(|(id, s)| (s.answered, *id)).collect();
+            if pending.len() >= MAX_PENDING
+                && let Some(&(_, oldest)) = pending.iter().min()
+                && let Some(slot) = v.remove(&oldest)
+            {
+                tracing::info!(viewer = oldest, "too many viewers connecting at once: dropping the oldest");
+                let _ = slot.cancel.send(());
+            }
+            v.insert(id, ViewerSlot { cancel: cancel_tx, connected: false, answered: Instant::now() });
         }
-        self.core_event(Event::ViewerJoined { id });
         let answer = std::mem::take(&mut peer.answer);
         let events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::unbounded_channel().1);
         let channels = std::mem::replace(&mut peer.data_channels, tokio::sync::mpsc::unbounded_channel().1);
         let peer = Arc::new(peer);
-        tracing::info!(viewer = id, viewers = self.viewers(), "viewer joined");
+        tracing::info!(viewer = id, "offer answered; waiting for the viewer to connect");
         tokio::spawn(Arc::clone(self).run_viewer(id, Arc::clone(&peer), events, channels, cancel_rx));
         Ok((id, answer, peer))
     }
 
+    /// Whether viewer `id` is still there (pending or connected).
+    pub fn has_viewer(&self, id: u64) -> bool {
+        lock(&self.viewers).contains_key(&id)
+    }
+
+    /// Viewer `id` connected: it counts against `max_viewers` from now on (false: the limit is reached).
+    fn viewer_connected(&self, id: u64) -> bool {
+        let mut v = lock(&self.viewers);
+        let connected = v.values().filter(|s| s.connected).count();
+        match v.get_mut(&id) {
+            Some(slot) if connected < self.max_viewers => {
+                slot.connected = true;
+                self.viewer_count.store(connected + 1, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// End a viewer (DELETE on its WHEP resource, WebSocket closed, bye). False if unknown.
     pub fn remove_viewer(&self, id: u64) -> bool {
-        let tx = lock(&self.viewers).remove(&id);
-        match tx {
-            Some(tx) => {
-                let _ = tx.send(());
+        let slot = lock(&self.viewers).remove(&id);
+        match slot {
+            Some(slot) => {
+                let _ = slot.cancel.send(());
                 true
             }
             None => false,
@@ -413,8 +451,8 @@ impl Hub {
     /// End every viewer (shutdown).
     pub fn remove_all(&self) {
         let all: Vec<_> = lock(&self.viewers).drain().collect();
-        for (_, tx) in all {
-            let _ = tx.send(());
+        for (_, slot) in all {
+            let _ = slot.cancel.send(());
         }
     }
 
@@ -453,19 +491,31 @@ impl Hub {
         };
         tokio::pin!(rtcp);
         let mut stop_poll = tokio::time::interval(Duration::from_millis(100));
+        let pending_deadline = tokio::time::sleep(PENDING_TIMEOUT);
+        tokio::pin!(pending_deadline);
         loop {
             tokio::select! {
                 _ = &mut cancel => break,
                 _ = stop_poll.tick() => {
                     if self.stop.load(Ordering::Relaxed) { break; }
                 }
+                () = &mut pending_deadline, if !connected => {
+                    tracing::info!(viewer = id, "the viewer did not connect within {PENDING_TIMEOUT:?}; dropping it");
+                    break;
+                }
                 ev = events.recv() => match ev {
-                    Some(PeerEvent::Connected) => {
+                    Some(PeerEvent::Connected) if !connected => {
+                        if !self.viewer_connected(id) {
+                            tracing::info!(viewer = id, max = self.max_viewers, "too many viewers; dropping the newest");
+                            break;
+                        }
                         connected = true;
                         need_idr = true;
+                        self.core_event(Event::ViewerJoined { id });
                         self.request_keyframe();
-                        tracing::info!(viewer = id, "viewer connected");
+                        tracing::info!(viewer = id, viewers = self.viewers(), "viewer connected");
                     }
+                    Some(PeerEvent::Connected) => {}
                     Some(PeerEvent::KeyframeRequest) => self.request_keyframe(),
                     Some(PeerEvent::Gone) | None => break,
                 },
@@ -507,16 +557,18 @@ impl Hub {
         {
             let mut v = lock(&self.viewers);
             v.remove(&id);
+            self.viewer_count.store(v.values().filter(|s| s.connected).count(), Ordering::SeqCst);
         }
-        self.core_event(Event::ViewerLeft { id });
+        if connected {
+            self.core_event(Event::ViewerLeft { id });
+        }
         for task in input_tasks {
             task.abort();
         }
         // Whatever this viewer still held (a key down when the page closed) goes up now.
         self.input_gone(id);
         peer.close().await;
-        let left = self.viewer_count.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        tracing::info!(viewer = id, frames = sent, viewers = left, "viewer left");
+        tracing::info!(viewer = id, frames = sent, viewers = self.viewers(), "viewer left");
     }
 }
 

@@ -267,6 +267,8 @@ fn measure_ours(
     let mut cmd = Command::new(exe);
     cmd.args(["start", "--listen", "127.0.0.1:0", "--output", "HEADLESS-1"])
         .args(["--fps", &mode.refresh_hz.to_string(), "--bitrate", &bitrate.to_string()])
+        // The measuring page is served from another origin (the harness's page server).
+        .args(["--allow-origin", &page.base()])
         .env("WAYLAND_DISPLAY", desk.wayland_socket())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -277,11 +279,14 @@ fn measure_ours(
     let line = wait_for_line(out, "streaming", Duration::from_secs(20))?;
     let url = line.split(" at ").nth(1).context("no URL in the server's first line")?.trim().to_owned();
     let base = url.split('?').next().unwrap_or(&url).trim_end_matches('/').to_owned();
-    let whep = format!("{base}/whep");
+    let token = url.split_once("?token=").map(|(_, t)| t.to_owned()).unwrap_or_default();
+    let whep = format!("{base}/whep?token={token}");
     let pid = server.pid();
     let mut r = page.measure(opts, System::WlWebrtc, mode, bitrate, &whep, &[pid])?;
+    let bearer = format!("Bearer {token}");
     if let Some(addr) = base.strip_prefix("http://").and_then(|a| a.parse::<SocketAddr>().ok())
-        && let Ok((200, body)) = wl_webrtc::signaling::client::request(addr, "GET", "/api/status", &[], "")
+        && let Ok((200, body)) =
+            wl_webrtc::signaling::client::request(addr, "GET", "/api/status", &[("Authorization", &bearer)], "")
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
     {
         r.stages = Some(v["latency_ms"].clone());

@@ -1,5 +1,6 @@
 //! Signaling on one HTTP port (axum): the embedded viewer page, a WebSocket JSON protocol, WHEP, and the
-//! status API. Every route that can start or see a stream checks the token when one is required.
+//! status API, on our own connection loop (`listen`: TLS, caps, timeouts). Every route passes the `http`
+//! guard: the Host it was addressed as, the Origin of a browser request, and the token (`auth`).
 //!
 //! WebSocket protocol (`GET /ws`, JSON text messages, one viewer per socket; documented in README):
 //! client → server `{"type":"offer","sdp":…}`, `{"type":"candidate","candidate":…,"sdpMid":…,
@@ -10,4 +11,7 @@
 pub mod auth;
 pub mod client;
 pub mod http;
+pub mod instance;
+pub mod listen;
 pub mod messages;
+pub mod tls;

@@ -271,7 +271,7 @@ fn image_copy_streams_to_chromium() {
         comp.animate(true);
         let srv = Server::spawn(comp.cli(&["start", "--listen", "127.0.0.1:0", "--source", "ext-image-copy"]));
         let browser = Browser::launch();
-        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        let mut page = browser.new_page(&srv.url("/?gum=1"));
         page.wait_for(DECODING, Duration::from_secs(30));
         let a = page.eval("wlw.stats.framesDecoded").as_u64().unwrap_or(0);
         std::thread::sleep(Duration::from_secs(1));
@@ -391,7 +391,7 @@ fn image_copy_cursor_metadata_reaches_the_viewer_page() {
             "metadata",
         ]));
         let browser = Browser::launch();
-        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        let mut page = browser.new_page(&srv.url("/?gum=1"));
         page.wait_for(DECODING, Duration::from_secs(30));
         let placed = |page: &mut crate::support::browser::Page, x: f64, y: f64| {
             // The hotspot lands on the output point (x, y); the image is drawn at the picture's scale.

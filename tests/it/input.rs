@@ -97,7 +97,7 @@ fn rand_u32() -> u32 {
 
 /// A viewer page connected, decoding, with its input channel open and the server's verdict known.
 fn viewer(srv: &Server, browser: &Browser) -> Page {
-    let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+    let mut page = browser.new_page(&srv.url("/?gum=1"));
     page.wait_for(
         "window.wlw && wlw.stats && wlw.stats.framesDecoded > 0 && wlw.input.open && wlw.input.known",
         Duration::from_secs(20),
@@ -253,7 +253,7 @@ fn without_allow_input_nothing_is_injected_and_input_is_counted_as_dropped() {
         assert_eq!(st["allowed"], false);
         assert_eq!(st["dropped"], st["received"], "every message dropped: {st}");
         assert_eq!(st["injected"].as_u64(), Some(0), "{st}");
-        let (_, metrics) = http("GET", &format!("{}/metrics", srv.base), &[], "");
+        let (_, metrics) = http("GET", &srv.url("/metrics"), &[], "");
         assert!(metrics.contains(&format!("wl_webrtc_input_dropped_total {}", st["dropped"])), "{metrics}");
     });
 }

@@ -258,7 +258,7 @@ fn pipewire_streams_to_chromium() {
         s.apply_env(&mut cmd);
         let srv = Server::spawn(cmd);
         let browser = Browser::launch();
-        let mut page = browser.new_page(&format!("{}/?gum=1", srv.base));
+        let mut page = browser.new_page(&srv.url("/?gum=1"));
         page.wait_for(DECODING, Duration::from_secs(30));
         let st = page.eval("wlw.stats");
         assert_eq!((st["width"].as_u64(), st["height"].as_u64()), (Some(640), Some(480)), "{st}");
