@@ -321,3 +321,65 @@ fn clicks_map_onto_a_scaled_output_placed_right_of_another() {
         }
     });
 }
+
+/// `n` characters of printable ASCII (every key of the US keymap, Shift and not), different for each `seed`.
+fn burst_text(seed: u32, n: usize) -> String {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            char::from(b' ' + ((x >> 16) % 95) as u8)
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_five_1000_character_texts_is_typed_completely_and_in_order() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, srv, _browser, mut page) = session(&["--allow-input"]);
+        let before = input_status(&srv);
+        let texts: Vec<String> = (0..5).map(|i| burst_text(i, 1000)).collect();
+        let want: String = texts.concat();
+        // All five in one go: the page sends them back to back over the `input` channel.
+        let js: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                let msg = serde_json::json!({ "t": "text", "s": t }).to_string();
+                format!("wlw.dc.send({});", serde_json::to_string(&msg).expect("json"))
+            })
+            .collect();
+        let t = Instant::now();
+        page.eval(&format!("{} true", js.concat()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = (0, Instant::now());
+        loop {
+            let typed = log.typed();
+            if typed.len() >= want.len() {
+                break;
+            }
+            if typed.len() != last.0 {
+                last = (typed.len(), Instant::now());
+            }
+            let stalled = last.1.elapsed() > Duration::from_secs(10);
+            assert!(
+                Instant::now() < deadline && !stalled,
+                "typed {} of {} characters (status {}); first difference at {:?}",
+                typed.len(),
+                want.len(),
+                input_status(&srv),
+                typed.chars().zip(want.chars()).position(|(a, b)| a != b)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let took = t.elapsed();
+        // A moment for anything extra to show up.
+        std::thread::sleep(Duration::from_millis(300));
+        let typed = log.typed();
+        eprintln!("{} characters typed in {took:?}", typed.len());
+        assert!(typed == want, "typed text differs; first difference at {:?}", typed.chars().zip(want.chars()).position(|(a, b)| a != b));
+        let st = wait_status(&srv, "5 more injected", |s| s["injected"].as_u64() >= before["injected"].as_u64().map(|n| n + 5));
+        let delta = |k: &str| st[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+        assert_eq!((delta("received"), delta("injected"), delta("dropped"), delta("rejected")), (5, 5, 0, 0), "{st}");
+    });
+}
