@@ -354,6 +354,7 @@ fn a_burst_of_five_1000_character_texts_is_typed_completely_and_in_order() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last = (0, Instant::now());
         loop {
+            std::thread::sleep(Duration::from_millis(250));
             let typed = log.typed();
             if typed.len() >= want.len() {
                 break;
@@ -370,15 +371,20 @@ fn a_burst_of_five_1000_character_texts_is_typed_completely_and_in_order() {
                 input_status(&srv),
                 typed.chars().zip(want.chars()).position(|(a, b)| a != b)
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
         let took = t.elapsed();
         // A moment for anything extra to show up.
         std::thread::sleep(Duration::from_millis(300));
         let typed = log.typed();
         eprintln!("{} characters typed in {took:?}", typed.len());
-        assert!(typed == want, "typed text differs; first difference at {:?}", typed.chars().zip(want.chars()).position(|(a, b)| a != b));
-        let st = wait_status(&srv, "5 more injected", |s| s["injected"].as_u64() >= before["injected"].as_u64().map(|n| n + 5));
+        assert!(
+            typed == want,
+            "typed text differs; first difference at {:?}",
+            typed.chars().zip(want.chars()).position(|(a, b)| a != b)
+        );
+        let st = wait_status(&srv, "5 more injected", |s| {
+            s["injected"].as_u64() >= before["injected"].as_u64().map(|n| n + 5)
+        });
         let delta = |k: &str| st[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
         assert_eq!((delta("received"), delta("injected"), delta("dropped"), delta("rejected")), (5, 5, 0, 0), "{st}");
     });
