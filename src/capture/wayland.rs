@@ -206,18 +206,20 @@ impl<X: 'static> WlSession<X> {
 
     /// Send everything queued, waiting while the compositor's socket is full (back-pressure: the compositor
     /// reads more slowly than we write, e.g. a burst of typed text). While waiting, the compositor's events are
-    /// read too (it might itself be waiting for us to read). `Ok(true)`: all sent; `Ok(false)`: `stop` was set
-    /// first (some may still be queued); `Err(Stalled)`: the socket stayed full for `timeout`; other errors:
-    /// the connection is dead.
-    pub fn flush_within(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<bool, CaptureError> {
+    /// read too (it might itself be waiting for us to read). `Ok(Some(waits))`: all sent, after waiting for room
+    /// `waits` times; `Ok(None)`: `stop` was set first (some may still be queued); `Err(Stalled)`: the socket
+    /// stayed full for `timeout`; other errors: the connection is dead.
+    pub fn flush_within(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<Option<u32>, CaptureError> {
         let deadline = Instant::now() + timeout;
+        let mut waits = 0;
         loop {
             if flush_some(&self.conn)? {
-                return Ok(true);
+                return Ok(Some(waits));
             }
+            waits += 1;
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) {
-                return Ok(false);
+                return Ok(None);
             }
             if now >= deadline {
                 return Err(CaptureError::Stalled(timeout));

@@ -372,12 +372,14 @@ impl Devices {
     /// Send everything written, waiting while the compositor's socket is full; the events it completes are
     /// counted as injected. `Ok(false)`: `stop` was set while waiting.
     fn flush(&mut self, counters: &InputCounters, stop: &AtomicBool) -> Result<bool, CaptureError> {
-        let sent = self.session.flush_within(STALL_TIMEOUT, stop)?;
-        if sent {
-            self.requests = 0;
-            InputCounters::add(&counters.injected, std::mem::take(&mut self.unflushed));
+        let Some(waits) = self.session.flush_within(STALL_TIMEOUT, stop)? else { return Ok(false) };
+        if waits > 0 {
+            tracing::debug!(waits, "input: the compositor's socket was full; waited for it");
+            InputCounters::add(&counters.backpressure_waits, u64::from(waits));
         }
-        Ok(sent)
+        self.requests = 0;
+        InputCounters::add(&counters.injected, std::mem::take(&mut self.unflushed));
+        Ok(true)
     }
 
     /// After `n` more requests: flush when a slice is full.

@@ -170,6 +170,8 @@ pub struct InputCounters {
     pub rate_limited: AtomicU64,
     /// Extra `input` data channels refused (one per peer).
     pub channels_refused: AtomicU64,
+    /// Times the injector found the compositor's socket full and waited for room (back-pressure).
+    pub backpressure_waits: AtomicU64,
     /// Gauge: characters of `text` messages queued for the injector and not typed yet (bounded by
     /// [`inject::MAX_QUEUED_CHARS`]).
     pub queued_chars: AtomicU64,
@@ -189,6 +191,7 @@ impl InputCounters {
             rejected: self.rejected.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             channels_refused: self.channels_refused.load(Ordering::Relaxed),
+            backpressure_waits: self.backpressure_waits.load(Ordering::Relaxed),
         }
     }
 }
@@ -206,6 +209,8 @@ pub struct InputStatus {
     pub rate_limited: u64,
     /// Second (and later) `input` data channels of a peer, refused.
     pub channels_refused: u64,
+    /// Times the injector waited for room in the compositor's socket (it read more slowly than we wrote).
+    pub backpressure_waits: u64,
 }
 
 #[cfg(test)]
