@@ -576,4 +576,39 @@ mod tests {
         assert_eq!(rx.recv_timeout(Duration::from_secs(1)).ok(), Some(ev));
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).ok(), Some(InputCommand::ViewerGone(1)));
     }
+
+    #[test]
+    fn texts_beyond_the_queued_character_bound_are_dropped_whole_and_counted() {
+        let counters = Arc::new(InputCounters::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
+        let sender = InputSender::from_channel(tx, Arc::clone(&counters));
+        let text = |n: usize| InputCommand::Event { viewer: 1, event: InputEvent::Text("x".repeat(n)) };
+        let fit = (MAX_QUEUED_CHARS / 1000) as usize;
+        for _ in 0..fit {
+            assert!(sender.send(text(1000)));
+        }
+        let left = MAX_QUEUED_CHARS - 1000 * fit as u64;
+        assert!(!sender.send(text(1000)), "over the bound: dropped");
+        assert!(sender.send(text(left as usize)), "what still fits is taken");
+        assert!(!sender.send(text(1)));
+        assert!(
+            sender.send(InputCommand::Event { viewer: 1, event: InputEvent::Key { key: 30, down: true } }),
+            "not text"
+        );
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.queued_chars.load(Ordering::Relaxed), MAX_QUEUED_CHARS);
+        assert_eq!(rx.try_iter().count(), fit + 2, "nothing dropped was queued, nothing queued was cut");
+    }
+
+    #[test]
+    fn a_text_refused_by_a_full_queue_gives_its_characters_back() {
+        let counters = Arc::new(InputCounters::default());
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        let sender = InputSender::from_channel(tx, Arc::clone(&counters));
+        let text = InputCommand::Event { viewer: 1, event: InputEvent::Text("abc".into()) };
+        assert!(sender.send(text.clone()));
+        assert!(!sender.send(text), "queue full");
+        assert_eq!(counters.queued_chars.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
+    }
 }

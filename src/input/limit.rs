@@ -24,6 +24,7 @@ pub struct TokenBucket {
     burst: f64,
     tokens: f64,
     last: Option<Instant>,
+    refused: u64,
 }
 
 impl Default for TokenBucket {
@@ -36,7 +37,7 @@ impl Default for TokenBucket {
 impl TokenBucket {
     pub fn new(rate_per_second: u32, burst: u32) -> TokenBucket {
         let burst = f64::from(burst.max(1));
-        TokenBucket { rate: f64::from(rate_per_second), burst, tokens: burst, last: None }
+        TokenBucket { rate: f64::from(rate_per_second), burst, tokens: burst, last: None, refused: 0 }
     }
 
     /// Whether one message arriving at `now` may pass (and takes its token if so).
@@ -53,8 +54,14 @@ impl TokenBucket {
             self.tokens -= 1.0;
             true
         } else {
+            self.refused += 1;
             false
         }
+    }
+
+    /// Messages refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 }
 
@@ -84,6 +91,7 @@ mod tests {
         let passed = (0..5_000).filter(|_| b.allow(t0)).count();
         assert_eq!(passed, 2_000, "the burst, and nothing more at the same instant");
         assert!(!b.allow(t0));
+        assert_eq!(b.refused(), 3_001);
         // 1 ms later one token is back; 10 ms later ten.
         assert!(b.allow(t0 + Duration::from_millis(1)));
         assert!(!b.allow(t0 + Duration::from_millis(1)));

@@ -455,3 +455,69 @@ fn a_compositor_that_stops_reading_is_back_pressure_and_the_burst_is_typed_after
         );
     });
 }
+
+/// Wait until `text` has been typed (the end of what the log shows).
+fn wait_typed_suffix(log: &InputLog, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.typed().ends_with(text) {
+        assert!(Instant::now() < deadline, "{text:?} not typed; typed {:?}", log.typed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn counter(st: &Value, k: &str) -> u64 {
+    st[k].as_u64().unwrap_or_else(|| panic!("no counter {k} in {st}"))
+}
+
+#[test]
+fn a_second_input_channel_is_refused_and_a_flood_is_rate_limited_while_the_first_channel_keeps_working() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, srv, _browser, mut page) = session(&["--allow-input"]);
+        // The same peer opens another channel labelled `input` (no renegotiation needed: SCTP is up).
+        page.eval(
+            r#"wlw.dc2 = wlw.pc.createDataChannel("input", { ordered: true });
+               wlw.dc2msgs = []; wlw.dc2.onmessage = e => wlw.dc2msgs.push(e.data); true"#,
+        );
+        page.wait_for(r#"wlw.dc2.readyState === "closed""#, Duration::from_secs(10));
+        assert_eq!(page.eval("wlw.dc2msgs.length"), Value::from(0), "the refused channel was never served");
+        let st = wait_status(&srv, "one channel refused", |s| s["channels_refused"] == 1);
+        assert_eq!(page.eval("wlw.dc.readyState"), Value::from("open"), "the first channel stays: {st}");
+        page.eval(r#"wlw.dc.send(JSON.stringify({ t: "text", s: "still here" })); true"#);
+        wait_typed_suffix(&log, "still here");
+
+        // A flood: 20,000 pointer moves sent at once. The bucket passes its burst (2,000) plus 1,000/s while
+        // they arrive; the rest is dropped and counted; nothing is lost from the books.
+        let before = input_status(&srv);
+        let t = Instant::now();
+        page.eval(
+            r#"for (let i = 0; i < 20000; i++) wlw.dc.send(JSON.stringify({ t: "move", x: (i % 100) / 100, y: 0.5 })); true"#,
+        );
+        let st =
+            wait_status(&srv, "20,000 received", |s| counter(s, "received") >= counter(&before, "received") + 20_000);
+        let arrived = t.elapsed();
+        let st = wait_status(&srv, "every message accounted for", |s| {
+            counter(s, "injected") + counter(s, "dropped") + counter(s, "rejected") == counter(s, "received")
+        });
+        let d = |k: &str| counter(&st, k) - counter(&before, k);
+        eprintln!(
+            "flood of 20000 arrived in {arrived:?}: injected {}, rate limited {}, dropped {}",
+            d("injected"),
+            d("rate_limited"),
+            d("dropped")
+        );
+        assert_eq!(d("received"), 20_000, "{st}");
+        assert_eq!(d("injected") + d("dropped") + d("rejected"), 20_000, "{st}");
+        assert_eq!(d("dropped"), d("rate_limited"), "only the limit dropped anything: {st}");
+        let most = 2_000 + (arrived.as_secs_f64() * 1_000.0) as u64 + 50;
+        assert!(d("injected") >= 2_000 && d("injected") <= most, "passed {} (at most {most}): {st}", d("injected"));
+        assert!(d("rate_limited") > 0, "{st}");
+        assert_eq!(counter(&st, "channels_refused"), 1);
+
+        // Not fatal: after the bucket refills, the same channel types again.
+        std::thread::sleep(Duration::from_millis(500));
+        page.eval(r#"wlw.dc.send(JSON.stringify({ t: "text", s: "and again" })); true"#);
+        wait_typed_suffix(&log, "and again");
+        assert_eq!(page.eval("wlw.dc.readyState"), Value::from("open"));
+    });
+}
