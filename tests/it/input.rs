@@ -493,8 +493,7 @@ fn a_second_input_channel_is_refused_and_a_flood_is_rate_limited_while_the_first
         page.eval(
             r#"for (let i = 0; i < 20000; i++) wlw.dc.send(JSON.stringify({ t: "move", x: (i % 100) / 100, y: 0.5 })); true"#,
         );
-        let st =
-            wait_status(&srv, "20,000 received", |s| counter(s, "received") >= counter(&before, "received") + 20_000);
+        wait_status(&srv, "20,000 received", |s| counter(s, "received") >= counter(&before, "received") + 20_000);
         let arrived = t.elapsed();
         let st = wait_status(&srv, "every message accounted for", |s| {
             counter(s, "injected") + counter(s, "dropped") + counter(s, "rejected") == counter(s, "received")
