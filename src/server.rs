@@ -16,10 +16,13 @@ use tokio::sync::{broadcast, oneshot};
 use crate::config::Config;
 use crate::encode::EncodedFrame;
 use crate::input::inject::{InputCommand, InputSender};
+use crate::input::limit::TokenBucket;
 use crate::input::{InputCounters, InputStatus};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{CaptureStep, EncodePlan, Event, PipelineCore, Refresh};
-use crate::transport::webrtc::{ChannelEvent, DataChannel, Peer, PeerEvent, TransportConfig, TransportError};
+use crate::transport::webrtc::{
+    ChannelEvent, DataChannel, InboundChannel, Peer, PeerEvent, TransportConfig, TransportError,
+};
 
 /// Frames buffered per viewer before it counts as lagging (then it waits for the next IDR).
 const FANOUT_DEPTH: usize = 8;
@@ -156,12 +159,20 @@ impl Hub {
         lock(&self.input).clone()
     }
 
-    /// One message from viewer `id`'s `input` data channel: dropped (view-only), rejected (invalid) or
-    /// queued for the injector. Counted either way.
-    pub(crate) fn input_message(&self, id: u64, data: &[u8]) {
+    /// One message from viewer `id`'s `input` data channel, arriving at `now`: dropped (view-only, or over the
+    /// viewer's rate limit `limit`), rejected (invalid) or queued for the injector. Counted either way.
+    pub(crate) fn input_message(&self, id: u64, data: &[u8], limit: &mut TokenBucket, now: Instant) {
         let c = &self.input_counters;
         InputCounters::add(&c.received, 1);
         if !self.input_allowed {
+            InputCounters::add(&c.dropped, 1);
+            return;
+        }
+        if !limit.allow(now) {
+            if limit.refused() == 1 {
+                tracing::warn!(viewer = id, "input over the rate limit; excess messages are dropped");
+            }
+            InputCounters::add(&c.rate_limited, 1);
             InputCounters::add(&c.dropped, 1);
             return;
         }
@@ -177,6 +188,12 @@ impl Hub {
                 InputCounters::add(&c.rejected, 1);
             }
         }
+    }
+
+    /// Viewer `id` opened a second `input` channel: the transport closed it; count and say so.
+    fn input_channel_refused(&self, id: u64) {
+        tracing::warn!(viewer = id, "refused a second `input` data channel (one per viewer); the first stays");
+        InputCounters::add(&self.input_counters.channels_refused, 1);
     }
 
     /// Viewer `id` stopped sending input: release whatever it holds.
@@ -207,6 +224,8 @@ impl Hub {
         position.mark_changed();
         image.mark_changed();
         let mut open = false;
+        // One bucket per channel, and the transport allows one `input` channel per peer: per viewer.
+        let mut limit = TokenBucket::default();
         loop {
             tokio::select! {
                 ev = channel.next() => match ev {
@@ -214,7 +233,7 @@ impl Hub {
                         open = true;
                         let _ = channel.send_text(&hello).await;
                     }
-                    ChannelEvent::Message(data) => self.input_message(id, &data),
+                    ChannelEvent::Message(data) => self.input_message(id, &data, &mut limit, Instant::now()),
                     ChannelEvent::Closed => break,
                 },
                 // The image first, so a page never positions a cursor it has no picture for.
@@ -362,8 +381,23 @@ impl Hub {
         for (name, help, value) in [
             ("wl_webrtc_input_received_total", "Input messages received from viewers.", i.received),
             ("wl_webrtc_input_injected_total", "Input events injected into the session.", i.injected),
-            ("wl_webrtc_input_dropped_total", "Input messages dropped (input not allowed, or queue full).", i.dropped),
+            (
+                "wl_webrtc_input_dropped_total",
+                "Input messages dropped (input not allowed, over the rate limit, queue full, no compositor).",
+                i.dropped,
+            ),
             ("wl_webrtc_input_rejected_total", "Input messages rejected as invalid.", i.rejected),
+            (
+                "wl_webrtc_input_rate_limited_total",
+                "Input messages dropped over a viewer's rate limit.",
+                i.rate_limited,
+            ),
+            ("wl_webrtc_input_channels_refused_total", "Extra input data channels refused.", i.channels_refused),
+            (
+                "wl_webrtc_input_backpressure_waits_total",
+                "Times the injector waited for the compositor to read its requests.",
+                i.backpressure_waits,
+            ),
         ] {
             text += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
         }
@@ -461,7 +495,7 @@ impl Hub {
         id: u64,
         peer: Arc<Peer>,
         mut events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
-        mut channels: tokio::sync::mpsc::UnboundedReceiver<DataChannel>,
+        mut channels: tokio::sync::mpsc::UnboundedReceiver<InboundChannel>,
         mut cancel: oneshot::Receiver<()>,
     ) {
         let mut input_tasks = Vec::new();
@@ -520,9 +554,10 @@ impl Hub {
                     Some(PeerEvent::Gone) | None => break,
                 },
                 () = &mut rtcp => {}
-                Some(channel) = channels.recv() => {
-                    input_tasks.push(tokio::spawn(Arc::clone(&self).run_input_channel(id, channel)));
-                }
+                Some(channel) = channels.recv() => match channel {
+                    InboundChannel::Input(c) => input_tasks.push(tokio::spawn(Arc::clone(&self).run_input_channel(id, c))),
+                    InboundChannel::RefusedInput => self.input_channel_refused(id),
+                },
                 f = frames.recv() => match f {
                     Ok(frame) => {
                         if !connected || (need_idr && !frame.idr) {
@@ -586,10 +621,12 @@ mod tests {
     #[test]
     fn view_only_input_is_dropped_and_counted() {
         let hub = hub(false);
+        let mut limit = TokenBucket::default();
+        let now = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
         hub.set_input(InputSender::from_channel(tx, Arc::clone(&hub.input_counters)));
-        hub.input_message(1, br#"{"t":"key","code":"KeyA","down":true}"#);
-        hub.input_message(1, b"garbage");
+        hub.input_message(1, br#"{"t":"key","code":"KeyA","down":true}"#, &mut limit, now);
+        hub.input_message(1, b"garbage", &mut limit, now);
         assert!(rx.try_recv().is_err(), "nothing reaches the injector");
         let st = hub.status().input;
         assert_eq!((st.allowed, st.received, st.dropped, st.rejected), (false, 2, 2, 0));
@@ -599,11 +636,13 @@ mod tests {
     #[test]
     fn allowed_input_is_validated_then_queued_and_a_leaving_viewer_is_announced() {
         let hub = hub(true);
+        let mut limit = TokenBucket::default();
+        let now = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
         hub.set_input(InputSender::from_channel(tx, Arc::clone(&hub.input_counters)));
-        hub.input_message(7, br#"{"t":"move","x":0.5,"y":0.5}"#);
-        hub.input_message(7, br#"{"t":"move","x":1.5,"y":0.5}"#);
-        hub.input_message(7, br#"{"t":"key","code":"NoSuchKey","down":true}"#);
+        hub.input_message(7, br#"{"t":"move","x":0.5,"y":0.5}"#, &mut limit, now);
+        hub.input_message(7, br#"{"t":"move","x":1.5,"y":0.5}"#, &mut limit, now);
+        hub.input_message(7, br#"{"t":"key","code":"NoSuchKey","down":true}"#, &mut limit, now);
         assert_eq!(
             rx.try_recv().ok(),
             Some(InputCommand::Event { viewer: 7, event: InputEvent::Move { x: 0.5, y: 0.5 } })
@@ -614,5 +653,33 @@ mod tests {
         let st = hub.status().input;
         assert_eq!((st.allowed, st.received, st.dropped, st.rejected), (true, 3, 0, 2));
         assert!(hub.prometheus().contains("wl_webrtc_input_rejected_total 2"));
+    }
+
+    #[test]
+    fn input_over_the_rate_limit_is_dropped_and_counted_and_the_viewer_goes_on() {
+        let hub = hub(true);
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        hub.set_input(InputSender::from_channel(tx, Arc::clone(&hub.input_counters)));
+        let mut limit = TokenBucket::new(10, 5);
+        let t0 = Instant::now();
+        let key = br#"{"t":"key","code":"KeyA","down":true}"#;
+        for _ in 0..8 {
+            hub.input_message(3, key, &mut limit, t0);
+        }
+        // 100 ms later one token is back (10/s).
+        hub.input_message(3, key, &mut limit, t0 + Duration::from_millis(100));
+        hub.input_message(3, key, &mut limit, t0 + Duration::from_millis(100));
+        assert_eq!(rx.try_iter().count(), 6, "the burst of 5, then one refilled token");
+        let st = hub.status().input;
+        assert_eq!((st.received, st.dropped, st.rate_limited, st.rejected), (10, 4, 4, 0));
+        assert!(hub.prometheus().contains("wl_webrtc_input_rate_limited_total 4"), "{}", hub.prometheus());
+    }
+
+    #[test]
+    fn a_refused_second_input_channel_is_counted() {
+        let hub = hub(true);
+        hub.input_channel_refused(4);
+        assert_eq!(hub.status().input.channels_refused, 1);
+        assert!(hub.prometheus().contains("wl_webrtc_input_channels_refused_total 1"));
     }
 }

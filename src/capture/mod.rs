@@ -132,6 +132,8 @@ pub enum CaptureError {
     OutputGone(String),
     #[error("the compositor went away: {0}")]
     CompositorGone(String),
+    #[error("the compositor has not read our requests for {0:?} (its socket stayed full)")]
+    Stalled(std::time::Duration),
     #[error("Wayland protocol error: {0}")]
     Protocol(String),
     #[error("capture buffer: {0}")]

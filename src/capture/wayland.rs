@@ -192,7 +192,8 @@ impl<X: 'static> WlSession<X> {
             if done(&mut self.state)? {
                 return Ok(true);
             }
-            self.queue.flush().map_err(|e| gone_or_protocol(&e))?;
+            // A full socket is back-pressure: what did not fit stays queued and goes with a later flush.
+            flush_some(&self.conn)?;
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) || now >= deadline {
                 return Ok(false);
@@ -200,6 +201,36 @@ impl<X: 'static> WlSession<X> {
             let Some(guard) = self.queue.prepare_read() else { continue };
             let wait = (deadline - now).min(Duration::from_millis(50));
             read_events_within(guard, wait).map_err(|e| gone_or_protocol(&e))?;
+        }
+    }
+
+    /// Send everything queued, waiting while the compositor's socket is full (back-pressure: the compositor
+    /// reads more slowly than we write, e.g. a burst of typed text). While waiting, the compositor's events are
+    /// read too (it might itself be waiting for us to read). `Ok(Some(waits))`: all sent, after waiting for room
+    /// `waits` times; `Ok(None)`: `stop` was set first (some may still be queued); `Err(Stalled)`: the socket
+    /// stayed full for `timeout`; other errors: the connection is dead.
+    pub fn flush_within(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<Option<u32>, CaptureError> {
+        let deadline = Instant::now() + timeout;
+        let mut waits = 0;
+        loop {
+            if flush_some(&self.conn)? {
+                return Ok(Some(waits));
+            }
+            waits += 1;
+            let now = Instant::now();
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            if now >= deadline {
+                return Err(CaptureError::Stalled(timeout));
+            }
+            let readable = wait_writable(&self.conn, (deadline - now).min(Duration::from_millis(50)))?;
+            if readable {
+                if let Some(guard) = self.queue.prepare_read() {
+                    read_events_within(guard, Duration::ZERO).map_err(|e| gone_or_protocol(&e))?;
+                }
+                self.queue.dispatch_pending(&mut self.state).map_err(|e| dispatch_error(&e))?;
+            }
         }
     }
 
@@ -243,6 +274,32 @@ pub fn read_events_within(
         }
     }
     Ok(())
+}
+
+/// One non-blocking flush: `Ok(true)` when everything queued went out, `Ok(false)` when the socket is full
+/// (`EAGAIN`: the rest stays queued in the connection), `Err` when the connection is dead.
+pub fn flush_some(conn: &Connection) -> Result<bool, CaptureError> {
+    use wayland_client::backend::WaylandError;
+    match conn.flush() {
+        Ok(()) => Ok(true),
+        Err(WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(gone_or_protocol(&e)),
+    }
+}
+
+/// Wait at most `wait` for the connection's socket to take more data; true when events are waiting to be read
+/// (or the peer hung up: the next read or flush says so).
+fn wait_writable(conn: &Connection, wait: Duration) -> Result<bool, CaptureError> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let backend = conn.backend();
+    let fd = backend.poll_fd();
+    let mut fds = [PollFd::new(&fd, PollFlags::OUT | PollFlags::IN)];
+    let ts = Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
+    match poll(&mut fds, Some(&ts)) {
+        Ok(_) => Ok(fds[0].revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(CaptureError::CompositorGone(format!("poll on the Wayland socket: {e}"))),
+    }
 }
 
 pub(crate) fn gone_or_protocol(e: &dyn std::fmt::Display) -> CaptureError {

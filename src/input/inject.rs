@@ -7,6 +7,19 @@
 //! working while capture is lost and retried. The compositor sees two clients of the same process; virtual
 //! devices are per client anyway.
 //!
+//! Back-pressure: requests are flushed every [`FLUSH_EVERY`] requests and after each batch of commands. When
+//! the compositor's socket is full (`EAGAIN`: it reads more slowly than we write, e.g. a long `text` typed at
+//! once) the injector waits for it to become writable again ([`WlSession::flush_within`]) and goes on; the
+//! commands behind it wait in the bounded queue. Only a socket that stays full for [`STALL_TIMEOUT`] counts as a
+//! dead compositor.
+//!
+//! Bounds: the queue holds at most [`QUEUE_DEPTH`] commands and [`MAX_QUEUED_CHARS`] characters of `text`; a
+//! command that does not fit is dropped whole (never truncated) and counted as dropped. So memory stays bounded
+//! whatever viewers send, and what is typed is always whole messages in the order they arrived.
+//!
+//! Counting: an event is counted as injected once the flush that carried its last request succeeded; events
+//! whose requests were lost with a dead connection are counted as dropped.
+//!
 //! Failure: no compositor (or it went away) → commands are dropped and counted, the connection is retried at
 //! most once a second; on reconnect the held-key state starts empty (the old devices died with the old
 //! connection, and the compositor released their keys). On stop everything still held is released.
@@ -15,7 +28,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +53,22 @@ use crate::capture::wayland::{WlSession, WlState};
 
 /// Commands waiting for the injector before new ones are dropped.
 pub(crate) const QUEUE_DEPTH: usize = 1024;
+/// Characters of `text` messages waiting for the injector before new texts are dropped: 16 full-length
+/// messages, a few seconds of typing (the 5 × 1,000-character burst of the tests fits three times over).
+pub const MAX_QUEUED_CHARS: u64 = 16_384;
+/// Requests written between two flushes (~2.5 KB): a long text goes out in slices, each waiting for room in
+/// the compositor's socket, instead of piling up in the connection's buffer.
+const FLUSH_EVERY: usize = 128;
+/// Key events of a `text` typed per second (~1,000 characters/s of mixed text: 2 events a character, 4 with
+/// Shift). Why a pace at all: the compositor forwards every key to the focused client at once, and a
+/// compositor on libwayland-server < 1.23 (Debian 12, Ubuntu 24.04) disconnects a client whose socket fills up
+/// (its event buffer is fixed). Our own socket's back-pressure says nothing about how fast that client reads,
+/// so a long paste is typed at a pace ordinary clients keep up with instead of as fast as we can write it.
+const TEXT_KEYS_PER_SECOND: u32 = 3_000;
+/// Key events of a text typed between two pauses (a slice of 20 ms at the pace above).
+const TEXT_SLICE_KEYS: usize = 60;
+/// A compositor that takes none of our requests for this long is treated as hung: reconnect.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the injector looks at the stop flag and the compositor's events when idle.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Pause between connection attempts while the compositor is away.
@@ -82,8 +111,15 @@ impl InputSender {
         InputSender { tx, counters }
     }
 
-    /// Queue a command; false (and counted as dropped) when the injector is behind or gone.
+    /// Queue a command; false (and counted as dropped) when the injector is behind or gone, or when a text
+    /// would take the queued characters over [`MAX_QUEUED_CHARS`].
     pub fn send(&self, cmd: InputCommand) -> bool {
+        let chars = text_chars(&cmd);
+        if chars > 0 && !reserve_chars(&self.counters.queued_chars, chars) {
+            tracing::debug!(chars, "input: text dropped, the injector's queue holds too many characters");
+            InputCounters::add(&self.counters.dropped, 1);
+            return false;
+        }
         match self.tx.try_send(cmd) {
             Ok(()) => true,
             Err(TrySendError::Full(InputCommand::ViewerGone(id))) => {
@@ -93,11 +129,25 @@ impl InputSender {
                 true
             }
             Err(_) => {
+                self.counters.queued_chars.fetch_sub(chars, Ordering::Relaxed);
                 InputCounters::add(&self.counters.dropped, 1);
                 false
             }
         }
     }
+}
+
+/// Characters a command puts in the queue (those of a `text` event).
+fn text_chars(cmd: &InputCommand) -> u64 {
+    match cmd {
+        InputCommand::Event { event: InputEvent::Text(s), .. } => s.chars().count() as u64,
+        _ => 0,
+    }
+}
+
+/// Add `n` to the queued characters unless that would pass [`MAX_QUEUED_CHARS`].
+fn reserve_chars(queued: &AtomicU64, n: u64) -> bool {
+    queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| (q + n <= MAX_QUEUED_CHARS).then_some(q + n)).is_ok()
 }
 
 /// Start the injector thread. It ends when `stop` is set (releasing every held key first).
@@ -155,37 +205,77 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let Some(d) = devices.as_mut() else {
+            counters.queued_chars.fetch_sub(text_chars(&cmd), Ordering::Relaxed);
             if matches!(cmd, InputCommand::Event { .. }) {
                 InputCounters::add(&counters.dropped, 1);
             }
             continue;
         };
-        // Everything already queued goes out in one flush.
+        // Everything already queued goes out together (flushed in slices of FLUSH_EVERY requests).
+        let mut result = Ok(true);
         for cmd in std::iter::once(cmd).chain(rx.try_iter()) {
-            let actions = match cmd {
+            let chars = text_chars(&cmd);
+            result = match cmd {
                 InputCommand::Event { viewer, event } => {
-                    InputCounters::add(&counters.injected, 1);
-                    state.handle(viewer, event, d.space)
+                    let actions = state.handle(viewer, event, d.space);
+                    let r = d.apply(&actions, counters, stop);
+                    match r {
+                        Ok(true) => d.unflushed += 1,
+                        Ok(false) | Err(_) => InputCounters::add(&counters.dropped, 1),
+                    }
+                    r
                 }
                 InputCommand::ViewerGone(viewer) => {
                     let up = state.viewer_gone(viewer);
                     if !up.is_empty() {
                         tracing::info!(viewer, released = up.len(), "input: released what the viewer held");
                     }
-                    up
+                    d.apply(&up, counters, stop)
                 }
             };
-            d.apply(&actions, counters);
+            counters.queued_chars.fetch_sub(chars, Ordering::Relaxed);
+            if !matches!(result, Ok(true)) {
+                break;
+            }
         }
-        if let Err(e) = d.flush() {
+        if let Ok(true) = result {
+            result = d.flush(counters, stop);
+        }
+        if let Err(e) = result {
             tracing::warn!("input: {e}; reconnecting");
+            InputCounters::add(&counters.dropped, d.unflushed);
             devices = None;
         }
     }
     if let Some(d) = devices.as_mut() {
         let up = state.release_everything();
-        d.apply(&up, counters);
-        let _ = d.flush();
+        let done = AtomicBool::new(false);
+        let released = d.apply(&up, counters, &done).and_then(|_| d.flush(counters, &done));
+        if let Err(e) = released {
+            tracing::debug!("input: releasing held keys on stop: {e}");
+            InputCounters::add(&counters.dropped, d.unflushed);
+        }
+    }
+    // Whatever is still queued was not injected.
+    for cmd in rx.try_iter() {
+        counters.queued_chars.fetch_sub(text_chars(&cmd), Ordering::Relaxed);
+        if matches!(cmd, InputCommand::Event { .. }) {
+            InputCounters::add(&counters.dropped, 1);
+        }
+    }
+}
+
+/// Sleep until `until` (in slices, watching `stop`); false when `stop` was set.
+fn pause_until(until: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(IDLE_POLL));
     }
 }
 
@@ -200,6 +290,10 @@ struct Devices {
     bound_to_output: bool,
     output: Option<String>,
     epoch: Instant,
+    /// Requests written since the last flush.
+    requests: usize,
+    /// Events whose requests are all written but not flushed yet (counted as injected by the next flush).
+    unflushed: u64,
 }
 
 /// Where the pointer's coordinates land for `output` (the first when `None`) of `session`.
@@ -225,7 +319,7 @@ fn pointer_space(session: &WlSession, output: Option<&str>, bound: bool) -> Resu
 impl Devices {
     fn open(cfg: &InjectorConfig) -> Result<Devices, CaptureError> {
         let kbd = Keyboard::new(&cfg.layout, &cfg.variant).map_err(|e| CaptureError::Unsupported(e.to_string()))?;
-        let session = WlSession::connect(&cfg.socket)?;
+        let mut session = WlSession::connect(&cfg.socket)?;
         let qh = session.handle();
         let missing = |iface: &str| {
             CaptureError::MissingGlobal(format!(
@@ -248,7 +342,7 @@ impl Devices {
         let space = pointer_space(&session, cfg.output.as_deref(), bound_to_output)?;
         let keyboard = keyboards.create_virtual_keyboard(&seat, &qh, InputData);
         upload_keymap(&keyboard, &kbd.keymap_text())?;
-        session.conn.flush().map_err(|e| crate::capture::wayland::gone_or_protocol(&e))?;
+        session.flush_within(STALL_TIMEOUT, &AtomicBool::new(false))?;
         let mut d = Devices {
             session,
             pointer,
@@ -258,6 +352,8 @@ impl Devices {
             bound_to_output,
             output: cfg.output.clone(),
             epoch: Instant::now(),
+            requests: 0,
+            unflushed: 0,
         };
         // A round trip: a protocol error (e.g. a refused keymap) shows up here, not at the first key.
         d.poll_events(&AtomicBool::new(false))?;
@@ -273,35 +369,57 @@ impl Devices {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), CaptureError> {
-        self.session.conn.flush().map_err(|e| crate::capture::wayland::gone_or_protocol(&e))
+    /// Send everything written, waiting while the compositor's socket is full; the events it completes are
+    /// counted as injected. `Ok(false)`: `stop` was set while waiting.
+    fn flush(&mut self, counters: &InputCounters, stop: &AtomicBool) -> Result<bool, CaptureError> {
+        let Some(waits) = self.session.flush_within(STALL_TIMEOUT, stop)? else { return Ok(false) };
+        if waits > 0 {
+            tracing::debug!(waits, "input: the compositor's socket was full; waited for it");
+            InputCounters::add(&counters.backpressure_waits, u64::from(waits));
+        }
+        self.requests = 0;
+        InputCounters::add(&counters.injected, std::mem::take(&mut self.unflushed));
+        Ok(true)
+    }
+
+    /// After `n` more requests: flush when a slice is full.
+    fn wrote(&mut self, n: usize, counters: &InputCounters, stop: &AtomicBool) -> Result<bool, CaptureError> {
+        self.requests += n;
+        if self.requests >= FLUSH_EVERY { self.flush(counters, stop) } else { Ok(true) }
     }
 
     fn time(&self) -> u32 {
         self.epoch.elapsed().as_millis() as u32
     }
 
-    fn key(&mut self, code: u32, down: bool) {
+    /// A key press or release (and the modifiers it changes); the number of requests written.
+    fn key(&mut self, code: u32, down: bool) -> usize {
         let time = self.time();
         let state = if down { wl_keyboard_state::PRESSED } else { wl_keyboard_state::RELEASED };
         self.keyboard.key(time, code, state);
         if let Some(m) = self.kbd.update_key(code, down) {
             self.keyboard.modifiers(m.depressed, m.latched, m.locked, m.group);
+            return 2;
         }
+        1
     }
 
-    fn apply(&mut self, actions: &[Action], counters: &InputCounters) {
+    /// Write the requests of `actions`, flushing every [`FLUSH_EVERY`] requests (waiting for room in the
+    /// compositor's socket). `Ok(false)`: `stop` was set while waiting (the rest is not written).
+    fn apply(&mut self, actions: &[Action], counters: &InputCounters, stop: &AtomicBool) -> Result<bool, CaptureError> {
         for action in actions {
             let time = self.time();
-            match action {
+            let written = match action {
                 Action::Motion { x, y, x_extent, y_extent } => {
                     self.pointer.motion_absolute(time, *x, *y, *x_extent, *y_extent);
                     self.pointer.frame();
+                    2
                 }
                 Action::Button { code, down } => {
                     let state = if *down { ButtonState::Pressed } else { ButtonState::Released };
                     self.pointer.button(time, *code, state);
                     self.pointer.frame();
+                    2
                 }
                 Action::Axis { axis, value, discrete } => {
                     let axis = match axis {
@@ -319,6 +437,7 @@ impl Devices {
                         }
                     }
                     self.pointer.frame();
+                    3
                 }
                 Action::Key { code, down } => self.key(*code, *down),
                 Action::Text(text) => {
@@ -327,12 +446,26 @@ impl Devices {
                         tracing::debug!(skipped, "input: characters the keymap cannot type");
                         InputCounters::add(&counters.rejected, skipped as u64);
                     }
-                    for (code, down) in keys {
-                        self.key(code, down);
+                    for slice in keys.chunks(TEXT_SLICE_KEYS) {
+                        let until = Instant::now() + Duration::from_secs(1) * slice.len() as u32 / TEXT_KEYS_PER_SECOND;
+                        for &(code, down) in slice {
+                            let n = self.key(code, down);
+                            if !self.wrote(n, counters, stop)? {
+                                return Ok(false);
+                            }
+                        }
+                        if !self.flush(counters, stop)? || !pause_until(until, stop) {
+                            return Ok(false);
+                        }
                     }
+                    0
                 }
+            };
+            if !self.wrote(written, counters, stop)? {
+                return Ok(false);
             }
         }
+        Ok(true)
     }
 }
 
@@ -442,5 +575,40 @@ mod tests {
         assert!(sender.send(InputCommand::ViewerGone(1)), "queued for delivery once there is room");
         assert_eq!(rx.recv_timeout(Duration::from_secs(1)).ok(), Some(ev));
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).ok(), Some(InputCommand::ViewerGone(1)));
+    }
+
+    #[test]
+    fn texts_beyond_the_queued_character_bound_are_dropped_whole_and_counted() {
+        let counters = Arc::new(InputCounters::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
+        let sender = InputSender::from_channel(tx, Arc::clone(&counters));
+        let text = |n: usize| InputCommand::Event { viewer: 1, event: InputEvent::Text("x".repeat(n)) };
+        let fit = (MAX_QUEUED_CHARS / 1000) as usize;
+        for _ in 0..fit {
+            assert!(sender.send(text(1000)));
+        }
+        let left = MAX_QUEUED_CHARS - 1000 * fit as u64;
+        assert!(!sender.send(text(1000)), "over the bound: dropped");
+        assert!(sender.send(text(left as usize)), "what still fits is taken");
+        assert!(!sender.send(text(1)));
+        assert!(
+            sender.send(InputCommand::Event { viewer: 1, event: InputEvent::Key { key: 30, down: true } }),
+            "not text"
+        );
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.queued_chars.load(Ordering::Relaxed), MAX_QUEUED_CHARS);
+        assert_eq!(rx.try_iter().count(), fit + 2, "nothing dropped was queued, nothing queued was cut");
+    }
+
+    #[test]
+    fn a_text_refused_by_a_full_queue_gives_its_characters_back() {
+        let counters = Arc::new(InputCounters::default());
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        let sender = InputSender::from_channel(tx, Arc::clone(&counters));
+        let text = InputCommand::Event { viewer: 1, event: InputEvent::Text("abc".into()) };
+        assert!(sender.send(text.clone()));
+        assert!(!sender.send(text), "queue full");
+        assert_eq!(counters.queued_chars.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
     }
 }

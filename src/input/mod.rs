@@ -14,6 +14,7 @@
 pub mod inject;
 pub mod keycodes;
 pub mod keymap;
+pub mod limit;
 pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,11 +160,21 @@ pub struct InputCounters {
     pub received: AtomicU64,
     /// Events that reached the compositor.
     pub injected: AtomicU64,
-    /// Messages dropped without being looked at: input not allowed (view-only), the injector's queue full,
-    /// or no compositor connection.
+    /// Messages dropped: input not allowed (view-only), over the viewer's rate limit, the injector's queue
+    /// full (commands or characters), no compositor connection, or the connection lost before they were sent.
     pub dropped: AtomicU64,
-    /// Messages that failed validation (malformed, unknown type or key, out of range): no effect.
+    /// Messages that failed validation (malformed, unknown type or key, out of range): no effect. (Characters
+    /// of a `text` the keymap cannot type are counted here one by one.)
     pub rejected: AtomicU64,
+    /// Of `dropped`: over the viewer's rate limit ([`limit::TokenBucket`]).
+    pub rate_limited: AtomicU64,
+    /// Extra `input` data channels refused (one per peer).
+    pub channels_refused: AtomicU64,
+    /// Times the injector found the compositor's socket full and waited for room (back-pressure).
+    pub backpressure_waits: AtomicU64,
+    /// Gauge: characters of `text` messages queued for the injector and not typed yet (bounded by
+    /// [`inject::MAX_QUEUED_CHARS`]).
+    pub queued_chars: AtomicU64,
 }
 
 impl InputCounters {
@@ -178,6 +189,9 @@ impl InputCounters {
             injected: self.injected.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            channels_refused: self.channels_refused.load(Ordering::Relaxed),
+            backpressure_waits: self.backpressure_waits.load(Ordering::Relaxed),
         }
     }
 }
@@ -191,6 +205,12 @@ pub struct InputStatus {
     pub injected: u64,
     pub dropped: u64,
     pub rejected: u64,
+    /// Of `dropped`: over a viewer's rate limit.
+    pub rate_limited: u64,
+    /// Second (and later) `input` data channels of a peer, refused.
+    pub channels_refused: u64,
+    /// Times the injector waited for room in the compositor's socket (it read more slowly than we wrote).
+    pub backpressure_waits: u64,
 }
 
 #[cfg(test)]
@@ -255,6 +275,10 @@ mod tests {
         let c = InputCounters::default();
         InputCounters::add(&c.received, 3);
         InputCounters::add(&c.rejected, 1);
-        assert_eq!(c.snapshot(true), InputStatus { allowed: true, received: 3, injected: 0, dropped: 0, rejected: 1 });
+        InputCounters::add(&c.channels_refused, 1);
+        assert_eq!(
+            c.snapshot(true),
+            InputStatus { allowed: true, received: 3, rejected: 1, channels_refused: 1, ..InputStatus::default() }
+        );
     }
 }

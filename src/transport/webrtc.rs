@@ -137,6 +137,16 @@ impl std::fmt::Debug for DataChannel {
     }
 }
 
+/// A data channel the viewer opened, as the peer hands it on.
+#[derive(Debug)]
+pub enum InboundChannel {
+    /// The peer's `input` channel: the first one labelled `input`.
+    Input(DataChannel),
+    /// Another channel labelled `input` on the same peer: refused (closed at once; one per peer, so that a
+    /// viewer cannot multiply its input rate limit or race two streams of keys).
+    RefusedInput,
+}
+
 /// What happened on a data channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelEvent {
@@ -168,7 +178,9 @@ impl DataChannel {
 struct Handler {
     gathered: tokio::sync::watch::Sender<bool>,
     events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
-    channels: tokio::sync::mpsc::UnboundedSender<DataChannel>,
+    channels: tokio::sync::mpsc::UnboundedSender<InboundChannel>,
+    /// Whether this peer's `input` channel has been handed on (there is only ever one).
+    input_taken: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -194,7 +206,12 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_data_channel(&self, channel: Arc<dyn webrtc::data_channel::DataChannel>) {
         match channel.label().await {
             Ok(label) if label == INPUT_CHANNEL => {
-                let _ = self.channels.send(DataChannel(channel));
+                if self.input_taken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let _ = channel.close().await;
+                    let _ = self.channels.send(InboundChannel::RefusedInput);
+                } else {
+                    let _ = self.channels.send(InboundChannel::Input(DataChannel(channel)));
+                }
             }
             Ok(label) => {
                 tracing::debug!(%label, "closing a data channel we do not know");
@@ -283,8 +300,8 @@ pub struct Peer {
     track: Arc<TrackLocalStaticRTP>,
     /// Events from this peer (connected, keyframe requests, gone).
     pub events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
-    /// The `input` data channel(s) the viewer opens.
-    pub data_channels: tokio::sync::mpsc::UnboundedReceiver<DataChannel>,
+    /// The viewer's `input` data channel, and word of any further one refused.
+    pub data_channels: tokio::sync::mpsc::UnboundedReceiver<InboundChannel>,
     /// The SDP answer to send back.
     pub answer: String,
     payload_type: u8,
@@ -359,7 +376,12 @@ impl Peer {
         let (gathered_tx, mut gathered_rx) = tokio::sync::watch::channel(false);
         let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
         let (dc_tx, dc_rx) = tokio::sync::mpsc::unbounded_channel();
-        let handler = Arc::new(Handler { gathered: gathered_tx, events: ev_tx, channels: dc_tx });
+        let handler = Arc::new(Handler {
+            gathered: gathered_tx,
+            events: ev_tx,
+            channels: dc_tx,
+            input_taken: std::sync::atomic::AtomicBool::new(false),
+        });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(me)

@@ -321,3 +321,202 @@ fn clicks_map_onto_a_scaled_output_placed_right_of_another() {
         }
     });
 }
+
+/// `n` characters of printable ASCII (every key of the US keymap, Shift and not), different for each `seed`.
+fn burst_text(seed: u32, n: usize) -> String {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            char::from(b' ' + ((x >> 16) % 95) as u8)
+        })
+        .collect()
+}
+
+/// Send 5 × 1,000 characters of `text` at once over the page's `input` channel, call `meanwhile`, and wait
+/// until all of it is typed: the exact text, in order. The input counters' change over the burst.
+fn type_burst(srv: &Server, log: &InputLog, page: &mut Page, meanwhile: impl FnOnce()) -> Value {
+    let before = input_status(srv);
+    let texts: Vec<String> = (0..5).map(|i| burst_text(i, 1000)).collect();
+    let want: String = texts.concat();
+    // All five in one go: the page sends them back to back.
+    let js: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            let msg = serde_json::json!({ "t": "text", "s": t }).to_string();
+            format!("wlw.dc.send({});", serde_json::to_string(&msg).expect("json"))
+        })
+        .collect();
+    let t = Instant::now();
+    page.eval(&format!("{} true", js.concat()));
+    meanwhile();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (0, Instant::now());
+    let first_difference = |typed: &str| typed.chars().zip(want.chars()).position(|(a, b)| a != b);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let typed = log.typed();
+        if typed.len() >= want.len() {
+            break;
+        }
+        if typed.len() != last.0 {
+            last = (typed.len(), Instant::now());
+        }
+        let stalled = last.1.elapsed() > Duration::from_secs(10);
+        assert!(
+            Instant::now() < deadline && !stalled,
+            "typed {} of {} characters (status {}); first difference at {:?}",
+            typed.len(),
+            want.len(),
+            input_status(srv),
+            first_difference(&typed)
+        );
+    }
+    let took = t.elapsed();
+    // A moment for anything extra to show up.
+    std::thread::sleep(Duration::from_millis(300));
+    let typed = log.typed();
+    eprintln!("{} characters typed in {took:?}", typed.len());
+    assert!(typed == want, "typed {} characters; first difference at {:?}", typed.len(), first_difference(&typed));
+    let after =
+        wait_status(srv, "5 more injected", |s| s["injected"].as_u64() >= before["injected"].as_u64().map(|n| n + 5));
+    let keys = ["received", "injected", "dropped", "rejected", "rate_limited", "backpressure_waits"];
+    let delta: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|&k| (k.to_owned(), Value::from(after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0))))
+        .collect();
+    eprintln!("input counters over the burst: {delta:?}");
+    Value::Object(delta)
+}
+
+#[test]
+fn a_burst_of_five_1000_character_texts_is_typed_completely_and_in_order() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, srv, _browser, mut page) = session(&["--allow-input"]);
+        let d = type_burst(&srv, &log, &mut page, || {});
+        assert_eq!(
+            (&d["received"], &d["injected"], &d["dropped"], &d["rejected"], &d["rate_limited"]),
+            (&Value::from(5), &Value::from(5), &Value::from(0), &Value::from(0), &Value::from(0)),
+            "{d:?}"
+        );
+    });
+}
+
+/// The headless Sway of `f` (found by its runtime dir: the fixture keeps the pid to itself).
+fn sway_pid(f: &Fixture) -> u32 {
+    let dir = f.desk.runtime_dir().to_string_lossy().into_owned();
+    let want = format!("XDG_RUNTIME_DIR={dir}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            comm.trim() == "sway" && env.split(|&b| b == 0).any(|v| v == want.as_bytes())
+        })
+        .expect("the fixture's sway process")
+}
+
+/// SIGSTOP for a process, undone (SIGCONT) on drop so that a failing test never leaves it stopped.
+struct Stopped(rustix::process::Pid);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("SIGSTOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+    }
+}
+
+#[test]
+fn a_compositor_that_stops_reading_is_back_pressure_and_the_burst_is_typed_after_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (f, log, srv, _browser, mut page) = session(&["--allow-input"]);
+        let sway = sway_pid(&f);
+        // Sway stops reading for 4 s while the burst is typed: the injector's socket fills up (EAGAIN).
+        let d = type_burst(&srv, &log, &mut page, || {
+            let stopped = Stopped::new(sway);
+            std::thread::sleep(Duration::from_secs(4));
+            drop(stopped);
+        });
+        assert!(d["backpressure_waits"].as_u64() > Some(0), "the socket did fill up: {d:?}");
+        assert_eq!(
+            (&d["received"], &d["injected"], &d["dropped"], &d["rejected"]),
+            (&Value::from(5), &Value::from(5), &Value::from(0), &Value::from(0)),
+            "{d:?}"
+        );
+    });
+}
+
+/// Wait until `text` has been typed (the end of what the log shows).
+fn wait_typed_suffix(log: &InputLog, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.typed().ends_with(text) {
+        assert!(Instant::now() < deadline, "{text:?} not typed; typed {:?}", log.typed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn counter(st: &Value, k: &str) -> u64 {
+    st[k].as_u64().unwrap_or_else(|| panic!("no counter {k} in {st}"))
+}
+
+#[test]
+fn a_second_input_channel_is_refused_and_a_flood_is_rate_limited_while_the_first_channel_keeps_working() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, srv, _browser, mut page) = session(&["--allow-input"]);
+        // The same peer opens another channel labelled `input` (no renegotiation needed: SCTP is up).
+        page.eval(
+            r#"wlw.dc2 = wlw.pc.createDataChannel("input", { ordered: true });
+               wlw.dc2msgs = []; wlw.dc2.onmessage = e => wlw.dc2msgs.push(e.data); true"#,
+        );
+        page.wait_for(r#"wlw.dc2.readyState === "closed""#, Duration::from_secs(10));
+        assert_eq!(page.eval("wlw.dc2msgs.length"), Value::from(0), "the refused channel was never served");
+        let st = wait_status(&srv, "one channel refused", |s| s["channels_refused"] == 1);
+        assert_eq!(page.eval("wlw.dc.readyState"), Value::from("open"), "the first channel stays: {st}");
+        page.eval(r#"wlw.dc.send(JSON.stringify({ t: "text", s: "still here" })); true"#);
+        wait_typed_suffix(&log, "still here");
+
+        // A flood: 20,000 pointer moves sent at once. The bucket passes its burst (2,000) plus 1,000/s while
+        // they arrive; the rest is dropped and counted; nothing is lost from the books.
+        let before = input_status(&srv);
+        let t = Instant::now();
+        page.eval(
+            r#"for (let i = 0; i < 20000; i++) wlw.dc.send(JSON.stringify({ t: "move", x: (i % 100) / 100, y: 0.5 })); true"#,
+        );
+        wait_status(&srv, "20,000 received", |s| counter(s, "received") >= counter(&before, "received") + 20_000);
+        let arrived = t.elapsed();
+        let st = wait_status(&srv, "every message accounted for", |s| {
+            counter(s, "injected") + counter(s, "dropped") + counter(s, "rejected") == counter(s, "received")
+        });
+        let d = |k: &str| counter(&st, k) - counter(&before, k);
+        eprintln!(
+            "flood of 20000 arrived in {arrived:?}: injected {}, rate limited {}, dropped {}",
+            d("injected"),
+            d("rate_limited"),
+            d("dropped")
+        );
+        assert_eq!(d("received"), 20_000, "{st}");
+        assert_eq!(d("injected") + d("dropped") + d("rejected"), 20_000, "{st}");
+        assert_eq!(d("dropped"), d("rate_limited"), "only the limit dropped anything: {st}");
+        let most = 2_000 + (arrived.as_secs_f64() * 1_000.0) as u64 + 50;
+        assert!(d("injected") >= 2_000 && d("injected") <= most, "passed {} (at most {most}): {st}", d("injected"));
+        assert!(d("rate_limited") > 0, "{st}");
+        assert_eq!(counter(&st, "channels_refused"), 1);
+
+        // Not fatal: after the bucket refills, the same channel types again.
+        std::thread::sleep(Duration::from_millis(500));
+        page.eval(r#"wlw.dc.send(JSON.stringify({ t: "text", s: "and again" })); true"#);
+        wait_typed_suffix(&log, "and again");
+        assert_eq!(page.eval("wlw.dc.readyState"), Value::from("open"));
+    });
+}
