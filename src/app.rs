@@ -180,9 +180,9 @@ fn query(cfg: &Config, method: &str, path: &str) -> anyhow::Result<Option<(u16, 
     let bearer = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
     match client::request(addr, method, path, &headers, "") {
-        Ok((401, _)) => anyhow::bail!(
-            "the instance at {addr} refused the token: pass its token with --token (or WL_WEBRTC_TOKEN)"
-        ),
+        Ok((401, _)) => {
+            anyhow::bail!("the instance at {addr} refused the token: pass its token with --token (or WL_WEBRTC_TOKEN)")
+        }
         Ok(r) => Ok(Some(r)),
         Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) => Ok(None),
         Err(e) => Err(anyhow::anyhow!("cannot reach {addr}: {e}")),
@@ -599,10 +599,21 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     let addr = listener.local_addr()?;
     let query = token.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();
     let url = format!("{}://{addr}/{query}", if tls.is_some() { "https" } else { "http" });
-    println!("wl-webrtc: streaming {output} at {url}");
-    if let Some(id) = &tls {
-        let what = if id.self_signed { "self-signed, kept in" } else { "from" };
-        println!("wl-webrtc: HTTPS certificate SHA-256 {} ({what} {})", id.fingerprint, id.cert_path.display());
+    {
+        // Whoever reads these lines may stop reading (a closed pipe is not an error of ours).
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "wl-webrtc: streaming {output} at {url}");
+        if let Some(id) = &tls {
+            let what = if id.self_signed { "self-signed, kept in" } else { "from" };
+            let _ = writeln!(
+                out,
+                "wl-webrtc: HTTPS certificate SHA-256 {} ({what} {})",
+                id.fingerprint,
+                id.cert_path.display()
+            );
+        }
+        let _ = out.flush();
     }
     tracing::info!(%addr, %output, auth = token.is_some(), tls = tls.is_some(), max_connections = limits.max_connections, "serving");
     let instance = crate::signaling::instance::Instance {
@@ -611,11 +622,10 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
         token: token.as_deref().map(str::to_owned),
         fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
     };
-    let _instance_file = crate::signaling::instance::InstanceFile::write(addr.port(), &instance)
-        .unwrap_or_else(|e| {
-            tracing::warn!("cannot write the instance file for `wl-webrtc status`/`stop`: {e}");
-            None
-        });
+    let _instance_file = crate::signaling::instance::InstanceFile::write(addr.port(), &instance).unwrap_or_else(|e| {
+        tracing::warn!("cannot write the instance file for `wl-webrtc status`/`stop`: {e}");
+        None
+    });
 
     // Capture thread (Wayland, convert) → latest-picture slot → media thread (encode, publish).
     let pipe = Arc::new(crate::media::PictureSlot::default());

@@ -63,37 +63,6 @@ impl FramePacer {
     }
 }
 
-/// A token bucket: `rate` messages per second sustained, bursts of up to `burst`. For per-connection
-/// message limits (a flood is refused, not queued).
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<Instant>,
-}
-
-impl TokenBucket {
-    pub fn new(rate_per_s: f64, burst: u32) -> TokenBucket {
-        let burst = f64::from(burst.max(1));
-        TokenBucket { rate: rate_per_s.max(0.0), burst, tokens: burst, last: None }
-    }
-
-    /// Take one token at `now`; false when the bucket is empty.
-    pub fn take(&mut self, now: Instant) -> bool {
-        if let Some(last) = self.last {
-            self.tokens = (self.tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate).min(self.burst);
-        }
-        self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Feedback older than this is not acted on.
 const FEEDBACK_MAX_AGE: Duration = Duration::from_secs(2);
 /// Window over which the bitrate actually sent is measured.
@@ -316,18 +285,6 @@ mod tests {
         p.frame_delivered(ms(20));
         assert_eq!(p.wait_time(ms(53)), Duration::ZERO);
         assert_eq!(FramePacer::new(0).period, Duration::from_secs(1), "0 fps is treated as 1");
-    }
-
-    #[test]
-    fn a_token_bucket_allows_its_burst_then_its_rate() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut b = TokenBucket::new(10.0, 5);
-        assert_eq!((0..8).filter(|_| b.take(ms(0))).count(), 5, "the burst");
-        assert!(!b.take(ms(50)), "half a token");
-        assert!(b.take(ms(100)), "one token per 100 ms");
-        assert!(!b.take(ms(100)));
-        assert_eq!((0..10).filter(|_| b.take(ms(10_000))).count(), 5, "refills to the burst, not beyond");
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Policy {
         name.parse::<std::net::IpAddr>().is_ok()
             || name == "localhost"
             || name.ends_with(".localhost")
-            || self.allow_hosts.iter().any(|h| *h == name)
+            || self.allow_hosts.contains(&name)
     }
 
     /// Classify a request's `Origin` header; `host` is its `Host` header, `tls` whether it came over HTTPS.
@@ -167,8 +167,7 @@ mod tests {
     #[test]
     fn hosts_a_rebinding_page_cannot_use() {
         let p = Policy { allow_hosts: vec!["desk.example.org".into()], ..Policy::default() };
-        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "10.0.0.2", "desk.example.org:443"]
-        {
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "10.0.0.2", "desk.example.org:443"] {
             assert!(p.host_ok(Some(ok)), "{ok}");
         }
         for bad in ["evil.example:8080", "evil.example", "127.0.0.1.evil.example", "", "a b", "[::1", "x:port"] {

@@ -173,7 +173,8 @@ fn hub_error(e: &HubError) -> Response {
 async fn whep_post(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ctype.starts_with("application/sdp") {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "WHEP offers must be Content-Type: application/sdp\n").into_response();
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "WHEP offers must be Content-Type: application/sdp\n")
+            .into_response();
     }
     let Ok(offer) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8\n").into_response();
@@ -235,13 +236,13 @@ async fn wait_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Signaling messages a WebSocket may send: a whole ICE trickle fits in the burst; a flood closes it.
-const WS_MESSAGES_PER_S: f64 = 20.0;
+const WS_MESSAGES_PER_S: u32 = 20;
 const WS_MESSAGE_BURST: u32 = 200;
 
 async fn ws_session(st: AppState, mut socket: WebSocket) {
     let mut viewer: Option<(u64, Arc<crate::transport::webrtc::Peer>)> = None;
     let mut shutdown = st.shutdown.clone();
-    let mut budget = crate::control::TokenBucket::new(WS_MESSAGES_PER_S, WS_MESSAGE_BURST);
+    let mut budget = crate::input::limit::TokenBucket::new(WS_MESSAGES_PER_S, WS_MESSAGE_BURST);
     loop {
         let msg = tokio::select! {
             m = socket.recv() => m,
@@ -264,7 +265,7 @@ async fn ws_session(st: AppState, mut socket: WebSocket) {
                 break;
             }
         };
-        if !budget.take(std::time::Instant::now()) {
+        if !budget.allow(std::time::Instant::now()) {
             fail(&mut socket, format!("more than {WS_MESSAGES_PER_S} signaling messages per second")).await;
             break;
         }

@@ -72,7 +72,7 @@ pub fn find(port: u16) -> Option<Instance> {
     private_dir(path.parent()?).ok()?;
     let text = std::fs::read_to_string(path).ok()?;
     let i: Instance = serde_json::from_str(&text).ok()?;
-    let alive = rustix::process::Pid::from_raw(i.pid as i32)
-        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+    let alive =
+        rustix::process::Pid::from_raw(i.pid as i32).is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
     alive.then_some(i)
 }

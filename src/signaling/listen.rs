@@ -52,7 +52,8 @@ pub fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let l = getrlimit(Resource::Nofile);
     let hard = l.maximum.unwrap_or(1 << 20).min(1 << 20);
-    if l.current.is_some_and(|c| c < hard) && setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: l.maximum }).is_ok()
+    if l.current.is_some_and(|c| c < hard)
+        && setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: l.maximum }).is_ok()
     {
         return hard;
     }

@@ -14,6 +14,7 @@ mod input;
 mod lifecycle;
 mod outputs;
 mod pipewire;
+mod security;
 mod stream;
 mod vulkan;
 mod x264;

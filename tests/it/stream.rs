@@ -23,6 +23,8 @@ pub(crate) struct Server {
     pub(crate) base: String,
     /// The token of the printed URL (a new one at every start unless `--token`/`--no-auth`).
     pub(crate) token: Option<String>,
+    /// The first lines it printed (the URL line first).
+    pub(crate) lines: Vec<String>,
 }
 
 impl Server {
@@ -37,16 +39,26 @@ impl Server {
     }
 
     /// Spawn `wl-webrtc start …` (already pointed at a desktop) and wait for its URL line.
-    pub(crate) fn spawn(mut cmd: std::process::Command) -> Server {
+    pub(crate) fn spawn(cmd: std::process::Command) -> Server {
+        Server::spawn_with_lines(cmd, 1)
+    }
+
+    /// `spawn`, reading `n` lines of its output (the URL line first).
+    pub(crate) fn spawn_with_lines(mut cmd: std::process::Command, n: usize) -> Server {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn wl-webrtc start");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the URL line");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut lines = Vec::new();
+        for _ in 0..n {
+            let mut l = String::new();
+            stdout.read_line(&mut l).expect("read a line of wl-webrtc start");
+            lines.push(l.trim_end().to_owned());
+        }
+        let line = lines[0].clone();
         let url = line.split(" at ").nth(1).unwrap_or_else(|| panic!("no URL in {line:?}")).trim().to_owned();
         let base = url.split('?').next().unwrap_or(&url).trim_end_matches('/').to_owned();
         let token = url.split_once("?token=").map(|(_, t)| t.to_owned());
-        Server { child, base, token }
+        Server { child, base, token, lines }
     }
 
     /// `base` + `path` (which may carry a query) + the token.
@@ -57,7 +69,7 @@ impl Server {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
