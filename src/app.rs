@@ -551,6 +551,12 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     };
     let hub = crate::server::Hub::new(cfg, transport, Arc::clone(stop));
     hub.set_output(&output);
+    if token.is_none() && cfg.input.allow {
+        tracing::warn!(
+            "--no-auth with --allow-input: every local user and program that reaches {} can drive this desktop",
+            cfg.server.listen
+        );
+    }
     // Remote control: its own thread and Wayland connection (see input::inject for why).
     let injector = if cfg.input.allow {
         // A layout xkbcommon cannot compile fails now, not at the first key.

@@ -294,6 +294,60 @@ fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
         .collect()
 }
 
+/// The codecs and header extensions every viewer negotiates (the live peer and [`answer_offline`] alike).
+fn media_engine() -> Result<MediaEngine, TransportError> {
+    let mut me = MediaEngine::default();
+    for codec in h264_codecs() {
+        me.register_codec(codec, RtpCodecKind::Video)?;
+    }
+    for uri in [PLAYOUT_DELAY_URI, ABS_CAPTURE_TIME_URI] {
+        me.register_header_extension(RTCRtpHeaderExtensionCapability { uri: uri.to_owned() }, RtpCodecKind::Video, None)?;
+    }
+    Ok(me)
+}
+
+/// The desktop video track, one encoding with our SSRC.
+fn desktop_track(ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "wl-webrtc".to_owned(),
+        "desktop".to_owned(),
+        "desktop".to_owned(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: h264_codecs().remove(0).rtp_codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// The payload type of the codec the sender ended up with, which must be H.264.
+fn negotiated_h264(codecs: &[RTCRtpCodecParameters]) -> Result<u8, TransportError> {
+    let codec = codecs.first().ok_or(TransportError::NoH264)?;
+    if !codec.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264) {
+        return Err(TransportError::NoH264);
+    }
+    Ok(codec.payload_type)
+}
+
+/// The SDP path of [`Peer::answer`] without sockets, ICE gathering or tasks: check the offer, apply it to a
+/// sans-I/O peer with the same codecs, header extensions and track, and answer. Returns the answer SDP and the
+/// negotiated payload type. The fuzz target `sdp_offer` drives it; so do tests that need an answer fast.
+pub fn answer_offline(offer: &str) -> Result<(String, u8), TransportError> {
+    validate_offer(offer)?;
+    let now = Instant::now();
+    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(media_engine()?).build(now)?;
+    let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| TransportError::BadOffer(e.to_string()))?;
+    pc.set_remote_description(now, offer).map_err(|e| TransportError::BadOffer(e.to_string()))?;
+    let sender = pc.add_track(desktop_track(1))?;
+    let answer = pc.create_answer(None)?;
+    pc.set_local_description(now, answer)?;
+    let mut sender = pc.rtp_sender(sender).ok_or(TransportError::NoH264)?;
+    let payload_type = negotiated_h264(&sender.get_parameters().rtp_parameters.codecs)?;
+    let sdp = pc.local_description().ok_or(TransportError::BadOffer("no local description".into()))?.sdp;
+    Ok((sdp, payload_type))
+}
+
 /// A negotiated viewer connection.
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
@@ -351,17 +405,7 @@ impl Peer {
     /// Answer a viewer's offer: build the peer, add the H.264 track, gather candidates.
     pub async fn answer(offer: &str, cfg: &TransportConfig) -> Result<Peer, TransportError> {
         validate_offer(offer)?;
-        let mut me = MediaEngine::default();
-        for codec in h264_codecs() {
-            me.register_codec(codec, RtpCodecKind::Video)?;
-        }
-        for uri in [PLAYOUT_DELAY_URI, ABS_CAPTURE_TIME_URI] {
-            me.register_header_extension(
-                RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
-                RtpCodecKind::Video,
-                None,
-            )?;
-        }
+        let mut me = media_engine()?;
         let registry = register_default_interceptors(Registry::new(), &mut me)?
             .with(Slot::from(14_000), KeyframeRequestForwarder::default());
         let setting =
@@ -398,28 +442,13 @@ impl Peer {
             pc.set_remote_description(offer).await.map_err(|e| TransportError::BadOffer(e.to_string()))?;
             // After the offer (webrtc-rs 0.21: header-extension ids are fixed at add_track).
             let ssrc = rand_ssrc();
-            let codec = h264_codecs().remove(0).rtp_codec;
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                "wl-webrtc".to_owned(),
-                "desktop".to_owned(),
-                "desktop".to_owned(),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                    codec,
-                    ..Default::default()
-                }],
-            )));
+            let track = Arc::new(TrackLocalStaticRTP::new(desktop_track(ssrc)));
             let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
             let answer = pc.create_answer(None).await?;
             pc.set_local_description(answer).await?;
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered_rx.wait_for(|g| *g)).await;
             let params = sender.get_parameters().await?;
-            let codec = params.rtp_parameters.codecs.first().ok_or(TransportError::NoH264)?;
-            if !codec.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264) {
-                return Err(TransportError::NoH264);
-            }
-            let payload_type = codec.payload_type;
+            let payload_type = negotiated_h264(&params.rtp_parameters.codecs)?;
             let local = pc.local_description().await.ok_or(TransportError::BadOffer("no local description".into()))?;
             let mut answer = local.sdp;
             if let Some(ip) = cfg.nat_1to1_ip {
@@ -607,6 +636,25 @@ mod tests {
         assert!(matches!(validate_offer(vp8), Err(TransportError::NoH264)));
         let h264 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
         assert!(validate_offer(h264).is_ok());
+    }
+
+    #[test]
+    fn real_browser_offers_get_an_answer_offline() {
+        // Offers captured from Chromium and Firefox by `scripts/fuzz seed-offers` (the fuzz corpus seeds).
+        for (name, offer) in [
+            ("chromium", include_str!("../../fuzz/corpus/sdp_offer/chromium.sdp")),
+            ("firefox+openh264", include_str!("../../fuzz/corpus/sdp_offer/firefox-openh264.sdp")),
+        ] {
+            let (answer, pt) = answer_offline(offer).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(answer.starts_with("v=0") && answer.contains("m=video"), "{name}: {answer}");
+            let rtpmap = format!("a=rtpmap:{pt} H264/90000");
+            assert!(answer.contains(&rtpmap) && offer.contains(&rtpmap), "{name}: payload type {pt}: {answer}");
+            assert!(answer.contains("a=sendonly"), "{name}: {answer}");
+        }
+        // Debian's Firefox has no OpenH264: its offer has no H.264 to answer with.
+        let firefox = include_str!("../../fuzz/corpus/sdp_offer/firefox.sdp");
+        assert!(matches!(answer_offline(firefox), Err(TransportError::NoH264)));
+        assert!(matches!(answer_offline("v=0\r\nm=video 9 x\r\na=rtpmap:1 H264/90000\r\n"), Err(_)));
     }
 
     #[test]
