@@ -18,7 +18,7 @@ use crate::capture::wayland::{self, WlSession};
 use crate::cli::{CaptureArgs, Cli, Command, ConfigArgs, ListOutputsArgs, StartArgs};
 use crate::config::{Config, DEFAULT_CONFIG_TEMPLATE};
 use crate::cursor::CursorState;
-use crate::encode::EncodedFrame;
+use crate::encode::{Codec, EncodedFrame};
 use crate::frame::{FrameInfo, write_png};
 use crate::headless::{HeadlessDesktop, HeadlessOptions};
 use crate::metrics;
@@ -548,6 +548,7 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
         udp_addrs: cfg.server.media_udp_addrs(),
         ice_servers: cfg.server.ice_servers.clone(),
         nat_1to1_ip: cfg.server.nat_1to1_ip,
+        codec: cfg.encoder.codec,
     };
     let hub = crate::server::Hub::new(cfg, transport, Arc::clone(stop));
     hub.set_output(&output);
@@ -828,61 +829,99 @@ fn media_run(
     Ok(())
 }
 
-/// The media thread: take the newest picture, encode it as the core plans (IDR or not, bitrate), publish. On a
-/// static screen a keyframe that is due is, as the core decides, the last IDR again (nothing followed it) or
-/// the last picture encoded as an IDR.
+/// The media thread: take the newest picture and, for every codec someone watches (H.264 first), encode it as
+/// that codec's core plans (IDR or not, bitrate) and publish it; a codec nobody watches has its encoder closed.
+/// On a static screen a keyframe that is due is, as the core decides, the codec's last keyframe again (nothing
+/// followed it) or the last picture encoded as a keyframe.
 fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::PictureSlot) {
-    let mut stage = crate::media::EncodeStage::new(cfg);
+    let mut codecs: Vec<CodecStream> = Codec::ALL.iter().map(|&c| CodecStream::new(cfg, c)).collect();
     let (mut window_start, mut window_frames, mut window_bytes) = (Instant::now(), 0u64, 0u64);
-    let mut last_published: Option<EncodedFrame> = None;
     let mut last_picture: Option<crate::media::Picture> = None;
     while !hub.stop_flag().load(Ordering::Relaxed) {
-        let encoded = match pipe.take(Duration::from_millis(100)) {
-            Some(pic) => {
-                let ceiling = stage.ceiling_kbps(pic.nv12.width, pic.nv12.height);
-                let plan = hub.plan_encode(Instant::now(), ceiling);
-                stage.set_bitrate(plan.bitrate_kbps);
-                let r = stage.encode(&pic.nv12, pic.capture_ts, plan.idr);
-                if let Some(old) = last_picture.replace(pic) {
-                    pipe.recycle(old);
+        let picture = pipe.take(Duration::from_millis(100));
+        for stream in &mut codecs {
+            let codec = stream.stage.codec();
+            if !hub.watched(codec) {
+                if stream.stage.close() {
+                    tracing::info!("closed the {} encoder: nobody watches {codec}", codec.encoder_name());
+                    hub.encoder_state(codec, false);
                 }
-                r.map(|(frame, t)| {
-                    hub.with_metrics(|m| m.observe("encode", t));
-                    frame
-                })
+                stream.last_published = None;
+                continue;
             }
-            None => match (hub.poll_refresh(Instant::now(), last_picture.is_some()), &last_published, &last_picture) {
-                (Some(Refresh::ResendLastIdr), Some(f), _) if f.idr => {
-                    hub.publish(EncodedFrame { capture_ts: Instant::now(), ..f.clone() });
-                    hub.with_metrics(|m| m.keyframes_resent += 1);
-                    continue;
+            let was_open = stream.stage.is_open();
+            let encoded = match &picture {
+                Some(pic) => {
+                    let ceiling = stream.stage.ceiling_kbps(pic.nv12.width, pic.nv12.height);
+                    let plan = hub.plan_encode(codec, Instant::now(), ceiling);
+                    stream.stage.set_bitrate(plan.bitrate_kbps);
+                    stream.stage.encode(&pic.nv12, pic.capture_ts, plan.idr).map(|(frame, t)| {
+                        hub.with_metrics(|m| m.observe("encode", t));
+                        frame
+                    })
                 }
-                (Some(_), _, Some(p)) => stage.encode(&p.nv12, Instant::now(), true).map(|(f, _)| f),
-                _ => continue,
-            },
-        };
-        match encoded {
-            Ok(frame) => {
-                window_frames += 1;
-                window_bytes += frame.data.len() as u64;
-                hub.with_metrics(|m| {
-                    m.frames_encoded += 1;
-                    m.keyframes += u64::from(frame.idr);
-                    m.bytes_sent += frame.data.len() as u64;
-                });
-                last_published = Some(frame.clone());
-                hub.publish(frame);
+                None => match (hub.poll_refresh(codec, Instant::now(), last_picture.is_some()), &stream.last_published)
+                {
+                    (Some(Refresh::ResendLastIdr), Some(f)) if f.idr => {
+                        hub.publish(EncodedFrame { capture_ts: Instant::now(), ..f.clone() });
+                        hub.with_metrics(|m| m.keyframes_resent += 1);
+                        continue;
+                    }
+                    (Some(_), _) => match &last_picture {
+                        Some(p) => stream.stage.encode(&p.nv12, Instant::now(), true).map(|(f, _)| f),
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+            };
+            if stream.stage.is_open() != was_open {
+                hub.encoder_state(codec, stream.stage.is_open());
             }
-            Err(e) => {
-                tracing::warn!("frame dropped: {e}");
-                hub.with_metrics(|m| m.frames_dropped += 1);
+            match encoded {
+                Ok(frame) => {
+                    window_frames += u64::from(codec == Codec::H264 || !hub.watched(Codec::H264));
+                    window_bytes += frame.data.len() as u64;
+                    hub.with_metrics(|m| {
+                        m.frames_encoded += 1;
+                        m.keyframes += u64::from(frame.idr);
+                        m.bytes_sent += frame.data.len() as u64;
+                        let c = &mut m.codecs[codec.index()];
+                        c.frames_encoded += 1;
+                        c.keyframes += u64::from(frame.idr);
+                        c.bytes += frame.data.len() as u64;
+                    });
+                    stream.last_published = Some(frame.clone());
+                    hub.publish(frame);
+                }
+                Err(e) => {
+                    tracing::warn!("{codec} frame dropped: {e}");
+                    hub.with_metrics(|m| m.frames_dropped += 1);
+                    hub.encoder_state(codec, stream.stage.is_open());
+                }
             }
+        }
+        if let Some(pic) = picture
+            && let Some(old) = last_picture.replace(pic)
+        {
+            pipe.recycle(old);
         }
         let secs = window_start.elapsed().as_secs_f64();
         if secs >= 1.0 {
             hub.set_rates(window_frames as f64 / secs, window_bytes as f64 * 8.0 / 1000.0 / secs);
             (window_start, window_frames, window_bytes) = (Instant::now(), 0, 0);
         }
+    }
+}
+
+/// One codec's encoder on the media thread and the last frame it published (a static screen's refresh).
+struct CodecStream {
+    stage: crate::media::EncodeStage,
+    last_published: Option<EncodedFrame>,
+}
+
+impl CodecStream {
+    fn new(cfg: &Config, codec: Codec) -> CodecStream {
+        CodecStream { stage: crate::media::EncodeStage::new(cfg, codec), last_published: None }
     }
 }
 

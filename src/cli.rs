@@ -11,6 +11,7 @@ use crate::config::{
     parse_origin,
 };
 use crate::convert::ConvertChoice;
+use crate::encode::CodecChoice;
 
 /// Stream a Wayland desktop to any browser over WebRTC.
 #[derive(Debug, Parser)]
@@ -70,6 +71,10 @@ pub struct GlobalArgs {
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Video codec: auto (per viewer: H.264 when its browser offers it, else VP8), h264, or vp8.
+    #[arg(long, global = true, value_enum)]
+    pub codec: Option<CodecChoice>,
 
     /// Encoder target bitrate in kbit/s (0 = automatic for the size and frame rate).
     #[arg(long, global = true, value_name = "KBPS")]
@@ -159,6 +164,9 @@ impl GlobalArgs {
             (None, 1) => cfg.log_filter = "debug".to_owned(),
             (None, n) if n >= 2 => cfg.log_filter = "trace".to_owned(),
             _ => {}
+        }
+        if let Some(c) = args.codec {
+            cfg.encoder.codec = c;
         }
         if let Some(b) = args.bitrate {
             cfg.encoder.bitrate_kbps = (b != 0).then_some(b);

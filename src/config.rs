@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::convert::ConvertChoice;
-use crate::encode::{EncoderSettings, Profile, RateControl};
+use crate::encode::{CodecChoice, EncoderSettings, Profile, RateControl};
 
 /// The commented default configuration file (also printed by `wl-webrtc config --print-default`).
 pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
@@ -249,6 +249,7 @@ impl ServerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileEncoder {
+    codec: Option<CodecChoice>,
     bitrate_kbps: Option<u32>,
     rate_control: Option<RateControl>,
     profile: Option<Profile>,
@@ -259,6 +260,8 @@ struct FileEncoder {
 /// Encoder configuration (size and rate come from the capture).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EncoderConfig {
+    /// Which codec viewers get (auto: per viewer, H.264 preferred).
+    pub codec: CodecChoice,
     /// Target bitrate; `None` = automatic for the size and rate.
     pub bitrate_kbps: Option<u32>,
     pub rate_control: RateControl,
@@ -373,6 +376,7 @@ impl Config {
                 cfg.headless_user = u.clone();
             }
             let e = &f.encoder;
+            cfg.encoder.codec = e.codec.unwrap_or_default();
             cfg.encoder.bitrate_kbps = e.bitrate_kbps.filter(|&b| b != 0);
             cfg.encoder.rate_control = e.rate_control.unwrap_or_default();
             cfg.encoder.profile = e.profile.unwrap_or_default();
@@ -536,7 +540,8 @@ impl Config {
             s += &format!("udp_addrs = [{}]\n", a.join(", "));
         }
         s += &format!(
-            "\n[encoder]\nbitrate_kbps = {}\nrate_control = {}\nprofile = {}\nthreads = {}\nintra_refresh = {}\n",
+            "\n[encoder]\ncodec = \"{}\"\nbitrate_kbps = {}\nrate_control = {}\nprofile = {}\nthreads = {}\nintra_refresh = {}\n",
+            e.codec.name(),
             e.bitrate_kbps.unwrap_or(0),
             enum_toml(&e.rate_control),
             enum_toml(&e.profile),
@@ -658,6 +663,7 @@ mod tests {
             headless: Some(HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }),
             headless_user: "someone".into(),
             encoder: EncoderConfig {
+                codec: CodecChoice::Vp8,
                 bitrate_kbps: Some(4000),
                 rate_control: RateControl::Vbr,
                 profile: Profile::Main,

@@ -503,6 +503,50 @@ pub fn to_bgrx(data: &[u8], layout: &FrameLayout, y_invert: bool, out: &mut Vec<
     Ok(())
 }
 
+/// A video codec a viewer receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// H.264 (x264): preferred, every browser with an H.264 decoder.
+    H264,
+    /// VP8 (libvpx): browsers that offer no usable H.264 (Debian's Firefox).
+    Vp8,
+}
+
+impl Codec {
+    /// Every codec, in order of preference.
+    pub const ALL: [Codec; 2] = [Codec::H264, Codec::Vp8];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::Vp8 => "vp8",
+        }
+    }
+
+    /// Position in [`Codec::ALL`] (for per-codec arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The encoder name users see in logs.
+    pub fn encoder_name(self) -> &'static str {
+        match self {
+            Codec::H264 => "x264",
+            Codec::Vp8 => "libvpx VP8",
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Codec::H264 => "H.264",
+            Codec::Vp8 => "VP8",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! `signaling` → `cli`, `app`, `bench`. No module circles (tests/it/layers.rs).
 
 // `unsafe` only in the FFI modules, each of which allows it explicitly (SAFETY notes on every block):
-// capture::pipewire (SPA metadata), convert::vulkan (ash), encode::x264, headless (pre_exec).
+// capture::pipewire (SPA metadata), convert::vulkan (ash), encode::x264, encode::vp8, headless (pre_exec).
 #![deny(unsafe_code)]
 
 pub mod app;

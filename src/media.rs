@@ -14,7 +14,7 @@ use crate::buffer::FrameBuffer;
 use crate::config::Config;
 use crate::convert::Converter;
 use crate::encode::x264::X264Encoder;
-use crate::encode::{EncodeError, EncodedFrame, Encoder, EncoderSettings};
+use crate::encode::{Codec, EncodeError, EncodedFrame, Encoder, EncoderSettings};
 use crate::frame::{Damage, FrameLayout, Nv12Frame};
 
 #[derive(Debug, thiserror::Error)]
@@ -319,13 +319,18 @@ fn union<'a>(damages: impl Iterator<Item = &'a Damage>) -> Damage {
     Damage::Rects(rects)
 }
 
-fn open_x264(settings: EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError> {
-    Ok(Box::new(X264Encoder::new(settings)?))
+fn open_encoder(codec: Codec, settings: EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError> {
+    Ok(match codec {
+        Codec::H264 => Box::new(X264Encoder::new(settings)?),
+        Codec::Vp8 => Box::new(crate::encode::vp8::Vp8Encoder::new(settings)?),
+    })
 }
 
-/// NV12 → H.264, reopening the encoder on size change and after errors.
+/// NV12 → one codec, reopening the encoder on size change and after errors, closing it on request (when the
+/// codec's last viewer left).
 #[derive(Debug)]
 pub struct EncodeStage {
+    codec: Codec,
     cfg: Config,
     /// The open encoder: the stage holds it by the `Encoder` trait.
     encoder: Option<Box<dyn Encoder + Send>>,
@@ -334,8 +339,23 @@ pub struct EncodeStage {
 }
 
 impl EncodeStage {
-    pub fn new(cfg: &Config) -> EncodeStage {
-        EncodeStage { cfg: cfg.clone(), encoder: None, target_kbps: None }
+    pub fn new(cfg: &Config, codec: Codec) -> EncodeStage {
+        EncodeStage { codec, cfg: cfg.clone(), encoder: None, target_kbps: None }
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Whether an encoder is open now.
+    pub fn is_open(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    /// Close the encoder (nobody watches this codec); the next `encode` opens a fresh one. True if one was open.
+    pub fn close(&mut self) -> bool {
+        self.target_kbps = None;
+        self.encoder.take().is_some()
     }
 
     /// The configured bitrate for pictures of this size (the most the controller may ask for).
@@ -362,8 +382,14 @@ impl EncodeStage {
                 if let Some(kbps) = self.target_kbps {
                     settings.bitrate_kbps = settings.bitrate_kbps.min(kbps);
                 }
-                tracing::info!(width = nv12.width, height = nv12.height, kbps = settings.bitrate_kbps, "opening x264");
-                slot.insert(open_x264(settings)?)
+                let name = self.codec.encoder_name();
+                tracing::info!(
+                    width = nv12.width,
+                    height = nv12.height,
+                    kbps = settings.bitrate_kbps,
+                    "opening {name}"
+                );
+                slot.insert(open_encoder(self.codec, settings)?)
             }
         };
         if let Some(kbps) = self.target_kbps
@@ -396,7 +422,7 @@ pub struct MediaStage {
 
 impl MediaStage {
     pub fn new(cfg: &Config) -> MediaStage {
-        MediaStage { convert: ConvertStage::new(cfg.convert), encode: EncodeStage::new(cfg) }
+        MediaStage { convert: ConvertStage::new(cfg.convert), encode: EncodeStage::new(cfg, Codec::H264) }
     }
 
     /// Convert the damaged part of `pixels` and encode the frame.

@@ -101,6 +101,20 @@ impl Histogram {
 /// Pipeline stages with their own latency histogram.
 pub(crate) const STAGES: [&str; 5] = ["capture_wait", "copy", "convert", "encode", "send"];
 
+/// One codec's share of the stream: its viewers and its encoder (`codecs` in `/api/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CodecCounters {
+    /// Connected viewers receiving this codec.
+    pub viewers: usize,
+    /// Whether its encoder is open now (it closes when the codec's last viewer leaves).
+    pub encoder_open: bool,
+    /// Times the encoder was opened (first viewer, size change, error recovery).
+    pub encoder_opens: u64,
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+    pub bytes: u64,
+}
+
 /// Live counters and per-stage latencies of a streaming session.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineMetrics {
@@ -114,6 +128,8 @@ pub struct PipelineMetrics {
     pub bytes_sent: u64,
     /// Indexed like [`STAGES`].
     pub stages: [Histogram; 5],
+    /// Indexed like `frame::Codec::ALL`.
+    pub codecs: [CodecCounters; 2],
 }
 
 impl PipelineMetrics {
@@ -162,6 +178,24 @@ impl PipelineMetrics {
             "Bitrate the encoder is set to (lowered by viewer feedback on congested links).",
             target_kbps.to_string(),
         );
+        for (name, kind, help, value) in [
+            (
+                "wl_webrtc_codec_viewers",
+                "gauge",
+                "Connected viewers per codec.",
+                (|c: &CodecCounters| c.viewers as u64) as fn(&CodecCounters) -> u64,
+            ),
+            ("wl_webrtc_encoder_open", "gauge", "Whether the codec's encoder is open.", |c| u64::from(c.encoder_open)),
+            ("wl_webrtc_encoder_opens_total", "counter", "Times the codec's encoder was opened.", |c| c.encoder_opens),
+            ("wl_webrtc_codec_frames_encoded_total", "counter", "Frames encoded per codec.", |c| c.frames_encoded),
+            ("wl_webrtc_codec_keyframes_total", "counter", "Keyframes encoded per codec.", |c| c.keyframes),
+            ("wl_webrtc_codec_encoded_bytes_total", "counter", "Encoded bytes per codec.", |c| c.bytes),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (codec, c) in crate::frame::Codec::ALL.iter().zip(&self.codecs) {
+                let _ = writeln!(s, "{name}{{codec=\"{}\"}} {}", codec.name(), value(c));
+            }
+        }
         let name = "wl_webrtc_stage_latency_seconds";
         let _ = writeln!(s, "# HELP {name} Per-stage latency.\n# TYPE {name} histogram");
         for (stage, h) in STAGES.iter().zip(&self.stages) {

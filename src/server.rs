@@ -1,5 +1,7 @@
-//! The streaming session: one capture+media thread producing `EncodedFrame`s, fanned out to every viewer
-//! through a broadcast channel (the frames' `Bytes` are shared, never copied), and the viewer tasks.
+//! The streaming session: one capture+media thread producing `EncodedFrame`s, fanned out to every viewer of
+//! their codec through a broadcast channel per codec (the frames' `Bytes` are shared, never copied), and the
+//! viewer tasks. Each codec is a stream of its own with its own `PipelineCore` (its viewers, keyframes,
+//! bitrate); capture serves them all.
 //!
 //! The decisions (nobody watching → no capture; a new viewer, a PLI/FIR or a viewer that fell behind → one
 //! IDR per interval; the bitrate from the viewers' feedback) are the `pipeline::PipelineCore`'s, fed here with
@@ -14,11 +16,11 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::Config;
-use crate::encode::EncodedFrame;
+use crate::encode::{Codec, EncodedFrame};
 use crate::input::inject::{InputCommand, InputSender};
 use crate::input::limit::TokenBucket;
 use crate::input::{InputCounters, InputStatus};
-use crate::metrics::PipelineMetrics;
+use crate::metrics::{CodecCounters, PipelineMetrics};
 use crate::pipeline::{CaptureStep, EncodePlan, Event, PipelineCore, Refresh};
 use crate::transport::webrtc::{
     ChannelEvent, DataChannel, InboundChannel, Peer, PeerEvent, TransportConfig, TransportError,
@@ -69,6 +71,8 @@ pub struct Status {
     pub latency_ms: serde_json::Value,
     /// Remote control: allowed or not, and what happened to viewers' input messages.
     pub input: InputStatus,
+    /// Per codec: its viewers, whether its encoder is open, frames, keyframes, bytes.
+    pub codecs: std::collections::BTreeMap<&'static str, CodecCounters>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +101,10 @@ struct ViewerSlot {
 /// Shared state of a streaming session.
 #[derive(Debug)]
 pub struct Hub {
-    frames: broadcast::Sender<EncodedFrame>,
-    /// The stream's decisions (capture or idle, IDR, bitrate, refresh): see `pipeline`.
-    core: Mutex<PipelineCore>,
+    /// One fan-out per codec, indexed like `Codec::ALL`.
+    frames: [broadcast::Sender<EncodedFrame>; 2],
+    /// Each codec's decisions (its viewers, IDR, bitrate, refresh; capture serves them all): see `pipeline`.
+    cores: Mutex<[PipelineCore; 2]>,
     viewers: Mutex<HashMap<u64, ViewerSlot>>,
     /// Connected viewers (`viewers` also holds pending ones).
     viewer_count: AtomicUsize,
@@ -125,10 +130,9 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(cfg: &Config, transport: TransportConfig, stop: Arc<AtomicBool>) -> Arc<Hub> {
-        let (frames, _) = broadcast::channel(FANOUT_DEPTH);
         Arc::new(Hub {
-            frames,
-            core: Mutex::new(PipelineCore::new(cfg.fps)),
+            frames: [broadcast::channel(FANOUT_DEPTH).0, broadcast::channel(FANOUT_DEPTH).0],
+            cores: Mutex::new([PipelineCore::new(cfg.fps), PipelineCore::new(cfg.fps)]),
             viewers: Mutex::new(HashMap::new()),
             viewer_count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -291,39 +295,61 @@ impl Hub {
         self.viewer_count.load(Ordering::Relaxed)
     }
 
-    /// The pipeline core, locked. A panic elsewhere while it was held leaves plain decision state behind,
-    /// still usable: the lock's poison is cleared rather than the update skipped.
-    fn with_core<R>(&self, f: impl FnOnce(&mut PipelineCore) -> R) -> R {
-        f(&mut lock(&self.core))
+    /// `codec`'s pipeline core, locked. A panic elsewhere while it was held leaves plain decision state
+    /// behind, still usable: the lock's poison is cleared rather than the update skipped.
+    fn with_core<R>(&self, codec: Codec, f: impl FnOnce(&mut PipelineCore) -> R) -> R {
+        f(&mut lock(&self.cores)[codec.index()])
     }
 
-    fn core_event(&self, event: Event) {
-        self.with_core(|c| c.handle(Instant::now(), event));
+    fn core_event(&self, codec: Codec, event: Event) {
+        self.with_core(codec, |c| c.handle(Instant::now(), event));
     }
 
-    pub fn request_keyframe(&self) {
-        self.core_event(Event::KeyframeRequested);
+    /// An event every codec's stream sees (the source is shared).
+    fn all_cores_event(&self, event: Event) {
+        let now = Instant::now();
+        for c in lock(&self.cores).iter_mut() {
+            c.handle(now, event);
+        }
     }
 
-    /// The capture source was (re)opened: the stream restarts from an IDR.
+    /// A keyframe for `codec`'s viewers (a PLI/FIR, a viewer that fell behind).
+    pub fn request_keyframe(&self, codec: Codec) {
+        self.core_event(codec, Event::KeyframeRequested);
+    }
+
+    /// The capture source was (re)opened: every stream restarts from a keyframe.
     pub fn source_reset(&self) {
-        self.core_event(Event::SourceReset);
+        self.all_cores_event(Event::SourceReset);
     }
 
-    /// Capture thread: capture now, wait, or idle (nobody watches)?
+    /// Capture thread: capture now, wait, or idle (nobody watches any codec)? The soonest any stream wants.
     pub fn poll_capture(&self, now: Instant) -> CaptureStep {
-        self.with_core(|c| c.poll_capture(now))
+        let cores = lock(&self.cores);
+        cores.iter().map(|c| c.poll_capture(now)).fold(CaptureStep::Idle, |a, b| match (a, b) {
+            (CaptureStep::Capture, _) | (_, CaptureStep::Capture) => CaptureStep::Capture,
+            (CaptureStep::WaitUntil(x), CaptureStep::WaitUntil(y)) => CaptureStep::WaitUntil(x.min(y)),
+            (CaptureStep::WaitUntil(x), CaptureStep::Idle) | (CaptureStep::Idle, CaptureStep::WaitUntil(x)) => {
+                CaptureStep::WaitUntil(x)
+            }
+            (CaptureStep::Idle, CaptureStep::Idle) => CaptureStep::Idle,
+        })
     }
 
     /// Capture thread: a frame asked for at `requested_at` arrived.
     pub fn frame_captured(&self, requested_at: Instant) {
-        self.core_event(Event::FrameCaptured { requested_at });
+        self.all_cores_event(Event::FrameCaptured { requested_at });
     }
 
-    /// Media thread: how to encode the picture about to be encoded (IDR or not, bitrate), given the
-    /// configured bitrate for its size.
-    pub fn plan_encode(&self, now: Instant, ceiling_kbps: u32) -> EncodePlan {
-        let (plan, (target, estimate)) = self.with_core(|c| {
+    /// Media thread: whether anyone watches `codec` (else its encoder stays closed).
+    pub fn watched(&self, codec: Codec) -> bool {
+        self.with_core(codec, |c| c.viewers() > 0)
+    }
+
+    /// Media thread: how to encode the picture about to be encoded in `codec` (IDR or not, bitrate), given
+    /// the configured bitrate for its size.
+    pub fn plan_encode(&self, codec: Codec, now: Instant, ceiling_kbps: u32) -> EncodePlan {
+        let (plan, (target, estimate)) = self.with_core(codec, |c| {
             let plan = c.plan_encode(now, ceiling_kbps);
             (plan, c.bitrate_status())
         });
@@ -335,15 +361,25 @@ impl Hub {
         plan
     }
 
-    /// Media thread: no new picture; is a keyframe due anyway (and how)?
-    pub fn poll_refresh(&self, now: Instant, have_picture: bool) -> Option<Refresh> {
-        self.with_core(|c| c.poll_refresh(now, have_picture))
+    /// Media thread: no new picture; is a keyframe of `codec` due anyway (and how)?
+    pub fn poll_refresh(&self, codec: Codec, now: Instant, have_picture: bool) -> Option<Refresh> {
+        self.with_core(codec, |c| c.poll_refresh(now, have_picture))
     }
 
-    /// Media thread: hand a frame to every viewer.
+    /// Media thread: hand a frame to every viewer of its codec.
     pub fn publish(&self, frame: EncodedFrame) {
-        self.core_event(Event::Published { bytes: frame.data.len(), idr: frame.idr });
-        let _ = self.frames.send(frame);
+        let codec = frame.codec;
+        self.core_event(codec, Event::Published { bytes: frame.data.len(), idr: frame.idr });
+        let _ = self.frames[codec.index()].send(frame);
+    }
+
+    /// Media thread: `codec`'s encoder opened (`true`) or closed.
+    pub fn encoder_state(&self, codec: Codec, open: bool) {
+        self.with_metrics(|m| {
+            let c = &mut m.codecs[codec.index()];
+            c.encoder_opens += u64::from(open && !c.encoder_open);
+            c.encoder_open = open;
+        });
     }
 
     pub fn status(&self) -> Status {
@@ -367,6 +403,10 @@ impl Hub {
             stream,
             latency_ms,
             input: self.input_counters.snapshot(self.input_allowed),
+            codecs: {
+                let m = lock(&self.metrics);
+                Codec::ALL.iter().map(|c| (c.name(), m.codecs[c.index()])).collect()
+            },
         }
     }
 
@@ -499,7 +539,8 @@ impl Hub {
         mut cancel: oneshot::Receiver<()>,
     ) {
         let mut input_tasks = Vec::new();
-        let mut frames = self.frames.subscribe();
+        let codec = peer.codec();
+        let mut frames = self.frames[codec.index()].subscribe();
         let mut sender = peer.sender();
         let track = peer.track();
         let mut connected = false;
@@ -511,9 +552,9 @@ impl Hub {
                 let now = Instant::now();
                 if fb.keyframe {
                     tracing::debug!(viewer = id, "keyframe request (PLI/FIR)");
-                    self.request_keyframe();
+                    self.request_keyframe(codec);
                 }
-                self.with_core(|c| {
+                self.with_core(codec, |c| {
                     if let Some(bps) = fb.remb_bps {
                         c.handle(now, Event::Remb { id, bps });
                     }
@@ -545,12 +586,13 @@ impl Hub {
                         }
                         connected = true;
                         need_idr = true;
-                        self.core_event(Event::ViewerJoined { id });
-                        self.request_keyframe();
-                        tracing::info!(viewer = id, viewers = self.viewers(), "viewer connected");
+                        self.core_event(codec, Event::ViewerJoined { id });
+                        self.with_metrics(|m| m.codecs[codec.index()].viewers += 1);
+                        self.request_keyframe(codec);
+                        tracing::info!(viewer = id, viewers = self.viewers(), %codec, "viewer connected");
                     }
                     Some(PeerEvent::Connected) => {}
-                    Some(PeerEvent::KeyframeRequest) => self.request_keyframe(),
+                    Some(PeerEvent::KeyframeRequest) => self.request_keyframe(codec),
                     Some(PeerEvent::Gone) | None => break,
                 },
                 () = &mut rtcp => {}
@@ -583,7 +625,7 @@ impl Hub {
                         tracing::debug!(viewer = id, skipped = n, "viewer fell behind; waiting for a keyframe");
                         self.with_metrics(|m| m.frames_dropped += n);
                         need_idr = true;
-                        self.request_keyframe();
+                        self.request_keyframe(codec);
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
@@ -595,7 +637,11 @@ impl Hub {
             self.viewer_count.store(v.values().filter(|s| s.connected).count(), Ordering::SeqCst);
         }
         if connected {
-            self.core_event(Event::ViewerLeft { id });
+            self.core_event(codec, Event::ViewerLeft { id });
+            self.with_metrics(|m| {
+                let c = &mut m.codecs[codec.index()].viewers;
+                *c = c.saturating_sub(1);
+            });
         }
         for task in input_tasks {
             task.abort();

@@ -1,16 +1,51 @@
-//! H.264 encoding: the `Encoder` trait, its settings, and the encoded-frame type every viewer shares.
+//! Video encoding: the `Encoder` trait, its settings, and the encoded-frame type every viewer shares. H.264
+//! (x264) for every viewer that can take it, VP8 (libvpx) for the others.
 //!
 //! Encoders take `Nv12Frame`s (never RGB: x264 fed RGB emits High 4:4:4, which browsers cannot decode) and
 //! return one Annex-B access unit per frame with no frame delay. Keyframes come only on request (infinite
 //! GOP), each with SPS/PPS in front so a new viewer can start from it.
 
+pub mod vp8;
 pub mod x264;
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
+pub use crate::frame::Codec;
 use crate::frame::Nv12Frame;
+
+/// Which codec viewers get (`--codec`, `[encoder] codec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecChoice {
+    /// Per viewer: H.264 when its offer has usable H.264, else VP8.
+    #[default]
+    Auto,
+    /// H.264 only (a viewer without it is refused).
+    H264,
+    /// VP8 only (a viewer without it is refused).
+    Vp8,
+}
+
+impl CodecChoice {
+    /// The codecs this choice allows, in order of preference.
+    pub fn allowed(self) -> &'static [Codec] {
+        match self {
+            CodecChoice::Auto => &Codec::ALL,
+            CodecChoice::H264 => &[Codec::H264],
+            CodecChoice::Vp8 => &[Codec::Vp8],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CodecChoice::Auto => "auto",
+            CodecChoice::H264 => "h264",
+            CodecChoice::Vp8 => "vp8",
+        }
+    }
+}
 
 /// H.264 profiles browsers decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -62,8 +97,9 @@ impl EncoderSettings {
 /// One encoded access unit, shared by every viewer without copying.
 #[derive(Debug, Clone)]
 pub struct EncodedFrame {
-    /// Annex-B access unit (SPS/PPS first when `idr`).
+    /// H.264: an Annex-B access unit (SPS/PPS first when `idr`); VP8: one frame.
     pub data: Bytes,
+    /// An IDR (H.264) or keyframe (VP8): a decoder can start here.
     pub idr: bool,
     /// When the source frame was captured.
     pub capture_ts: Instant,
@@ -72,6 +108,7 @@ pub struct EncodedFrame {
     /// Coded size (even).
     pub width: u32,
     pub height: u32,
+    pub codec: Codec,
 }
 
 #[derive(Debug, thiserror::Error)]

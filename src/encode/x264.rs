@@ -183,6 +183,7 @@ impl Encoder for X264Encoder {
             seq: self.seq,
             width: frame.padded_width(),
             height: frame.padded_height(),
+            codec: super::Codec::H264,
         };
         if is_idr {
             self.keyframe_pending = false;

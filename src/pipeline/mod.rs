@@ -138,6 +138,11 @@ impl PipelineCore {
         }
     }
 
+    /// Connected viewers of this stream.
+    pub fn viewers(&self) -> usize {
+        self.viewers
+    }
+
     /// Capture side: what to do at `now`.
     pub fn poll_capture(&self, now: Instant) -> CaptureStep {
         if self.viewers == 0 {

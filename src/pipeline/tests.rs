@@ -42,7 +42,7 @@ impl Sim {
             core: PipelineCore::new(60),
             source: SyntheticSource::new(64, 48, motion),
             convert: ConvertStage::new(ConvertChoice::Cpu),
-            encode: EncodeStage::new(&cfg),
+            encode: EncodeStage::new(&cfg, crate::encode::Codec::H264),
             fresh_picture: false,
             have_picture: false,
             sent: Vec::new(),

@@ -164,7 +164,7 @@ async fn shutdown(State(st): State<AppState>) -> Response {
 fn hub_error(e: &HubError) -> Response {
     let code = match e {
         HubError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
-        HubError::Transport(TransportError::BadOffer(_) | TransportError::NoH264) => StatusCode::BAD_REQUEST,
+        HubError::Transport(TransportError::BadOffer(_) | TransportError::NoCodec { .. }) => StatusCode::BAD_REQUEST,
         HubError::Transport(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (code, format!("{e}\n")).into_response()

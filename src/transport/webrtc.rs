@@ -1,5 +1,6 @@
-//! One WebRTC peer per viewer on webrtc-rs 0.21: H.264 (packetization-mode 1) video, sent from the shared
-//! encoder's frames without copying them (the `Bytes` of an `EncodedFrame` are sliced into RTP payloads).
+//! One WebRTC peer per viewer on webrtc-rs 0.21: H.264 (packetization-mode 1) video when the viewer's offer
+//! has it, else VP8 (`choose_codec`), sent from the shared encoder's frames of that codec without copying them
+//! (the `Bytes` of an `EncodedFrame` are sliced into RTP payloads).
 //!
 //! Order matters in webrtc-rs 0.21 (measured): codecs are registered before the default interceptors, the
 //! track is added only after the remote offer is applied (else header-extension ids are wrong and the
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_VP8, MediaEngine};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -33,7 +34,7 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-use crate::encode::EncodedFrame;
+use crate::encode::{Codec, CodecChoice, EncodedFrame};
 
 /// RTP payload size (fits any path MTU with SRTP and extension overhead).
 const RTP_MTU: usize = 1200;
@@ -49,6 +50,8 @@ pub(crate) const H264_FMTP: [(u8, &str); 2] = [
     (102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
     (104, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f"),
 ];
+/// Our VP8 payload type (a browser's own number wins in the answer).
+const VP8_PT: u8 = 96;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -56,8 +59,11 @@ pub enum TransportError {
     Webrtc(#[from] webrtc::error::Error),
     #[error("invalid SDP offer: {0}")]
     BadOffer(String),
-    #[error("the offer has no H.264 video we can send (need packetization-mode=1 42e01f or 4d001f)")]
-    NoH264,
+    /// Nothing in the offer that we may send: `offered` lists the browser's video codecs.
+    #[error(
+        "this browser offered no video codec wl-webrtc can send (it offered: {offered}; wl-webrtc sends {allowed})"
+    )]
+    NoCodec { offered: String, allowed: String },
 }
 
 /// Transport settings from the config.
@@ -69,6 +75,8 @@ pub struct TransportConfig {
     pub ice_servers: Vec<String>,
     /// Public address to advertise instead of the bound one (1:1 NAT).
     pub nat_1to1_ip: Option<IpAddr>,
+    /// Which codecs viewers may get (`--codec`).
+    pub codec: CodecChoice,
 }
 
 impl Default for TransportConfig {
@@ -77,6 +85,7 @@ impl Default for TransportConfig {
             udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             ice_servers: Vec::new(),
             nat_1to1_ip: None,
+            codec: CodecChoice::Auto,
         }
     }
 }
@@ -274,12 +283,17 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
-fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
-    H264_FMTP
-        .iter()
-        .map(|&(pt, fmtp)| RTCRtpCodecParameters {
+/// The codec parameters we register for `codec` (H.264: one per profile we announce).
+fn codec_parameters(codec: Codec) -> Vec<RTCRtpCodecParameters> {
+    let entries: Vec<(u8, &str, &str)> = match codec {
+        Codec::H264 => H264_FMTP.iter().map(|&(pt, fmtp)| (pt, MIME_TYPE_H264, fmtp)).collect(),
+        Codec::Vp8 => vec![(VP8_PT, MIME_TYPE_VP8, "")],
+    };
+    entries
+        .into_iter()
+        .map(|(pt, mime, fmtp)| RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_H264.to_owned(),
+                mime_type: mime.to_owned(),
                 clock_rate: VIDEO_CLOCK as u32,
                 channels: 0,
                 sdp_fmtp_line: fmtp.to_owned(),
@@ -294,20 +308,89 @@ fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
         .collect()
 }
 
-/// The codecs and header extensions every viewer negotiates (the live peer and [`answer_offline`] alike).
-fn media_engine() -> Result<MediaEngine, TransportError> {
+fn mime_type(codec: Codec) -> &'static str {
+    match codec {
+        Codec::H264 => MIME_TYPE_H264,
+        Codec::Vp8 => MIME_TYPE_VP8,
+    }
+}
+
+/// The video codecs an offer lists (rtpmap names of its video sections, in order, without the repair and
+/// redundancy formats rtx, red, ulpfec, flexfec), and whether one of its H.264 formats is packetization-mode 1.
+pub(crate) fn offered_codecs(sdp: &str) -> (Vec<String>, bool) {
+    let mut names: Vec<String> = Vec::new();
+    let mut h264_pts = Vec::new();
+    let mut in_video = false;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video");
+            continue;
+        }
+        if !in_video {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("a=rtpmap:")
+            && let Some((pt, enc)) = rest.split_once(' ')
+        {
+            let name = enc.split('/').next().unwrap_or("").trim().to_owned();
+            if matches!(name.to_ascii_lowercase().as_str(), "rtx" | "red" | "ulpfec" | "flexfec-03" | "") {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("H264") {
+                h264_pts.push(pt.trim().to_owned());
+            }
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                names.push(name);
+            }
+        }
+    }
+    let mode1 = sdp.lines().any(|l| {
+        l.strip_prefix("a=fmtp:").and_then(|r| r.split_once(' ')).is_some_and(|(pt, params)| {
+            h264_pts.iter().any(|p| p == pt)
+                && params.split(';').any(|kv| kv.trim().eq_ignore_ascii_case("packetization-mode=1"))
+        })
+    });
+    (names, mode1)
+}
+
+/// The codec to send a viewer with this offer: the first of `choice`'s codecs the offer has (H.264 needs
+/// packetization-mode 1).
+pub fn choose_codec(sdp: &str, choice: CodecChoice) -> Result<Codec, TransportError> {
+    let (offered, h264_mode1) = offered_codecs(sdp);
+    let has = |c: Codec| match c {
+        Codec::H264 => h264_mode1,
+        Codec::Vp8 => offered.iter().any(|n| n.eq_ignore_ascii_case("VP8")),
+    };
+    choice.allowed().iter().copied().find(|&c| has(c)).ok_or_else(|| {
+        let mut offered = offered.join(", ");
+        if offered.is_empty() {
+            offered = "none".into();
+        } else if !h264_mode1 && offered.to_ascii_uppercase().contains("H264") {
+            offered += " (H.264 without packetization-mode 1)";
+        }
+        let allowed: Vec<String> = choice.allowed().iter().map(|c| c.to_string()).collect();
+        TransportError::NoCodec { offered, allowed: allowed.join(" and ") }
+    })
+}
+
+/// The codec and header extensions a viewer negotiates (the live peer and [`answer_offline`] alike).
+fn media_engine(codec: Codec) -> Result<MediaEngine, TransportError> {
     let mut me = MediaEngine::default();
-    for codec in h264_codecs() {
-        me.register_codec(codec, RtpCodecKind::Video)?;
+    for params in codec_parameters(codec) {
+        me.register_codec(params, RtpCodecKind::Video)?;
     }
     for uri in [PLAYOUT_DELAY_URI, ABS_CAPTURE_TIME_URI] {
-        me.register_header_extension(RTCRtpHeaderExtensionCapability { uri: uri.to_owned() }, RtpCodecKind::Video, None)?;
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+            RtpCodecKind::Video,
+            None,
+        )?;
     }
     Ok(me)
 }
 
-/// The desktop video track, one encoding with our SSRC.
-fn desktop_track(ssrc: u32) -> MediaStreamTrack {
+/// The desktop video track in `codec`, one encoding with our SSRC.
+fn desktop_track(ssrc: u32, codec: Codec) -> MediaStreamTrack {
     MediaStreamTrack::new(
         "wl-webrtc".to_owned(),
         "desktop".to_owned(),
@@ -315,37 +398,43 @@ fn desktop_track(ssrc: u32) -> MediaStreamTrack {
         RtpCodecKind::Video,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: h264_codecs().remove(0).rtp_codec,
+            codec: codec_parameters(codec).remove(0).rtp_codec,
             ..Default::default()
         }],
     )
 }
 
-/// The payload type of the codec the sender ended up with, which must be H.264.
-fn negotiated_h264(codecs: &[RTCRtpCodecParameters]) -> Result<u8, TransportError> {
-    let codec = codecs.first().ok_or(TransportError::NoH264)?;
-    if !codec.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264) {
-        return Err(TransportError::NoH264);
+/// The payload type of the codec the sender ended up with, which must be `codec`.
+fn negotiated(codecs: &[RTCRtpCodecParameters], codec: Codec, offer: &str) -> Result<u8, TransportError> {
+    match codecs.first() {
+        Some(c) if c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type(codec)) => Ok(c.payload_type),
+        _ => Err(TransportError::NoCodec {
+            offered: offered_codecs(offer).0.join(", "),
+            allowed: format!("{codec} (in a form this browser accepts)"),
+        }),
     }
-    Ok(codec.payload_type)
 }
 
-/// The SDP path of [`Peer::answer`] without sockets, ICE gathering or tasks: check the offer, apply it to a
-/// sans-I/O peer with the same codecs, header extensions and track, and answer. Returns the answer SDP and the
-/// negotiated payload type. The fuzz target `sdp_offer` drives it; so do tests that need an answer fast.
-pub fn answer_offline(offer: &str) -> Result<(String, u8), TransportError> {
-    validate_offer(offer)?;
+/// The SDP path of [`Peer::answer`] without sockets, ICE gathering or tasks: check the offer, choose the
+/// codec, apply the offer to a sans-I/O peer with the same codec, header extensions and track, and answer.
+/// Returns the answer SDP, the codec and the negotiated payload type. The fuzz target `sdp_offer` drives it;
+/// so do tests that need an answer fast.
+pub fn answer_offline(offer_sdp: &str, choice: CodecChoice) -> Result<(String, Codec, u8), TransportError> {
+    validate_offer(offer_sdp)?;
+    let codec = choose_codec(offer_sdp, choice)?;
     let now = Instant::now();
-    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(media_engine()?).build(now)?;
-    let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| TransportError::BadOffer(e.to_string()))?;
+    let mut pc =
+        rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(media_engine(codec)?).build(now)?;
+    let offer =
+        RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| TransportError::BadOffer(e.to_string()))?;
     pc.set_remote_description(now, offer).map_err(|e| TransportError::BadOffer(e.to_string()))?;
-    let sender = pc.add_track(desktop_track(1))?;
+    let sender = pc.add_track(desktop_track(1, codec))?;
     let answer = pc.create_answer(None)?;
     pc.set_local_description(now, answer)?;
-    let mut sender = pc.rtp_sender(sender).ok_or(TransportError::NoH264)?;
-    let payload_type = negotiated_h264(&sender.get_parameters().rtp_parameters.codecs)?;
+    let mut sender = pc.rtp_sender(sender).ok_or(TransportError::BadOffer("no sender for the track".into()))?;
+    let payload_type = negotiated(&sender.get_parameters().rtp_parameters.codecs, codec, offer_sdp)?;
     let sdp = pc.local_description().ok_or(TransportError::BadOffer("no local description".into()))?.sdp;
-    Ok((sdp, payload_type))
+    Ok((sdp, codec, payload_type))
 }
 
 /// A negotiated viewer connection.
@@ -358,6 +447,7 @@ pub struct Peer {
     pub data_channels: tokio::sync::mpsc::UnboundedReceiver<InboundChannel>,
     /// The SDP answer to send back.
     pub answer: String,
+    codec: Codec,
     payload_type: u8,
     ssrc: u32,
 }
@@ -375,10 +465,6 @@ pub(crate) fn validate_offer(sdp: &str) -> Result<(), TransportError> {
     }
     if !sdp.lines().any(|l| l.starts_with("m=video")) {
         return Err(TransportError::BadOffer("no video m-line: the viewer must offer to receive video".into()));
-    }
-    let h264 = sdp.lines().any(|l| l.starts_with("a=rtpmap:") && l.to_ascii_uppercase().contains("H264/90000"));
-    if !h264 {
-        return Err(TransportError::NoH264);
     }
     Ok(())
 }
@@ -405,7 +491,8 @@ impl Peer {
     /// Answer a viewer's offer: build the peer, add the H.264 track, gather candidates.
     pub async fn answer(offer: &str, cfg: &TransportConfig) -> Result<Peer, TransportError> {
         validate_offer(offer)?;
-        let mut me = media_engine()?;
+        let codec = choose_codec(offer, cfg.codec)?;
+        let mut me = media_engine(codec)?;
         let registry = register_default_interceptors(Registry::new(), &mut me)?
             .with(Slot::from(14_000), KeyframeRequestForwarder::default());
         let setting =
@@ -437,18 +524,18 @@ impl Peer {
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let result = async {
-            let offer =
+            let remote =
                 RTCSessionDescription::offer(offer.to_owned()).map_err(|e| TransportError::BadOffer(e.to_string()))?;
-            pc.set_remote_description(offer).await.map_err(|e| TransportError::BadOffer(e.to_string()))?;
+            pc.set_remote_description(remote).await.map_err(|e| TransportError::BadOffer(e.to_string()))?;
             // After the offer (webrtc-rs 0.21: header-extension ids are fixed at add_track).
             let ssrc = rand_ssrc();
-            let track = Arc::new(TrackLocalStaticRTP::new(desktop_track(ssrc)));
+            let track = Arc::new(TrackLocalStaticRTP::new(desktop_track(ssrc, codec)));
             let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
             let answer = pc.create_answer(None).await?;
             pc.set_local_description(answer).await?;
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered_rx.wait_for(|g| *g)).await;
             let params = sender.get_parameters().await?;
-            let payload_type = negotiated_h264(&params.rtp_parameters.codecs)?;
+            let payload_type = negotiated(&params.rtp_parameters.codecs, codec, offer)?;
             let local = pc.local_description().await.ok_or(TransportError::BadOffer("no local description".into()))?;
             let mut answer = local.sdp;
             if let Some(ip) = cfg.nat_1to1_ip {
@@ -459,7 +546,7 @@ impl Peer {
         .await;
         match result {
             Ok((track, payload_type, ssrc, answer)) => {
-                Ok(Peer { pc, track, events: ev_rx, data_channels: dc_rx, answer, payload_type, ssrc })
+                Ok(Peer { pc, track, events: ev_rx, data_channels: dc_rx, answer, codec, payload_type, ssrc })
             }
             Err(e) => {
                 let _ = pc.close().await;
@@ -485,10 +572,24 @@ impl Peer {
     }
 
     /// A sender that turns encoded frames into RTP for this peer.
+    /// The codec this viewer receives.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
     pub fn sender(&self) -> RtpFrameSender {
+        let payloader: Box<dyn Payloader> = match self.codec {
+            Codec::H264 => Box::new(rtc::rtp::codec::h264::H264Payloader::default()),
+            // The picture id lets the browser tell which frame a lost packet belonged to (NACK, PLI).
+            Codec::Vp8 => {
+                let mut p = rtc::rtp::codec::vp8::Vp8Payloader::default();
+                p.enable_picture_id = true;
+                Box::new(p)
+            }
+        };
         RtpFrameSender {
             track: Arc::clone(&self.track),
-            payloader: rtc::rtp::codec::h264::H264Payloader::default(),
+            payloader,
             payload_type: self.payload_type,
             ssrc: self.ssrc,
             seq: rand_ssrc() as u16,
@@ -537,7 +638,7 @@ fn rand_ssrc() -> u32 {
 /// last packet of a frame, playout-delay 0/0 and abs-capture-time on every packet.
 pub struct RtpFrameSender {
     track: Arc<TrackLocalStaticRTP>,
-    payloader: rtc::rtp::codec::h264::H264Payloader,
+    payloader: Box<dyn Payloader>,
     payload_type: u8,
     ssrc: u32,
     seq: u16,
@@ -633,28 +734,47 @@ mod tests {
         let audio_only = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
         assert!(matches!(validate_offer(audio_only), Err(TransportError::BadOffer(_))));
         let vp8 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
-        assert!(matches!(validate_offer(vp8), Err(TransportError::NoH264)));
-        let h264 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
-        assert!(validate_offer(h264).is_ok());
+        assert!(validate_offer(vp8).is_ok());
+        assert_eq!(choose_codec(vp8, CodecChoice::Auto).ok(), Some(Codec::Vp8));
+        let err = choose_codec(vp8, CodecChoice::H264).expect_err("h264 only");
+        assert_eq!(
+            err.to_string(),
+            "this browser offered no video codec wl-webrtc can send (it offered: VP8; wl-webrtc sends H.264)"
+        );
+        let h264 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:102 H264/90000\r\n\
+                    a=fmtp:102 profile-level-id=42e01f;packetization-mode=1\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(choose_codec(h264, CodecChoice::Auto).ok(), Some(Codec::H264), "H.264 preferred");
+        assert_eq!(choose_codec(h264, CodecChoice::Vp8).ok(), Some(Codec::Vp8));
+        let mode0 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 97\r\na=rtpmap:102 H264/90000\r\n\
+                     a=fmtp:102 packetization-mode=0\r\na=rtpmap:97 rtx/90000\r\na=rtpmap:98 VP9/90000\r\n";
+        let err = choose_codec(mode0, CodecChoice::Auto).expect_err("no usable codec").to_string();
+        assert!(err.contains("it offered: H264, VP9 (H.264 without packetization-mode 1)"), "{err}");
+        assert!(err.contains("wl-webrtc sends H.264 and VP8"), "{err}");
     }
 
     #[test]
     fn real_browser_offers_get_an_answer_offline() {
         // Offers captured from Chromium and Firefox by `scripts/fuzz seed-offers` (the fuzz corpus seeds).
-        for (name, offer) in [
-            ("chromium", include_str!("../../fuzz/corpus/sdp_offer/chromium.sdp")),
-            ("firefox+openh264", include_str!("../../fuzz/corpus/sdp_offer/firefox-openh264.sdp")),
+        let chromium = include_str!("../../fuzz/corpus/sdp_offer/chromium.sdp");
+        let firefox = include_str!("../../fuzz/corpus/sdp_offer/firefox.sdp");
+        let firefox_h264 = include_str!("../../fuzz/corpus/sdp_offer/firefox-openh264.sdp");
+        for (name, offer, choice, codec, rtp) in [
+            ("chromium", chromium, CodecChoice::Auto, Codec::H264, "H264/90000"),
+            ("firefox+openh264", firefox_h264, CodecChoice::Auto, Codec::H264, "H264/90000"),
+            // Debian's Firefox has no OpenH264: it gets VP8.
+            ("firefox", firefox, CodecChoice::Auto, Codec::Vp8, "VP8/90000"),
+            ("chromium --codec vp8", chromium, CodecChoice::Vp8, Codec::Vp8, "VP8/90000"),
         ] {
-            let (answer, pt) = answer_offline(offer).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (answer, got, pt) = answer_offline(offer, choice).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got, codec, "{name}");
             assert!(answer.starts_with("v=0") && answer.contains("m=video"), "{name}: {answer}");
-            let rtpmap = format!("a=rtpmap:{pt} H264/90000");
+            let rtpmap = format!("a=rtpmap:{pt} {rtp}");
             assert!(answer.contains(&rtpmap) && offer.contains(&rtpmap), "{name}: payload type {pt}: {answer}");
             assert!(answer.contains("a=sendonly"), "{name}: {answer}");
         }
-        // Debian's Firefox has no OpenH264: its offer has no H.264 to answer with.
-        let firefox = include_str!("../../fuzz/corpus/sdp_offer/firefox.sdp");
-        assert!(matches!(answer_offline(firefox), Err(TransportError::NoH264)));
-        assert!(matches!(answer_offline("v=0\r\nm=video 9 x\r\na=rtpmap:1 H264/90000\r\n"), Err(_)));
+        let err = answer_offline(firefox, CodecChoice::H264).expect_err("no H.264 in it").to_string();
+        assert!(err.contains("it offered: VP8, VP9, AV1;"), "{err}");
+        assert!(answer_offline("v=0\r\nm=video 9 x\r\na=rtpmap:1 H264/90000\r\n", CodecChoice::Auto).is_err());
     }
 
     #[test]
