@@ -83,6 +83,18 @@ pub enum HubError {
     Transport(#[from] TransportError),
 }
 
+impl HubError {
+    /// The signaling error code for this refusal (see `signaling::messages::ServerMessage::Error`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            HubError::Full(_) => "full",
+            HubError::Transport(TransportError::NoCodec { .. }) => "codec",
+            HubError::Transport(TransportError::BadOffer(_)) => "offer",
+            HubError::Transport(_) => "internal",
+        }
+    }
+}
+
 /// Lock `m`. Every mutex here guards plain state that a panic elsewhere cannot leave half-updated in a
 /// harmful way (counters, the latest status values, decision state), so a poisoned lock is used as it is
 /// rather than an update being skipped.

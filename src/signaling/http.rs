@@ -221,11 +221,15 @@ async fn send(socket: &mut WebSocket, msg: ServerMessage) -> bool {
     socket.send(Message::Text(msg.to_json().into())).await.is_ok()
 }
 
-/// Tell the client what went wrong and close the socket cleanly.
-async fn fail(socket: &mut WebSocket, message: String) {
-    tracing::info!("signaling error: {message}");
-    send(socket, ServerMessage::Error { message }).await;
+/// Tell the client what went wrong (and with `code`, whether trying again can help) and close the socket.
+async fn fail_with(socket: &mut WebSocket, code: &str, message: String) {
+    tracing::info!("signaling error ({code}): {message}");
+    send(socket, ServerMessage::Error { message, code: code.to_owned() }).await;
     let _ = socket.send(Message::Close(None)).await;
+}
+
+async fn fail(socket: &mut WebSocket, message: String) {
+    fail_with(socket, "protocol", message).await;
 }
 
 async fn wait_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
@@ -283,7 +287,7 @@ async fn ws_session(st: AppState, mut socket: WebSocket) {
                         }
                     }
                     Err(e) => {
-                        fail(&mut socket, e.to_string()).await;
+                        fail_with(&mut socket, e.code(), e.to_string()).await;
                         break;
                     }
                 }

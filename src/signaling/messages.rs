@@ -24,9 +24,19 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMessage {
-    Answer { sdp: String },
-    Error { message: String },
-    Bye { reason: String },
+    Answer {
+        sdp: String,
+    },
+    /// `code` says whether trying again can help: `codec` (no codec in common), `full` (too many viewers),
+    /// `offer` (a malformed offer), `protocol` (a message out of place), `internal`.
+    Error {
+        message: String,
+        #[serde(default)]
+        code: String,
+    },
+    Bye {
+        reason: String,
+    },
 }
 
 impl ServerMessage {
@@ -63,6 +73,9 @@ mod tests {
         assert!(parse_client(r#"{"type":"dance"}"#).is_err());
         assert!(parse_client(&"x".repeat(MAX_MESSAGE_BYTES + 1)).expect_err("big").contains("limit"));
         assert_eq!(ServerMessage::Answer { sdp: "v=0".into() }.to_json(), r#"{"type":"answer","sdp":"v=0"}"#);
-        assert_eq!(ServerMessage::Error { message: "x".into() }.to_json(), r#"{"type":"error","message":"x"}"#);
+        assert_eq!(
+            ServerMessage::Error { message: "x".into(), code: "codec".into() }.to_json(),
+            r#"{"type":"error","message":"x","code":"codec"}"#
+        );
     }
 }

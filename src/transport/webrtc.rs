@@ -423,8 +423,24 @@ pub fn answer_offline(offer_sdp: &str, choice: CodecChoice) -> Result<(String, C
     validate_offer(offer_sdp)?;
     let codec = choose_codec(offer_sdp, choice)?;
     let now = Instant::now();
-    let mut pc =
-        rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(media_engine(codec)?).build(now)?;
+    // No DTLS happens offline: one certificate serves every call (generating one is most of the cost).
+    static CERT: std::sync::OnceLock<Option<rtc::peer_connection::certificate::RTCCertificate>> =
+        std::sync::OnceLock::new();
+    let cert = CERT.get_or_init(|| {
+        let provider = rtc::crypto::default_provider().ok()?;
+        let params = rtc::peer_connection::certificate::CertificateParams::new(vec!["wl-webrtc".to_owned()]).ok()?;
+        rtc::peer_connection::certificate::RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            params,
+        )
+        .ok()
+    });
+    let config = RTCConfigurationBuilder::new().with_certificates(cert.iter().cloned().collect()).build();
+    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media_engine(codec)?)
+        .build(now)?;
     let offer =
         RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| TransportError::BadOffer(e.to_string()))?;
     pc.set_remote_description(now, offer).map_err(|e| TransportError::BadOffer(e.to_string()))?;
@@ -434,6 +450,7 @@ pub fn answer_offline(offer_sdp: &str, choice: CodecChoice) -> Result<(String, C
     let mut sender = pc.rtp_sender(sender).ok_or(TransportError::BadOffer("no sender for the track".into()))?;
     let payload_type = negotiated(&sender.get_parameters().rtp_parameters.codecs, codec, offer_sdp)?;
     let sdp = pc.local_description().ok_or(TransportError::BadOffer("no local description".into()))?.sdp;
+    check_answer(&sdp)?;
     Ok((sdp, codec, payload_type))
 }
 
@@ -467,6 +484,22 @@ pub(crate) fn validate_offer(sdp: &str) -> Result<(), TransportError> {
         return Err(TransportError::BadOffer("no video m-line: the viewer must offer to receive video".into()));
     }
     Ok(())
+}
+
+/// An answer must carry a video section that sends (found by fuzzing: an offer whose video section
+/// webrtc-rs cannot parse is answered without one, and the viewer would connect to a black picture).
+pub(crate) fn check_answer(answer: &str) -> Result<(), TransportError> {
+    let mut in_video = false;
+    for line in answer.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video ") && !m.starts_with("video 0 ");
+        } else if in_video && matches!(line.trim_end(), "a=sendonly" | "a=sendrecv") {
+            return Ok(());
+        }
+    }
+    Err(TransportError::BadOffer(
+        "its video section could not be answered with a stream (check its a=rtpmap and direction lines)".into(),
+    ))
 }
 
 /// Replace the address of every host candidate with the 1:1 NAT address.
@@ -538,6 +571,7 @@ impl Peer {
             let payload_type = negotiated(&params.rtp_parameters.codecs, codec, offer)?;
             let local = pc.local_description().await.ok_or(TransportError::BadOffer("no local description".into()))?;
             let mut answer = local.sdp;
+            check_answer(&answer)?;
             if let Some(ip) = cfg.nat_1to1_ip {
                 answer = rewrite_candidates(&answer, ip);
             }
@@ -775,6 +809,19 @@ mod tests {
         let err = answer_offline(firefox, CodecChoice::H264).expect_err("no H.264 in it").to_string();
         assert!(err.contains("it offered: VP8, VP9, AV1;"), "{err}");
         assert!(answer_offline("v=0\r\nm=video 9 x\r\na=rtpmap:1 H264/90000\r\n", CodecChoice::Auto).is_err());
+    }
+
+    #[test]
+    fn an_offer_whose_video_section_cannot_be_answered_is_refused() {
+        // Found by the sdp_offer fuzz target: Chromium's offer with its direction line replaced by a broken
+        // rtpmap used to be answered without any video section.
+        let chromium = include_str!("../../fuzz/corpus/sdp_offer/chromium.sdp");
+        let broken = chromium.replacen("a=recvonly\r\n", "a=rtpmap:y\r\n", 1);
+        let err = answer_offline(&broken, CodecChoice::Auto).expect_err("refused").to_string();
+        assert!(err.contains("video section could not be answered"), "{err}");
+        assert!(check_answer("v=0\r\nm=video 9 X 96\r\na=sendonly\r\n").is_ok());
+        assert!(check_answer("v=0\r\nm=video 0 X 96\r\na=sendonly\r\n").is_err());
+        assert!(check_answer("v=0\r\nm=video 9 X 96\r\na=inactive\r\nm=application 9 X\r\na=sendrecv\r\n").is_err());
     }
 
     #[test]

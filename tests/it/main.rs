@@ -8,6 +8,7 @@ mod support;
 mod browser_smoke;
 mod capture;
 mod cli;
+mod codecs;
 mod encode;
 mod image_copy;
 mod input;

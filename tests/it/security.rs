@@ -217,8 +217,10 @@ fn a_default_start_prints_a_tokenized_url_the_page_keeps_it_and_the_cli_finds_it
         page.wait_for(DECODED, Duration::from_secs(20));
         // A page without any token says so instead of retrying forever.
         let mut bare = browser.new_page(&format!("{}/", srv.base));
-        let state = bare.wait_for("wlw.state.startsWith('error') && wlw.state", Duration::from_secs(10));
-        assert!(state.as_str().is_some_and(|s| s.contains("token")), "{state}");
+        let shown = bare.wait_for("wlw.fatal && wlw.errorShown", Duration::from_secs(10));
+        assert!(shown.as_str().is_some_and(|s| s.starts_with("Wrong or missing token")), "{shown}");
+        assert_eq!(bare.eval("wlw.fatal.code"), "auth");
+        assert_eq!(bare.eval("getComputedStyle(document.getElementById('retry')).display"), "inline-block");
 
         // status and stop find the instance's token themselves.
         let listen = srv.base.trim_start_matches("http://").to_owned();
