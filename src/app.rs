@@ -141,7 +141,7 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
     for (w, h) in sizes {
         match b.what {
             crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames, cfg.convert)?),
-            crate::cli::BenchWhat::Encode => rows.push(crate::bench::encode(w, h, b.frames, cfg.fps)?),
+            crate::cli::BenchWhat::Encode => rows.extend(crate::bench::encode(w, h, b.frames, cfg.fps)?),
         }
     }
     let mut devices: Vec<&str> = rows.iter().filter_map(|r| r.device.as_deref()).collect();

@@ -11,8 +11,7 @@ use serde::Serialize;
 
 use crate::convert::Converter;
 use crate::convert::vulkan::{DevicePreference, UploadMode, VulkanConverter, VulkanTimings};
-use crate::encode::x264::X264Encoder;
-use crate::encode::{Encoder, EncoderSettings, Profile, RateControl};
+use crate::encode::{Codec, EncoderSettings, Profile, RateControl};
 use crate::frame::{Damage, FrameLayout, Nv12Frame, PixelFormat, Rect};
 use crate::metrics::percentile;
 use crate::synthetic::synthetic_desktop;
@@ -176,8 +175,9 @@ fn vulkan_rows(
     Ok(rows)
 }
 
-/// Encode time per frame of a moving synthetic desktop at the automatic bitrate.
-pub fn encode(w: u32, h: u32, frames: usize, fps: u32) -> Result<BenchRow, crate::media::MediaError> {
+/// Encode time per frame of a moving synthetic desktop at the automatic bitrate, for every codec, the same
+/// pictures (x264, then libvpx VP8), in one run.
+pub fn encode(w: u32, h: u32, frames: usize, fps: u32) -> Result<Vec<BenchRow>, crate::media::MediaError> {
     let layout = FrameLayout { width: w, height: h, stride: w * 4, format: PixelFormat::Xrgb8888 };
     let mut conv = Converter::cpu();
     let pictures: Vec<Nv12Frame> = (0..frames.min(60))
@@ -186,7 +186,7 @@ pub fn encode(w: u32, h: u32, frames: usize, fps: u32) -> Result<BenchRow, crate
             conv.convert(&synthetic_desktop(w, h, t as u32), &layout, false, &Damage::Full, &mut nv12).map(|()| nv12)
         })
         .collect::<Result<_, _>>()?;
-    let mut enc = X264Encoder::new(EncoderSettings {
+    let settings = EncoderSettings {
         width: w,
         height: h,
         fps,
@@ -195,13 +195,19 @@ pub fn encode(w: u32, h: u32, frames: usize, fps: u32) -> Result<BenchRow, crate
         threads: 0,
         profile: Profile::ConstrainedBaseline,
         intra_refresh: false,
-    })?;
-    let now = Instant::now();
-    let mut ms = Vec::with_capacity(frames);
-    for i in 0..frames {
-        let t = Instant::now();
-        enc.encode(&pictures[i % pictures.len()], now, false)?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    };
+    let mut rows = Vec::new();
+    for (codec, case) in [(Codec::H264, "x264 ultrafast/zerolatency"), (Codec::Vp8, "libvpx VP8 realtime, cpu-used -8")]
+    {
+        let mut enc = crate::media::open_encoder(codec, settings)?;
+        let now = Instant::now();
+        let mut ms = Vec::with_capacity(frames);
+        for i in 0..frames {
+            let t = Instant::now();
+            enc.encode(&pictures[i % pictures.len()], now + std::time::Duration::from_millis(i as u64 * 16), false)?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        rows.push(row("encode", case.into(), w, h, &ms));
     }
-    Ok(row("encode", "x264 ultrafast/zerolatency".into(), w, h, &ms))
+    Ok(rows)
 }

@@ -319,7 +319,8 @@ fn union<'a>(damages: impl Iterator<Item = &'a Damage>) -> Damage {
     Damage::Rects(rects)
 }
 
-fn open_encoder(codec: Codec, settings: EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError> {
+/// Open the encoder of `codec`.
+pub fn open_encoder(codec: Codec, settings: EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError> {
     Ok(match codec {
         Codec::H264 => Box::new(X264Encoder::new(settings)?),
         Codec::Vp8 => Box::new(crate::encode::vp8::Vp8Encoder::new(settings)?),

@@ -90,7 +90,7 @@ fn h264_and_vp8_viewers_watch_one_session_and_the_vp8_encoder_stops_when_its_vie
         assert!(vp8.eval("wlw.stats.framesDecoded").as_u64() > b.as_u64(), "VP8 viewer stalled");
 
         // The VP8 viewer leaves: its encoder closes and encodes nothing more; H.264 goes on.
-        vp8.eval("wlw.pc.close(); wlw.ws.close(); true");
+        vp8.navigate("about:blank");
         let st = wait_status(&srv, "VP8 encoder closed", Duration::from_secs(15), |st| {
             st["codecs"]["vp8"]["viewers"] == 0 && st["codecs"]["vp8"]["encoder_open"] == false
         });
