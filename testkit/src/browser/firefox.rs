@@ -190,6 +190,7 @@ impl Firefox {
             .env("TMPDIR", dir.join("tmp"))
             .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
             .env("XDG_CACHE_HOME", dir.join("xdg-cache"))
+            // No crash reports written or offered for submission (crashhelper starts all the same).
             .env("MOZ_CRASHREPORTER_DISABLE", "1")
             .stdin(Stdio::null())
             .stdout(log2)
