@@ -8,6 +8,9 @@
 //! dir; the crashpad handlers do, as their config dir is put inside it), waits for the reaper and deletes the
 //! profile.
 //!
+//! Firefox: [`firefox`] (WebDriver BiDi; `Firefox`, `FirefoxPage`, and the `BrowserPage` trait that both page
+//! types implement).
+//!
 //! Error convention: `Page::call`/`eval`/`wait_for`/... panic with a useful message (CDP error, JS exception
 //! text, last value seen, console tail); the `try_*` variants return `Result<_, String>` instead.
 
@@ -22,8 +25,10 @@ use tungstenite::protocol::WebSocket;
 use tungstenite::{HandshakeError, Message};
 
 mod chromium;
+pub mod firefox;
 
 pub use chromium::{Chromium, chromium_binary, process_group_members, processes_with_cmdline};
+pub use firefox::{BrowserPage, Firefox, FirefoxError, FirefoxPage, add_default_route_via_lo, firefox_binary};
 
 /// The viewport `new_page` emulates, in CSS pixels. (Without it the 1280x720 window gives a 1280x633
 /// viewport: headless Chromium still subtracts its browser UI.)
