@@ -373,7 +373,6 @@ fn image_copy_test_compositor_enforces_the_protocol() {
 fn image_copy_cursor_metadata_reaches_the_viewer_page() {
     use crate::stream::{DECODING, SERIAL, Server};
     use crate::support::browser::Browser;
-    use crate::support::compositor::{CURSOR_HOTSPOT, CURSOR_SIZE};
     use crate::support::netns::in_private_netns;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     in_private_netns(|| {
@@ -393,29 +392,37 @@ fn image_copy_cursor_metadata_reaches_the_viewer_page() {
         let browser = Browser::launch();
         let mut page = browser.new_page(&srv.url("/?gum=1"));
         page.wait_for(DECODING, Duration::from_secs(30));
-        let placed = |page: &mut crate::support::browser::Page, x: f64, y: f64| {
-            // The hotspot lands on the output point (x, y); the image is drawn at the picture's scale.
-            let s = 1.2;
-            let want = (160.0 + x * s - f64::from(CURSOR_HOTSPOT.0) * s, y * s - f64::from(CURSOR_HOTSPOT.1) * s);
-            let js = format!(
-                "wlw.cursor.shown && Math.abs(wlw.cursor.shown.left - {}) < 1.5 && Math.abs(wlw.cursor.shown.top - {}) \
-                 < 1.5 && Math.abs(wlw.cursor.shown.width - {}) < 0.5",
-                want.0,
-                want.1,
-                f64::from(CURSOR_SIZE) * s
-            );
-            page.wait_for(&js, Duration::from_secs(10));
-        };
-        placed(&mut page, 400.0, 300.0);
-        let img = page.eval("document.getElementById('cursor').src.slice(0, 30)");
-        assert_eq!(img.as_str(), Some("data:image/png;base64,iVBORw0K"), "{img}");
-        // It follows the pointer, and disappears when the pointer leaves the output.
-        comp.set_cursor(Some((100, 500)));
-        placed(&mut page, 100.0, 500.0);
-        comp.set_cursor(None);
-        page.wait_for(
-            "wlw.cursor.shown === null && document.getElementById('cursor').style.display === 'none'",
-            Duration::from_secs(10),
-        );
+        cursor_metadata_follows(&mut page, &comp);
     });
+}
+
+/// The page (any browser) shows the test compositor's cursor where it is, at the picture's scale, follows it
+/// and hides it when the pointer leaves the output. The desktop is 800x600 in a 1280x720 page: the picture is
+/// letterboxed (scale 1.2, 160 px bars left and right).
+pub(crate) fn cursor_metadata_follows(page: &mut impl testkit::browser::BrowserPage, comp: &TestCompositor) {
+    use crate::support::compositor::{CURSOR_HOTSPOT, CURSOR_SIZE};
+    let mut placed = |x: f64, y: f64| {
+        // The hotspot lands on the output point (x, y); the image is drawn at the picture's scale.
+        let s = 1.2;
+        let want = (160.0 + x * s - f64::from(CURSOR_HOTSPOT.0) * s, y * s - f64::from(CURSOR_HOTSPOT.1) * s);
+        let js = format!(
+            "wlw.cursor.shown && Math.abs(wlw.cursor.shown.left - {}) < 1.5 && Math.abs(wlw.cursor.shown.top - {}) \
+             < 1.5 && Math.abs(wlw.cursor.shown.width - {}) < 0.5",
+            want.0,
+            want.1,
+            f64::from(CURSOR_SIZE) * s
+        );
+        page.wait_for(&js, Duration::from_secs(10));
+    };
+    comp.set_cursor(Some((400, 300)));
+    placed(400.0, 300.0);
+    comp.set_cursor(Some((100, 500)));
+    placed(100.0, 500.0);
+    let img = page.eval("document.getElementById('cursor').src.slice(0, 30)");
+    assert_eq!(img.as_str(), Some("data:image/png;base64,iVBORw0K"), "{img}");
+    comp.set_cursor(None);
+    page.wait_for(
+        "wlw.cursor.shown === null && document.getElementById('cursor').style.display === 'none'",
+        Duration::from_secs(10),
+    );
 }

@@ -16,22 +16,22 @@ use crate::support::Fixture;
 use crate::support::browser::{Browser, Page};
 use crate::support::netns::in_private_netns;
 
-const W: u32 = 800;
-const H: u32 = 600;
+pub(crate) const W: u32 = 800;
+pub(crate) const H: u32 = 600;
 
 /// Page point of output point (x, y) (see the module note).
-fn page_point(x: f64, y: f64) -> (f64, f64) {
+pub(crate) fn page_point(x: f64, y: f64) -> (f64, f64) {
     (160.0 + 1.2 * x, 1.2 * y)
 }
 
 /// The `input-log` client's output file.
-struct InputLog {
+pub(crate) struct InputLog {
     path: PathBuf,
 }
 
 impl InputLog {
     /// Start `wl-webrtc-test-pattern --pattern input-log` on HEADLESS-1 and wait until it is on screen.
-    fn start(f: &mut Fixture) -> InputLog {
+    pub(crate) fn start(f: &mut Fixture) -> InputLog {
         let log = InputLog::spawn(f, "HEADLESS-1");
         f.wait_for_pattern(W, H);
         log
@@ -54,7 +54,7 @@ impl InputLog {
 
     /// Wait until the client has keyboard focus: headless Sway has no keyboard until our virtual one
     /// exists, so this is also "the server's virtual devices are ready".
-    fn wait_keyboard_focus(&self) {
+    pub(crate) fn wait_keyboard_focus(&self) {
         self.wait(|e| e["ev"] == "keyboard_enter", Duration::from_secs(10), "keyboard focus");
     }
 
@@ -64,7 +64,7 @@ impl InputLog {
     }
 
     /// The first event matching `pred`, waiting up to `timeout`.
-    fn wait(&self, pred: impl Fn(&Value) -> bool, timeout: Duration, what: &str) -> Value {
+    pub(crate) fn wait(&self, pred: impl Fn(&Value) -> bool, timeout: Duration, what: &str) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
@@ -76,7 +76,7 @@ impl InputLog {
     }
 
     /// Text typed so far: the utf8 of every key press.
-    fn typed(&self) -> String {
+    pub(crate) fn typed(&self) -> String {
         self.events()
             .iter()
             .filter(|e| e["ev"] == "key" && e["down"] == true)
@@ -150,7 +150,7 @@ fn wait_status(srv: &Server, what: &str, pred: impl Fn(&Value) -> bool) -> Value
     }
 }
 
-fn near(got: &Value, want: f64) -> bool {
+pub(crate) fn near(got: &Value, want: f64) -> bool {
     got.as_f64().is_some_and(|g| (g - want).abs() <= 2.0)
 }
 

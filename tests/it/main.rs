@@ -10,6 +10,7 @@ mod capture;
 mod cli;
 mod codecs;
 mod encode;
+mod firefox;
 mod image_copy;
 mod input;
 mod lifecycle;
