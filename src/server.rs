@@ -102,6 +102,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `{"t":"ping","c":T}` on the input channel: the page's clock T (ms since the Unix epoch).
+fn clock_ping(data: &[u8]) -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ping {
+        t: String,
+        c: f64,
+    }
+    if !data.starts_with(br#"{"t":"ping""#) {
+        return None;
+    }
+    serde_json::from_slice::<Ping>(data).ok().filter(|p| p.t == "ping" && p.c.is_finite()).map(|p| p.c)
+}
+
+/// The answer to a clock ping: the page's time back and ours (the wall clock that stamps abs-capture-time),
+/// from which the page estimates our clock's offset (NTP-style, half the round trip).
+fn pong(c: f64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!(r#"{{"t":"pong","c":{c},"s":{:.3}}}"#, now.as_secs_f64() * 1000.0)
+}
+
 /// A viewer task, from its offer on.
 #[derive(Debug)]
 struct ViewerSlot {
@@ -249,7 +270,14 @@ impl Hub {
                         open = true;
                         let _ = channel.send_text(&hello).await;
                     }
-                    ChannelEvent::Message(data) => self.input_message(id, &data, &mut limit, Instant::now()),
+                    ChannelEvent::Message(data) => match clock_ping(&data) {
+                        // A clock ping (the page's live-latency clock sync): answered, never injected.
+                        Some(c) if limit.allow(Instant::now()) => {
+                            let _ = channel.send_text(&pong(c)).await;
+                        }
+                        Some(_) => {}
+                        None => self.input_message(id, &data, &mut limit, Instant::now()),
+                    },
                     ChannelEvent::Closed => break,
                 },
                 // The image first, so a page never positions a cursor it has no picture for.
@@ -731,6 +759,18 @@ mod tests {
         let st = hub.status().input;
         assert_eq!((st.received, st.dropped, st.rate_limited, st.rejected), (10, 4, 4, 0));
         assert!(hub.prometheus().contains("wl_webrtc_input_rate_limited_total 4"), "{}", hub.prometheus());
+    }
+
+    #[test]
+    fn clock_pings_are_recognised_and_answered_with_our_clock() {
+        assert_eq!(clock_ping(br#"{"t":"ping","c":1764800000123.5}"#), Some(1_764_800_000_123.5));
+        assert_eq!(clock_ping(br#"{"t":"move","x":0.5,"y":0.5}"#), None);
+        assert_eq!(clock_ping(br#"{"t":"ping","c":"x"}"#), None);
+        assert_eq!(clock_ping(br#"{"t":"ping","c":1,"extra":2}"#), None);
+        let p: serde_json::Value = serde_json::from_str(&pong(42.0)).expect("json");
+        assert_eq!((p["t"].as_str(), p["c"].as_f64()), (Some("pong"), Some(42.0)));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+        assert!((p["s"].as_f64().unwrap_or(0.0) - now.as_secs_f64() * 1000.0).abs() < 1000.0, "{p}");
     }
 
     #[test]

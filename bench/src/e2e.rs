@@ -64,6 +64,8 @@ pub struct E2eOptions {
 #[serde(rename_all = "kebab-case")]
 pub enum System {
     WlWebrtc,
+    /// wl-webrtc with `--codec vp8` (what Debian's Firefox gets).
+    WlWebrtcVp8,
     Gstreamer,
     X264Cli,
 }
@@ -72,6 +74,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::WlWebrtc => "wl-webrtc",
+            System::WlWebrtcVp8 => "wl-webrtc-vp8",
             System::Gstreamer => "gstreamer",
             System::X264Cli => "x264-cli",
         }
@@ -158,7 +161,7 @@ fn run_all(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
             }
             tracing::info!(system = system.name(), mode = %mode, "measuring");
             let r = match system {
-                System::WlWebrtc => measure_ours(opts, &desk, exe, &page, *mode, bitrate),
+                System::WlWebrtc | System::WlWebrtcVp8 => measure_ours(opts, &desk, exe, &page, *mode, bitrate, system),
                 System::Gstreamer => measure_gstreamer(opts, &desk, exe, &page, *mode, bitrate),
                 System::X264Cli => measure_x264_cli(&desk, *mode, bitrate),
             };
@@ -263,9 +266,11 @@ fn measure_ours(
     page: &PageServer,
     mode: HeadlessMode,
     bitrate: u32,
+    system: System,
 ) -> anyhow::Result<E2eResult> {
+    let codec = if system == System::WlWebrtcVp8 { "vp8" } else { "h264" };
     let mut cmd = Command::new(exe);
-    cmd.args(["start", "--listen", "127.0.0.1:0", "--output", "HEADLESS-1"])
+    cmd.args(["start", "--listen", "127.0.0.1:0", "--output", "HEADLESS-1", "--codec", codec])
         .args(["--fps", &mode.refresh_hz.to_string(), "--bitrate", &bitrate.to_string()])
         // The measuring page is served from another origin (the harness's page server).
         .args(["--allow-origin", &page.base()])
@@ -282,7 +287,7 @@ fn measure_ours(
     let token = url.split_once("?token=").map(|(_, t)| t.to_owned()).unwrap_or_default();
     let whep = format!("{base}/whep?token={token}");
     let pid = server.pid();
-    let mut r = page.measure(opts, System::WlWebrtc, mode, bitrate, &whep, &[pid])?;
+    let mut r = page.measure(opts, system, mode, bitrate, &whep, &[pid])?;
     let bearer = format!("Bearer {token}");
     if let Some(addr) = base.strip_prefix("http://").and_then(|a| a.parse::<SocketAddr>().ok())
         && let Ok((200, body)) =

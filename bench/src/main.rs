@@ -38,7 +38,7 @@ struct E2eArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     complexity: u8,
     /// Systems to measure, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "wl-webrtc,gstreamer,x264-cli")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "wl-webrtc,wl-webrtc-vp8,gstreamer,x264-cli")]
     systems: Vec<System>,
     /// Encoder bitrate for every system, kbit/s (default: wl-webrtc's automatic bitrate for the mode).
     #[arg(long, value_name = "KBPS")]

@@ -686,21 +686,26 @@ impl std::fmt::Debug for RtpFrameSender {
     }
 }
 
-/// abs-capture-time: 64-bit NTP timestamp of capture (the short form without clock offset).
+/// abs-capture-time, the long form: the 64-bit NTP timestamp of capture and the estimated capture clock
+/// offset (Q32.32, the sender's NTP clock minus the capture clock), which is 0: we stamp with the same wall
+/// clock our RTCP sender reports use. The offset field being present is what makes the receiver add its own
+/// sender→receiver clock estimate (from the sender reports), so that a viewer page can turn the capture time
+/// into its own clock (`senderCaptureTimeOffset`) even when the two machines' clocks differ.
 #[derive(Debug, Clone, Copy)]
 struct AbsCaptureTime(u64);
 
 impl rtc::shared::marshal::MarshalSize for AbsCaptureTime {
     fn marshal_size(&self) -> usize {
-        8
+        16
     }
 }
 
 impl rtc::shared::marshal::Marshal for AbsCaptureTime {
     fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
-        let out = buf.get_mut(..8).ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?;
-        out.copy_from_slice(&self.0.to_be_bytes());
-        Ok(8)
+        let out = buf.get_mut(..16).ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?;
+        out[..8].copy_from_slice(&self.0.to_be_bytes());
+        out[8..].copy_from_slice(&0i64.to_be_bytes());
+        Ok(16)
     }
 }
 

@@ -155,3 +155,44 @@ fn refusals_stay_on_screen_and_stop_the_retries() {
         std::fs::remove_dir_all(&dir).ok();
     });
 }
+
+/// The overlay's live latency (capture → delivery) with the server on this machine's clock, and with the
+/// server's wall clock 5 s ahead (libfaketime; its monotonic clock untouched), as if it ran on a machine whose
+/// clock is off: the reading must stay small because the browser corrects the capture times by its estimate
+/// of the server's clock (RTCP sender reports + abs-capture-time's clock-offset field).
+#[test]
+fn live_latency_is_shown_and_right_when_the_server_clock_is_off() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let f = Fixture::with_pattern(1280, 720, PatternKind::MovingBar);
+        let browser = Browser::launch();
+        let mut readings = Vec::new();
+        for skew in [None, Some("+5s")] {
+            let mut cmd = f.cli(&["start", "--listen", "127.0.0.1:0"]);
+            if let Some(skew) = skew {
+                cmd.env("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+                    .env("FAKETIME", skew)
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            }
+            let srv = Server::spawn(cmd);
+            let mut page = browser.new_page(&srv.url("/?gum=1"));
+            page.wait_for(DECODING, Duration::from_secs(20));
+            let l = page.wait_for(
+                "wlw.latency.corrected && wlw.latency.p50 !== null && wlw.latency.frames > 60 && wlw.latency",
+                Duration::from_secs(20),
+            );
+            let p50 = l["p50"].as_f64().unwrap_or(f64::NAN);
+            eprintln!("server clock {}: live capture→delivery {l}", skew.unwrap_or("as is"));
+            assert!((0.0..150.0).contains(&p50), "clock {skew:?}: p50 {p50} ms ({l})");
+            page.eval("document.getElementById('stats').style.display = 'block'; true");
+            std::thread::sleep(Duration::from_millis(1200));
+            let text = page.eval("document.getElementById('stats').textContent");
+            assert!(
+                text.as_str().is_some_and(|t| t.contains("capture→delivery p50") && t.contains("clock-corrected")),
+                "{text}"
+            );
+            readings.push(p50);
+        }
+        eprintln!("live latency p50: same clock {:.1} ms, server 5 s ahead {:.1} ms", readings[0], readings[1]);
+    });
+}
