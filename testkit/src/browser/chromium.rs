@@ -13,10 +13,11 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::Pid;
+
+use super::process::{exited_nowait, reaper_pre_exec};
 
 /// Flags every browser gets. The WebRTC ones make Chromium gather a plain 127.0.0.1 host candidate in a
 /// loopback-only namespace (with a page served from http://127.0.0.1 that holds a live getUserMedia track).
@@ -45,8 +46,6 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
 
 /// How long `launch_with_devtools` waits for Chromium to publish its DevTools port.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(15);
-
-static PROFILE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a browser could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +91,8 @@ impl Chromium {
     /// repeated switch such as `--disable-features` the last one wins) on `url`.
     pub fn launch(extra: &[&str], url: &str) -> Result<Chromium, BrowserError> {
         let binary = chromium_binary()?;
-        let user_data_dir = fresh_profile_dir()?;
+        let user_data_dir =
+            super::process::fresh_profile_dir("wl-webrtc-chromium").map_err(io_err("create a profile directory"))?;
         // From here on, an early return drops `browser`, which removes the profile.
         let mut browser = Chromium { child: None, log_path: user_data_dir.join("chromium.log"), user_data_dir };
         for sub in ["tmp", "xdg-config", "xdg-cache"] {
@@ -184,131 +184,18 @@ impl Chromium {
     }
 
     fn shutdown(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // `child` is the reaper: group leader, subreaper of everything Chromium starts, exits once all of
-            // it is gone and reaped. It is not reaped before the end, so the group id cannot be reused.
-            let reaper = Pid::from_child(&child);
-            let needle = self.user_data_dir.to_string_lossy().into_owned();
-            if !exited_nowait(reaper) {
-                // Graceful first. The reaper ignores SIGTERM; crashpad handlers (own sessions) exit with the
-                // browser.
-                let _ = rustix::process::kill_process_group(reaper, Signal::TERM);
-                wait_until(Duration::from_secs(5), || exited_nowait(reaper));
-            }
-            if !exited_nowait(reaper) {
-                // Stragglers: SIGKILL them and let the reaper reap them; SIGKILL the reaper only as a last resort.
-                wait_until(Duration::from_secs(3), || {
-                    let mut left = process_group_members(reaper.as_raw_nonzero().get());
-                    left.extend(processes_with_cmdline(&needle));
-                    for p in left.into_iter().filter(|&p| p != child.id()).filter_map(|p| Pid::from_raw(p as i32)) {
-                        let _ = rustix::process::kill_process(p, Signal::KILL);
-                    }
-                    exited_nowait(reaper)
-                });
-                let _ = rustix::process::kill_process_group(reaper, Signal::KILL);
-            }
-            let _ = child.wait();
-            // Backstop (the reaper was SIGKILLed, or something escaped it): kill what still names the profile.
-            let ok = wait_until(Duration::from_secs(3), || {
-                let left = processes_with_cmdline(&needle);
-                for p in left.iter().filter_map(|&p| Pid::from_raw(p as i32)) {
-                    let _ = rustix::process::kill_process(p, Signal::KILL);
-                }
-                left.is_empty()
-            });
-            if !ok {
-                eprintln!("warning: Chromium processes {:?} survived SIGKILL", processes_with_cmdline(&needle));
+        match self.child.take() {
+            Some(child) => super::process::shut_down("Chromium", child, &self.user_data_dir),
+            None => {
+                let _ = fs::remove_dir_all(&self.user_data_dir);
             }
         }
-        let _ = fs::remove_dir_all(&self.user_data_dir);
-    }
-}
-
-/// Poll `done` every 20 ms until it returns true (returns true) or `timeout` passes (returns false).
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs in the forked child between fork and exec. It becomes a child subreaper and forks again: the new
-/// child returns and execs Chromium, while this process stays behind as a minimal reaper. Chromium's zygotes,
-/// renderers and daemonized crashpad handlers are re-parented to it when their parents die, so every one of
-/// them is waited for; it exits (with Chromium's status) once it has no children left. Without it they would
-/// be left as zombies for init.
-///
-/// Only async-signal-safe calls are allowed here (the calling process is multi-threaded).
-fn reaper_pre_exec() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fork in a single-threaded child; both sides only make async-signal-safe calls afterwards.
-    let browser = unsafe { libc::fork() };
-    if browser < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if browser == 0 {
-        // The browser: the subreaper attribute is not inherited across fork; go on to exec Chromium.
-        return Ok(());
-    }
-    // SAFETY: signal/syscall/waitpid/_exit are async-signal-safe and take no pointers we do not own. The
-    // reaper ignores the group-wide SIGTERM sent on shutdown, closes every inherited fd except stdio (the
-    // exec-error pipe of `Command::spawn` among them, so `spawn` returns when Chromium has exec'd), then reaps
-    // until no child is left.
-    unsafe {
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let mut code = 1;
-        loop {
-            let mut status = 0;
-            let pid = libc::waitpid(-1, &mut status, 0);
-            if pid == browser {
-                code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-            } else if pid < 0 && *libc::__errno_location() != libc::EINTR {
-                break; // ECHILD: everything has been reaped
-            }
-        }
-        libc::_exit(code)
     }
 }
 
 impl Drop for Chromium {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// A fresh, uniquely named directory under the temp dir. The name ends in `.d` so that no profile path is
-/// a prefix of another (cmdline scans match by substring).
-fn fresh_profile_dir() -> Result<PathBuf, BrowserError> {
-    loop {
-        let n = PROFILE_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("wl-webrtc-chromium-{}-{n}.d", std::process::id()));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
-        }
-    }
-}
-
-/// Whether child `pid` has exited, leaving it waitable (WNOWAIT).
-fn exited_nowait(pid: Pid) -> bool {
-    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-    match rustix::process::waitid(WaitId::Pid(pid), options) {
-        Ok(status) => status.is_some(),
-        // ECHILD: already reaped (or not our child).
-        Err(_) => true,
     }
 }
 

@@ -16,8 +16,8 @@
 //! only `lo`, its ICE gathers nothing ("failed to find default addresses") until there is a default route
 //! with source 127.0.0.1: call [`add_default_route_via_lo`] there first.
 //!
-//! The process handling repeats chromium.rs's (reaper, shutdown, profile naming) rather than sharing it:
-//! those helpers are private to that module, and this driver was added without touching it.
+//! The process handling (the reaper that owns the whole tree, profile naming) is `browser::process`, shared
+//! with the Chromium driver.
 //!
 //! Error convention as in `Page`: `FirefoxPage::call`/`eval`/`wait_for`/... panic with a useful message (BiDi
 //! error, JS exception text, last value seen, console tail); the `try_*` variants return `Result<_, String>`.
@@ -29,10 +29,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::Pid;
+
+use super::process::{exited_nowait, reaper_pre_exec};
 use serde_json::{Map, Value, json};
 use tungstenite::protocol::WebSocket;
 use tungstenite::{HandshakeError, Message};
@@ -77,8 +78,6 @@ const POLL: Duration = Duration::from_millis(100);
 const MAX_EVENTS: usize = 10_000;
 /// What Firefox prints on stderr once its WebDriver BiDi server listens.
 const BIDI_BANNER: &str = "WebDriver BiDi listening on ";
-
-static PROFILE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Why Firefox could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +161,8 @@ impl Firefox {
     /// `true`, `0` or `"\"text\""`) written after `FIREFOX_PREFS` (a later `user_pref` of the same name wins).
     pub fn launch_with(extra_args: &[&str], extra_prefs: &[(&str, &str)]) -> Result<Firefox, FirefoxError> {
         let binary = firefox_binary()?;
-        let profile_dir = fresh_profile_dir()?;
+        let profile_dir =
+            super::process::fresh_profile_dir("wl-webrtc-firefox").map_err(io_err("create a profile directory"))?;
         // From here on, an early return drops `browser`, which removes the profile.
         let mut browser =
             Firefox { child: None, log_path: profile_dir.join("firefox.log"), profile_dir, bidi_url: String::new() };
@@ -301,43 +301,12 @@ impl Firefox {
     }
 
     fn shutdown(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // `child` is the reaper: group leader, subreaper of everything Firefox starts, exits once all of
-            // it is gone and reaped. It is not reaped before the end, so the group id cannot be reused.
-            let reaper = Pid::from_child(&child);
-            let needle = self.profile_dir.to_string_lossy().into_owned();
-            if !exited_nowait(reaper) {
-                // Graceful first (Firefox quits on SIGTERM). The reaper ignores it; `crashhelper` (own session)
-                // exits with the browser.
-                let _ = rustix::process::kill_process_group(reaper, Signal::TERM);
-                wait_until(Duration::from_secs(5), || exited_nowait(reaper));
-            }
-            if !exited_nowait(reaper) {
-                // Stragglers: SIGKILL them and let the reaper reap them; SIGKILL the reaper only as a last resort.
-                wait_until(Duration::from_secs(3), || {
-                    let mut left = process_group_members(reaper.as_raw_nonzero().get());
-                    left.extend(processes_with_cmdline(&needle));
-                    for p in left.into_iter().filter(|&p| p != child.id()).filter_map(|p| Pid::from_raw(p as i32)) {
-                        let _ = rustix::process::kill_process(p, Signal::KILL);
-                    }
-                    exited_nowait(reaper)
-                });
-                let _ = rustix::process::kill_process_group(reaper, Signal::KILL);
-            }
-            let _ = child.wait();
-            // Backstop (the reaper was SIGKILLed, or something escaped it): kill what still names the profile.
-            let ok = wait_until(Duration::from_secs(3), || {
-                let left = processes_with_cmdline(&needle);
-                for p in left.iter().filter_map(|&p| Pid::from_raw(p as i32)) {
-                    let _ = rustix::process::kill_process(p, Signal::KILL);
-                }
-                left.is_empty()
-            });
-            if !ok {
-                eprintln!("warning: Firefox processes {:?} survived SIGKILL", processes_with_cmdline(&needle));
+        match self.child.take() {
+            Some(child) => super::process::shut_down("Firefox", child, &self.profile_dir),
+            None => {
+                let _ = fs::remove_dir_all(&self.profile_dir);
             }
         }
-        let _ = fs::remove_dir_all(&self.profile_dir);
     }
 }
 
@@ -661,22 +630,7 @@ impl FirefoxPage {
 
     /// Read one JSON message before `deadline`, skipping pings.
     fn read_message(&mut self, deadline: Instant) -> Result<Value, String> {
-        loop {
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    return serde_json::from_str(text.as_str()).map_err(|e| format!("bad BiDi JSON ({e}): {text}"));
-                }
-                Ok(Message::Close(frame)) => return Err(format!("Firefox closed the BiDi connection: {frame:?}")),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("BiDi connection: {e}")),
-            }
-            if Instant::now() > deadline {
-                return Err("no reply before the deadline".to_owned());
-            }
-        }
+        super::read_json(&mut self.ws, deadline, "BiDi")
     }
 
     fn record_event(&mut self, event: Value) {
@@ -967,86 +921,4 @@ impl BrowserPage for Page {
         product.rsplit('/').next().unwrap_or_default().to_owned()
     }
     delegate_browser_page!();
-}
-
-/// Poll `done` every 20 ms until it returns true (returns true) or `timeout` passes (returns false).
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs in the forked child between fork and exec (as chromium.rs's reaper does): it becomes a child
-/// subreaper and forks again; the new child returns and execs Firefox, while this process stays behind as a
-/// minimal reaper. Firefox's content processes and its double-forked `crashhelper` are re-parented to it when
-/// their parents die, so every one of them is waited for; it exits (with Firefox's status) once it has no
-/// children left.
-///
-/// Only async-signal-safe calls are allowed here (the calling process is multi-threaded).
-fn reaper_pre_exec() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fork in a single-threaded child; both sides only make async-signal-safe calls afterwards.
-    let browser = unsafe { libc::fork() };
-    if browser < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if browser == 0 {
-        // The browser: the subreaper attribute is not inherited across fork; go on to exec Firefox.
-        return Ok(());
-    }
-    // SAFETY: signal/syscall/waitpid/_exit are async-signal-safe and take no pointers we do not own. The
-    // reaper ignores the group-wide SIGTERM sent on shutdown, closes every inherited fd except stdio (the
-    // exec-error pipe of `Command::spawn` among them, so `spawn` returns when Firefox has exec'd), then reaps
-    // until no child is left.
-    unsafe {
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-        let mut code = 1;
-        loop {
-            let mut status = 0;
-            let pid = libc::waitpid(-1, &mut status, 0);
-            if pid == browser {
-                code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-            } else if pid < 0 && *libc::__errno_location() != libc::EINTR {
-                break; // ECHILD: everything has been reaped
-            }
-        }
-        libc::_exit(code)
-    }
-}
-
-/// A fresh, uniquely named directory under the temp dir. The name ends in `.d` so that no profile path is
-/// a prefix of another (cmdline scans match by substring).
-fn fresh_profile_dir() -> Result<PathBuf, FirefoxError> {
-    loop {
-        let n = PROFILE_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("wl-webrtc-firefox-{}-{n}.d", std::process::id()));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
-        }
-    }
-}
-
-/// Whether child `pid` has exited, leaving it waitable (WNOWAIT).
-fn exited_nowait(pid: Pid) -> bool {
-    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-    match rustix::process::waitid(WaitId::Pid(pid), options) {
-        Ok(status) => status.is_some(),
-        // ECHILD: already reaped (or not our child).
-        Err(_) => true,
-    }
 }

@@ -26,6 +26,7 @@ use tungstenite::{HandshakeError, Message};
 
 mod chromium;
 pub mod firefox;
+mod process;
 
 pub use chromium::{Chromium, chromium_binary, process_group_members, processes_with_cmdline};
 pub use firefox::{BrowserPage, Firefox, FirefoxError, FirefoxPage, add_default_route_via_lo, firefox_binary};
@@ -452,22 +453,7 @@ impl Page {
 
     /// Read one JSON message before `deadline`, skipping pings.
     fn read_message(&mut self, deadline: Instant) -> Result<Value, String> {
-        loop {
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    return serde_json::from_str(text.as_str()).map_err(|e| format!("bad CDP JSON ({e}): {text}"));
-                }
-                Ok(Message::Close(frame)) => return Err(format!("DevTools closed the connection: {frame:?}")),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("DevTools connection: {e}")),
-            }
-            if Instant::now() > deadline {
-                return Err("no reply before the deadline".to_owned());
-            }
-        }
+        read_json(&mut self.ws, deadline, "DevTools")
     }
 
     fn record_event(&mut self, event: Value) {
@@ -708,4 +694,25 @@ fn key_def(name: &str) -> KeyDef {
         }
     }
     panic!("key_def: unknown key {name:?}");
+}
+
+/// Read one JSON text message from a browser's WebSocket (`peer`: "DevTools", "BiDi") before `deadline`,
+/// skipping pings and other frames. The socket has a read timeout, so the deadline is checked between reads.
+pub(crate) fn read_json(ws: &mut WebSocket<TcpStream>, deadline: Instant, peer: &str) -> Result<Value, String> {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                return serde_json::from_str(text.as_str()).map_err(|e| format!("bad {peer} JSON ({e}): {text}"));
+            }
+            Ok(Message::Close(frame)) => return Err(format!("{peer} closed the connection: {frame:?}")),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("{peer} connection: {e}")),
+        }
+        if Instant::now() > deadline {
+            return Err("no reply before the deadline".to_owned());
+        }
+    }
 }
