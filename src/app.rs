@@ -601,7 +601,7 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     let limits = crate::signaling::listen::Limits::for_fd_limit(crate::signaling::listen::raise_fd_limit());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = rt
-        .block_on(tokio::net::TcpListener::bind(cfg.server.listen))
+        .block_on(async { crate::signaling::listen::bind(cfg.server.listen) })
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let query = token.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();

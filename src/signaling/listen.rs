@@ -68,6 +68,20 @@ pub struct ConnCounters {
     pub idle_closed: AtomicU64,
 }
 
+/// Listen backlog: a burst of connections beyond the kernel's accept queue would otherwise wait for SYN-ACK
+/// retransmissions (1 s, 2 s, 4 s …) before we can even accept them (tokio's default is 1,024). The kernel caps
+/// it at `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
+/// Bind the signaling listener (address reuse on, as tokio's `TcpListener::bind` does) with [`BACKLOG`].
+/// Call inside the runtime.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serve `router` on `listener` until `shutdown` resolves; then stop accepting and let open requests finish
 /// (at most `grace`). `tls`: speak HTTPS to clients that start a TLS handshake.
 pub async fn serve(
