@@ -502,11 +502,16 @@ impl Hub {
     /// Answer a viewer's offer and start streaming to it once it connects. Returns the viewer id and the
     /// SDP answer. Refused when `max_viewers` are connected; a pending (not yet connected) viewer beyond
     /// [`MAX_PENDING`] evicts the oldest pending one.
-    pub async fn add_viewer(self: &Arc<Self>, offer: &str) -> Result<(u64, String, Arc<Peer>), HubError> {
+    /// `from`: where the viewer's signaling came from (it gets only sockets that can reach it).
+    pub async fn add_viewer(
+        self: &Arc<Self>,
+        offer: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<(u64, String, Arc<Peer>), HubError> {
         if self.viewers() >= self.max_viewers {
             return Err(HubError::Full(self.max_viewers));
         }
-        let mut peer = Peer::answer(offer, &self.transport).await?;
+        let mut peer = Peer::answer(offer, &self.transport.for_viewer(from)).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         {

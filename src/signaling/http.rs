@@ -170,7 +170,12 @@ fn hub_error(e: &HubError) -> Response {
     (code, format!("{e}\n")).into_response()
 }
 
-async fn whep_post(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn whep_post(
+    State(st): State<AppState>,
+    conn: Option<axum::Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ctype.starts_with("application/sdp") {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "WHEP offers must be Content-Type: application/sdp\n")
@@ -179,7 +184,7 @@ async fn whep_post(State(st): State<AppState>, headers: HeaderMap, body: Bytes) 
     let Ok(offer) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8\n").into_response();
     };
-    match st.hub.add_viewer(offer).await {
+    match st.hub.add_viewer(offer, conn.map(|c| c.peer.ip())).await {
         Ok((id, answer, _peer)) => {
             let resource = auth::generate_token();
             {
@@ -212,9 +217,14 @@ async fn whep_delete(State(st): State<AppState>, Path(resource): Path<String>) -
     }
 }
 
-async fn ws_upgrade(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
+async fn ws_upgrade(
+    State(st): State<AppState>,
+    conn: Option<axum::Extension<ConnInfo>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let from = conn.map(|c| c.peer.ip());
     // The protocol limit is generous so that an oversize message still gets a readable error from us.
-    ws.max_message_size(16 * MAX_MESSAGE_BYTES).on_upgrade(move |socket| ws_session(st, socket))
+    ws.max_message_size(16 * MAX_MESSAGE_BYTES).on_upgrade(move |socket| ws_session(st, socket, from))
 }
 
 async fn send(socket: &mut WebSocket, msg: ServerMessage) -> bool {
@@ -243,7 +253,7 @@ async fn wait_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
 const WS_MESSAGES_PER_S: u32 = 20;
 const WS_MESSAGE_BURST: u32 = 200;
 
-async fn ws_session(st: AppState, mut socket: WebSocket) {
+async fn ws_session(st: AppState, mut socket: WebSocket, from: Option<std::net::IpAddr>) {
     let mut viewer: Option<(u64, Arc<crate::transport::webrtc::Peer>)> = None;
     let mut shutdown = st.shutdown.clone();
     let mut budget = crate::input::limit::TokenBucket::new(WS_MESSAGES_PER_S, WS_MESSAGE_BURST);
@@ -279,7 +289,7 @@ async fn ws_session(st: AppState, mut socket: WebSocket) {
                     fail(&mut socket, "one offer per connection; reconnect to renegotiate".into()).await;
                     break;
                 }
-                match st.hub.add_viewer(&sdp).await {
+                match st.hub.add_viewer(&sdp, from).await {
                     Ok((id, answer, peer)) => {
                         viewer = Some((id, peer));
                         if !send(&mut socket, ServerMessage::Answer { sdp: answer }).await {

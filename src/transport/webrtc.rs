@@ -79,6 +79,24 @@ pub struct TransportConfig {
     pub codec: CodecChoice,
 }
 
+impl TransportConfig {
+    /// The settings for one viewer whose signaling came from `from`: only sockets that can reach it. A
+    /// loopback socket cannot send to a remote address (every check would fail with EINVAL) and a remote
+    /// viewer's candidates are never loopback, so a viewer beyond loopback gets no loopback socket and a
+    /// loopback viewer only loopback ones, whenever the other kind exists.
+    pub fn for_viewer(&self, from: Option<IpAddr>) -> TransportConfig {
+        let mut cfg = self.clone();
+        if let Some(from) = from {
+            let fits: Vec<SocketAddr> =
+                self.udp_addrs.iter().copied().filter(|a| a.ip().is_loopback() == from.is_loopback()).collect();
+            if !fits.is_empty() {
+                cfg.udp_addrs = fits;
+            }
+        }
+        cfg
+    }
+}
+
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
@@ -827,6 +845,21 @@ mod tests {
         assert!(check_answer("v=0\r\nm=video 9 X 96\r\na=sendonly\r\n").is_ok());
         assert!(check_answer("v=0\r\nm=video 0 X 96\r\na=sendonly\r\n").is_err());
         assert!(check_answer("v=0\r\nm=video 9 X 96\r\na=inactive\r\nm=application 9 X\r\na=sendrecv\r\n").is_err());
+    }
+
+    #[test]
+    fn a_viewer_gets_only_sockets_that_can_reach_it() {
+        let cfg = TransportConfig {
+            udp_addrs: vec!["127.0.0.1:0".parse().expect("a"), "198.18.0.1:0".parse().expect("b")],
+            ..Default::default()
+        };
+        let remote = cfg.for_viewer(Some("198.18.0.2".parse().expect("ip")));
+        assert_eq!(remote.udp_addrs, vec!["198.18.0.1:0".parse::<SocketAddr>().expect("b")]);
+        let local = cfg.for_viewer(Some("127.0.0.1".parse().expect("ip")));
+        assert_eq!(local.udp_addrs, vec!["127.0.0.1:0".parse::<SocketAddr>().expect("a")]);
+        assert_eq!(cfg.for_viewer(None).udp_addrs.len(), 2);
+        // Only loopback sockets configured: a remote viewer still gets them (nothing better to offer).
+        assert_eq!(TransportConfig::default().for_viewer(Some("10.0.0.9".parse().expect("ip"))).udp_addrs.len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod browser;
 pub mod compositor;
 pub mod h264;
 pub mod http;
+pub mod impair;
 pub mod netns;
 pub mod pattern;
 

@@ -160,23 +160,39 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
     wait_output(child, timeout)
 }
 
-/// Wait for a spawned child with piped output, killing it on timeout.
+/// Wait for a spawned child with piped output, killing it on timeout. The pipes are drained while it runs
+/// (a child writing more than a pipe buffer, 64 KiB, would otherwise block forever: fish completions do).
 pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         match child.try_wait().expect("try_wait") {
-            Some(_) => return child.wait_with_output().expect("output"),
+            Some(status) => break Some(status),
             None if Instant::now() > deadline => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
-                panic!(
-                    "command did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let _ = child.wait();
+                break None;
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
+    };
+    let (stdout, stderr) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    match status {
+        Some(status) => Output { status, stdout, stderr },
+        None => panic!(
+            "command did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
     }
 }
 
