@@ -28,8 +28,10 @@ use crate::transport::webrtc::{
 
 /// Frames buffered per viewer before it counts as lagging (then it waits for the next IDR).
 const FANOUT_DEPTH: usize = 8;
-/// Longest a single frame may take to hand to a peer's transport.
+/// Longest a single frame may take to hand to a peer's transport (then it is skipped).
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// A peer whose every send times out this long is dropped.
+const PEER_STUCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A viewer that has not connected (ICE + DTLS) this long after its offer is dropped.
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Offers answered but not yet connected, at most; a new one beyond this evicts the oldest. Pending viewers
@@ -591,6 +593,8 @@ impl Hub {
         let mut connected = false;
         let mut need_idr = true;
         let mut sent = 0u64;
+        // Since when every send timed out (a peer that takes nothing this long is gone).
+        let mut stuck_since: Option<Instant> = None;
         let ssrc = peer.ssrc();
         let rtcp = async {
             while let Some(fb) = Peer::feedback(&track, ssrc).await {
@@ -654,14 +658,28 @@ impl Hub {
                         // Bounded: a peer whose connection stalls must not pin this task (or the viewer slot).
                         let t = Instant::now();
                         match tokio::time::timeout(SEND_TIMEOUT, sender.send(&frame)).await {
-                            Ok(Ok(_)) => self.with_metrics(|m| m.observe("send", t.elapsed())),
+                            Ok(Ok(_)) => {
+                                stuck_since = None;
+                                self.with_metrics(|m| m.observe("send", t.elapsed()));
+                            }
                             Ok(Err(e)) => {
                                 tracing::debug!(viewer = id, "send failed: {e}");
                                 break;
                             }
+                            // A link slower than the stream (the socket stays full): skip to the next
+                            // keyframe rather than drop the viewer; the bitrate controller lowers the rate
+                            // meanwhile. Only a peer that takes nothing for PEER_STUCK_TIMEOUT is dropped.
                             Err(_) => {
-                                tracing::info!(viewer = id, "peer stopped taking packets; dropping it");
-                                break;
+                                let since = *stuck_since.get_or_insert(t);
+                                if since.elapsed() >= PEER_STUCK_TIMEOUT {
+                                    tracing::info!(viewer = id, "peer stopped taking packets; dropping it");
+                                    break;
+                                }
+                                tracing::debug!(viewer = id, "a frame took over {SEND_TIMEOUT:?} to send; waiting for a keyframe");
+                                self.with_metrics(|m| m.frames_dropped += 1);
+                                need_idr = true;
+                                self.request_keyframe(codec);
+                                continue;
                             }
                         }
                         sent += 1;
