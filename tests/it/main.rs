@@ -14,6 +14,7 @@ mod firefox;
 mod image_copy;
 mod input;
 mod lifecycle;
+mod network;
 mod outputs;
 mod pipewire;
 mod security;
