@@ -3,7 +3,7 @@
 //! limit and blackouts.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use testkit::impair::{ADDR_A, ImpairedLink, LinkSpec};
