@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use testkit::impair::{ImpairedLink, LinkSpec};
 use wl_webrtc::config::{DEFAULT_HEADLESS_USER, HeadlessMode};
 use wl_webrtc::headless::{HeadlessDesktop, HeadlessOptions, spawn_guarded, terminate_group};
 use wl_webrtc::metrics::percentile;
@@ -52,6 +53,9 @@ pub struct E2eOptions {
     /// The clock client stamps frames this far in the past: the harness must measure exactly this much more
     /// (its self-check; the product under test is not touched).
     pub clock_lag_ms: u32,
+    /// Measure through an impaired link (`testkit::impair`): servers on its side A, Chromium and the page
+    /// on side B. `None`: everything on loopback in one private namespace.
+    pub link: Option<LinkSpec>,
     /// The `wl-webrtc` binary under test and the `wl-webrtc-test-pattern` clock client.
     pub server_bin: PathBuf,
     pub pattern_bin: PathBuf,
@@ -111,24 +115,88 @@ pub struct E2eResult {
     pub received_kbps: Option<f64>,
     /// wl-webrtc's own per-stage breakdown (`/api/status` latency_ms) when the system is ours.
     pub stages: Option<serde_json::Value>,
+    /// Chromium's freezes over the measured window: count, total frozen time, and the longest gap between
+    /// two presented frames.
+    pub freezes: u64,
+    pub frozen_ms: Option<f64>,
+    pub longest_gap_ms: Option<f64>,
+    /// RTP packets lost (after repair), NACKs the viewer sent, retransmissions it received.
+    pub packets_lost: Option<i64>,
+    pub nacks: u64,
+    pub retransmitted: u64,
     pub note: String,
     #[serde(skip)]
     pub samples_ms: Vec<f64>,
 }
 
-/// Run the benchmark; in a private network namespace when we may create one.
+/// Where the systems and the viewer run: all on loopback, or on the two sides of an impaired link.
+enum Net {
+    Local,
+    Link(ImpairedLink),
+}
+
+impl Net {
+    /// The address the systems listen on.
+    fn server_ip(&self) -> &'static str {
+        match self {
+            Net::Local => "127.0.0.1",
+            Net::Link(_) => testkit::impair::ADDR_A,
+        }
+    }
+
+    /// Start `cmd` on the systems' side.
+    fn server_side(&self, cmd: &mut Command) {
+        if let Net::Link(l) = self {
+            l.a.command(cmd);
+        }
+    }
+
+    fn in_server_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match self {
+            Net::Local => f(),
+            Net::Link(l) => l.a.run(f),
+        }
+    }
+
+    fn in_viewer_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match self {
+            Net::Local => f(),
+            Net::Link(l) => l.b.run(f),
+        }
+    }
+}
+
+/// Run the benchmark; in a private network namespace when we may create one, or through an impaired link
+/// (`opts.link`) between two.
 pub fn run(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult>> {
     let opts2 = opts.clone();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let inner_stop = Arc::clone(&stop_flag);
     let worker = std::thread::Builder::new().name("bench-e2e".into()).spawn(move || {
-        match testkit::netns::enter_private_netns() {
-            Ok(()) => tracing::info!("measuring in a private network namespace (only lo)"),
-            Err(e) => tracing::warn!(
-                "cannot create a private network namespace ({e}); measuring in this one (ICE stays on 127.0.0.1)"
-            ),
+        let net = match &opts2.link {
+            Some(spec) => {
+                let link = ImpairedLink::new(spec.clone())
+                    .context("cannot set up the impaired link (needs root: namespaces and /dev/net/tun)")?;
+                tracing::info!(?spec, "measuring through an impaired link");
+                Net::Link(link)
+            }
+            None => {
+                match testkit::netns::enter_private_netns() {
+                    Ok(()) => tracing::info!("measuring in a private network namespace (only lo)"),
+                    Err(e) => tracing::warn!(
+                        "cannot create a private network namespace ({e}); measuring in this one (ICE stays on \
+                         127.0.0.1)"
+                    ),
+                }
+                Net::Local
+            }
+        };
+        let results = run_all(&opts2, &inner_stop, &net);
+        if let Net::Link(l) = &net {
+            let (ab, ba) = l.stats();
+            tracing::info!(?ab, ?ba, "the link: systems → viewer, viewer → systems");
         }
-        run_all(&opts2, &inner_stop)
+        results
     })?;
     while !worker.is_finished() {
         if stop.load(Ordering::Relaxed) {
@@ -139,8 +207,8 @@ pub fn run(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
     worker.join().map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))?
 }
 
-fn run_all(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult>> {
-    let page = PageServer::start()?;
+fn run_all(opts: &E2eOptions, stop: &AtomicBool, net: &Net) -> anyhow::Result<Vec<E2eResult>> {
+    let page = net.in_viewer_ns(PageServer::start)?;
     let mut results = Vec::new();
     for mode in &opts.modes {
         let bitrate = opts.bitrate_kbps.unwrap_or_else(|| {
@@ -161,8 +229,10 @@ fn run_all(opts: &E2eOptions, stop: &AtomicBool) -> anyhow::Result<Vec<E2eResult
             }
             tracing::info!(system = system.name(), mode = %mode, "measuring");
             let r = match system {
-                System::WlWebrtc | System::WlWebrtcVp8 => measure_ours(opts, &desk, exe, &page, *mode, bitrate, system),
-                System::Gstreamer => measure_gstreamer(opts, &desk, exe, &page, *mode, bitrate),
+                System::WlWebrtc | System::WlWebrtcVp8 => {
+                    measure_ours(opts, net, &desk, exe, &page, *mode, bitrate, system)
+                }
+                System::Gstreamer => measure_gstreamer(opts, net, &desk, exe, &page, *mode, bitrate),
                 System::X264Cli => measure_x264_cli(&desk, *mode, bitrate),
             };
             match r {
@@ -201,6 +271,12 @@ impl E2eResult {
             bitrate_kbps,
             received_kbps: None,
             stages: None,
+            freezes: 0,
+            frozen_ms: None,
+            longest_gap_ms: None,
+            packets_lost: None,
+            nacks: 0,
+            retransmitted: 0,
             note: String::new(),
             samples_ms: Vec::new(),
         }
@@ -259,8 +335,10 @@ fn wait_for_line(r: impl Read + Send + 'static, needle: &'static str, timeout: D
     rx.recv_timeout(timeout).map_err(|_| anyhow::anyhow!("no {needle:?} line within {timeout:?}"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn measure_ours(
     opts: &E2eOptions,
+    net: &Net,
     desk: &HeadlessDesktop,
     exe: &Path,
     page: &PageServer,
@@ -270,7 +348,8 @@ fn measure_ours(
 ) -> anyhow::Result<E2eResult> {
     let codec = if system == System::WlWebrtcVp8 { "vp8" } else { "h264" };
     let mut cmd = Command::new(exe);
-    cmd.args(["start", "--listen", "127.0.0.1:0", "--output", "HEADLESS-1", "--codec", codec])
+    let listen = format!("{}:0", net.server_ip());
+    cmd.args(["start", "--listen", &listen, "--output", "HEADLESS-1", "--codec", codec])
         .args(["--fps", &mode.refresh_hz.to_string(), "--bitrate", &bitrate.to_string()])
         // The measuring page is served from another origin (the harness's page server).
         .args(["--allow-origin", &page.base()])
@@ -279,6 +358,11 @@ fn measure_ours(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    if matches!(net, Net::Link(_)) {
+        // Beyond loopback the server speaks HTTPS by default; the measuring page talks plain HTTP.
+        cmd.arg("--no-tls");
+    }
+    net.server_side(&mut cmd);
     let mut server = Guarded::spawn(cmd)?;
     let out = server.child().and_then(|c| c.stdout.take()).context("no stdout")?;
     let line = wait_for_line(out, "streaming", Duration::from_secs(20))?;
@@ -287,11 +371,12 @@ fn measure_ours(
     let token = url.split_once("?token=").map(|(_, t)| t.to_owned()).unwrap_or_default();
     let whep = format!("{base}/whep?token={token}");
     let pid = server.pid();
-    let mut r = page.measure(opts, system, mode, bitrate, &whep, &[pid])?;
+    let mut r = page.measure(opts, net, system, mode, bitrate, &whep, &[pid])?;
     let bearer = format!("Bearer {token}");
     if let Some(addr) = base.strip_prefix("http://").and_then(|a| a.parse::<SocketAddr>().ok())
-        && let Ok((200, body)) =
+        && let Ok((200, body)) = net.in_server_ns(move || {
             wl_webrtc::signaling::client::request(addr, "GET", "/api/status", &[("Authorization", &bearer)], "")
+        })
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
     {
         r.stages = Some(v["latency_ms"].clone());
@@ -301,6 +386,7 @@ fn measure_ours(
 
 fn measure_gstreamer(
     opts: &E2eOptions,
+    net: &Net,
     desk: &HeadlessDesktop,
     exe: &Path,
     page: &PageServer,
@@ -310,7 +396,8 @@ fn measure_gstreamer(
     let script = std::env::temp_dir().join(format!("wl-webrtc-gst-whep-peer-{}.py", std::process::id()));
     std::fs::write(&script, GST_PEER).context("cannot write the GStreamer glue")?;
     let _cleanup = RemoveOnDrop(script.clone());
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let ip = net.server_ip();
+    let port = net.in_server_ns(move || TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()))?.port();
     let mut cap = Command::new(exe);
     cap.args(["capture", "--frames", "0", "--idle-timeout", "100000", "--raw", "-", "--output", "HEADLESS-1"])
         .args(["--fps", &mode.refresh_hz.to_string()])
@@ -323,18 +410,19 @@ fn measure_gstreamer(
     let frames = capture.child().and_then(|c| c.stdout.take()).context("no stdout")?;
     let mut peer = Command::new("python3");
     peer.arg(&script)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", &format!("{ip}:{port}")])
         .args(["--width", &mode.width.to_string(), "--height", &mode.height.to_string()])
         .args(["--fps", &mode.refresh_hz.to_string(), "--bitrate", &bitrate.to_string()])
         .stdin(Stdio::from(frames))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    net.server_side(&mut peer);
     let mut gst = Guarded::spawn(peer)?;
     let out = gst.child().and_then(|c| c.stdout.take()).context("no stdout")?;
     let line = wait_for_line(out, "gst-whep-peer: ready", Duration::from_secs(20))
         .context("the GStreamer peer did not start (run scripts/setup for its packages)")?;
     let whep = line.rsplit(' ').next().unwrap_or_default().to_owned();
-    let mut r = page.measure(opts, System::Gstreamer, mode, bitrate, &whep, &[capture.pid(), gst.pid()])?;
+    let mut r = page.measure(opts, net, System::Gstreamer, mode, bitrate, &whep, &[capture.pid(), gst.pid()])?;
     r.note =
         "capture = wl-webrtc capture --raw (screencopy, BGRx through a pipe); videoconvert, x264enc, webrtcbin".into();
     Ok(r)
@@ -462,9 +550,11 @@ impl PageServer {
 
     /// Open the page in a fresh Chromium against `whep`; CPU of `pids` is measured from the page's "measuring"
     /// beacon to its report.
+    #[allow(clippy::too_many_arguments)]
     fn measure(
         &self,
         opts: &E2eOptions,
+        net: &Net,
         system: System,
         mode: HeadlessMode,
         bitrate: u32,
@@ -483,7 +573,7 @@ impl PageServer {
             opts.duration_s,
             system.name()
         );
-        let browser = testkit::browser::Chromium::launch(&[], &url)?;
+        let browser = net.in_viewer_ns(move || testkit::browser::Chromium::launch(&[], &url))?;
         let deadline = Instant::now() + Duration::from_secs_f64(opts.warmup_s + opts.duration_s + 40.0);
         let mut cpu_start: Option<(f64, Instant)> = None;
         let result = loop {
@@ -531,6 +621,12 @@ impl PageServer {
         r.decode_ms = result["decode_ms"].as_f64();
         r.jitter_buffer_ms = result["jitter_buffer_ms"].as_f64();
         r.received_kbps = result["received_kbps"].as_f64();
+        r.freezes = result["freezes"].as_u64().unwrap_or(0);
+        r.frozen_ms = result["frozen_ms"].as_f64();
+        r.longest_gap_ms = result["longest_gap_ms"].as_f64();
+        r.packets_lost = result["packets_lost"].as_i64();
+        r.nacks = result["nacks"].as_u64().unwrap_or(0);
+        r.retransmitted = result["retransmitted"].as_u64().unwrap_or(0);
         r.samples_ms = samples;
         Ok(r)
     }
@@ -621,11 +717,11 @@ fn serve_one(mut conn: TcpStream, reports: &mpsc::Sender<serde_json::Value>) -> 
 pub fn table(results: &[E2eResult]) -> String {
     let f = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1}"));
     let mut s = String::from(
-        "| mode | system | p50 ms | p95 ms | p99 ms | fps received | frames lost | unreadable | server CPU % | CPU ms/frame | bitrate set / received kbit/s | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| mode | system | p50 ms | p95 ms | p99 ms | fps received | frames lost | unreadable | frozen ms (freezes) | longest gap ms | packets lost / NACKs / retransmitted | server CPU % | CPU ms/frame | bitrate set / received kbit/s | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {:.1} | {} | {} / {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} ({}) | {} | {} / {} / {} | {:.1} | {} | {} / {} | {} |\n",
             r.mode,
             r.name,
             f(r.p50_ms),
@@ -634,6 +730,12 @@ pub fn table(results: &[E2eResult]) -> String {
             r.fps,
             r.frames_lost,
             r.unreadable,
+            r.frozen_ms.map_or("—".into(), |v| format!("{v:.0}")),
+            r.freezes,
+            r.longest_gap_ms.map_or("—".into(), |v| format!("{v:.0}")),
+            r.packets_lost.map_or("—".into(), |v| v.to_string()),
+            r.nacks,
+            r.retransmitted,
             r.cpu_percent,
             r.cpu_ms_per_frame.map_or("—".into(), |v| format!("{v:.2}")),
             r.bitrate_kbps,

@@ -52,6 +52,10 @@ struct E2eArgs {
     /// The wl-webrtc binary under test (default: the one next to this program).
     #[arg(long, value_name = "FILE", env = "WL_WEBRTC_BIN")]
     server_bin: Option<PathBuf>,
+    /// Measure through an impaired link (loss, delay, jitter, rate, blackouts; e.g.
+    /// "loss=2%,delay=20ms,jitter=5ms,rate=6mbit"): the systems on one side, Chromium on the other.
+    #[arg(long, value_name = "SPEC")]
+    link: Option<testkit::impair::LinkSpec>,
     /// Stamp the clock this many ms in the past: the harness must measure that much more (its self-check).
     #[arg(long, default_value_t = 0, value_name = "MS", hide = true)]
     clock_lag_ms: u32,
@@ -86,6 +90,7 @@ fn run(a: &E2eArgs) -> anyhow::Result<()> {
         systems: a.systems.clone(),
         bitrate_kbps: a.bitrate,
         clock_lag_ms: a.clock_lag_ms,
+        link: a.link.clone(),
         server_bin: match &a.server_bin {
             Some(p) => p.clone(),
             None => sibling("wl-webrtc")?,
