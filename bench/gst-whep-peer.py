@@ -167,12 +167,20 @@ def choose_h264_pt(sdp):
     return candidates[0][2], candidates[0][3]
 
 
-def only_loopback_candidates(sdp):
+# The one address ICE uses: the host of --listen (127.0.0.1 on loopback; the far side of bench e2e --link).
+LOCAL_IP = '127.0.0.1'
+
+
+def only_local_candidates(sdp, address=None):
+    """Keep the candidates on `address` (default LOCAL_IP), or with address='ipv4' every IPv4 one (a remote
+    offer's: mDNS names libnice cannot resolve go)."""
+    want = address or LOCAL_IP
     out = []
     for line in sdp.splitlines():
         if line.startswith('a=candidate:'):
             parts = line.split()
-            if len(parts) < 5 or parts[4] != '127.0.0.1':
+            ok = len(parts) >= 5 and (re.fullmatch(r'\d+\.\d+\.\d+\.\d+', parts[4]) if want == 'ipv4' else parts[4] == want)
+            if not ok:
                 continue
         out.append(line)
     return '\r\n'.join(out) + '\r\n'
@@ -228,13 +236,13 @@ class Session:
         self.webrtc = self.pipeline.get_by_name('webrtc')
         enc = self.pipeline.get_by_name('enc')
 
-        # libnice never gathers loopback addresses by itself: give it 127.0.0.1 explicitly. With an explicit local
+        # libnice never gathers loopback addresses by itself: give it LOCAL_IP explicitly. With an explicit local
         # address libnice gathers ONLY the given addresses (no other interface is used). GStreamer 1.22 trap:
         # webrtcbin's 'ice-agent' is still a floating GstObject and PyGObject sinks/steals that ref, so the agent
         # would be destroyed under webrtcbin when the wrapper dies -> take an extra C reference first.
         self.ice = self.webrtc.get_property('ice-agent')
         _gobject.g_object_ref(gobject_ptr(self.ice))
-        self.ice.emit('add-local-ip-address', '127.0.0.1')
+        self.ice.emit('add-local-ip-address', LOCAL_IP)
         try:
             self.ice.set_property('ice-tcp', False)
         except TypeError:
@@ -324,7 +332,8 @@ class Session:
         return v, (p, reply)
 
     def negotiate(self, offer_text, gather_timeout=3.0):
-        offer_text = only_loopback_candidates(offer_text)
+        # On loopback only the browser's 127.0.0.1 candidate can work; across a link, any IPv4 one.
+        offer_text = only_local_candidates(offer_text, None if LOCAL_IP.startswith('127.') else 'ipv4')
         res, msg = GstSdp.SDPMessage.new_from_text(offer_text)
         if res != GstSdp.SDPResult.OK:
             raise ValueError('cannot parse the SDP offer')
@@ -344,7 +353,7 @@ class Session:
             lines[end:end] = ['a=' + c for m, c in self.local_candidates if m == 0] + ['a=end-of-candidates']
             sdp = '\r\n'.join(lines) + '\r\n'
         del p1, p2, p3
-        return fix_answer_fmtp(only_loopback_candidates(sdp), self.pt, self.plid)
+        return fix_answer_fmtp(only_local_candidates(sdp), self.pt, self.plid)
 
     def stop(self):
         with self.lock:
@@ -571,7 +580,9 @@ def main():
     ap.add_argument('--bitrate', type=int, required=True, help='x264enc bitrate in kbit/s')
     ap.add_argument('--convert-threads', type=int, default=2, help='videoconvert n-threads (default 2)')
     args = ap.parse_args()
+    global LOCAL_IP
     host, _, port = args.listen.rpartition(':')
+    LOCAL_IP = host
     if not host or not port.isdigit() or args.width <= 0 or args.height <= 0 or args.fps <= 0 or args.bitrate <= 0:
         ap.error('bad arguments')
     if args.width % 2 or args.height % 2:

@@ -416,6 +416,12 @@ fn measure_gstreamer(
         .stdin(Stdio::from(frames))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    // The peer's own log, for finding out why it gave no result: WL_WEBRTC_BENCH_GST_LOG=FILE.
+    if let Some(path) = std::env::var_os("WL_WEBRTC_BENCH_GST_LOG")
+        && let Ok(f) = std::fs::File::create(path)
+    {
+        peer.stderr(Stdio::from(f));
+    }
     net.server_side(&mut peer);
     let mut gst = Guarded::spawn(peer)?;
     let out = gst.child().and_then(|c| c.stdout.take()).context("no stdout")?;
