@@ -8,16 +8,13 @@
 //! the profile dir; the crashpad handlers do, as their config dir is put inside it), waits for the reaper and
 //! deletes the profile.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rustix::process::Pid;
-
-use super::process::{exited_nowait, reaper_pre_exec};
+use super::process::BrowserProcess;
 
 /// Flags every browser gets. The WebRTC ones make Chromium gather a plain 127.0.0.1 host candidate in a
 /// loopback-only namespace (with a page served from http://127.0.0.1 that holds a live getUserMedia track).
@@ -81,9 +78,7 @@ pub fn chromium_binary() -> Result<PathBuf, BrowserError> {
 /// A running headless Chromium with a private profile; everything it started is stopped on drop.
 #[derive(Debug)]
 pub struct Chromium {
-    child: Option<Child>,
-    user_data_dir: PathBuf,
-    log_path: PathBuf,
+    proc: BrowserProcess,
 }
 
 impl Chromium {
@@ -91,34 +86,14 @@ impl Chromium {
     /// repeated switch such as `--disable-features` the last one wins) on `url`.
     pub fn launch(extra: &[&str], url: &str) -> Result<Chromium, BrowserError> {
         let binary = chromium_binary()?;
-        let user_data_dir =
-            super::process::fresh_profile_dir("wl-webrtc-chromium").map_err(io_err("create a profile directory"))?;
-        // From here on, an early return drops `browser`, which removes the profile.
-        let mut browser = Chromium { child: None, log_path: user_data_dir.join("chromium.log"), user_data_dir };
-        for sub in ["tmp", "xdg-config", "xdg-cache"] {
-            fs::create_dir_all(browser.user_data_dir.join(sub)).map_err(io_err("create browser profile subdir"))?;
-        }
-        let log = File::create(&browser.log_path).map_err(io_err("create browser log"))?;
-        let log2 = log.try_clone().map_err(io_err("clone log fd"))?;
-        let dir = &browser.user_data_dir;
+        let proc = BrowserProcess::prepare("Chromium", "wl-webrtc-chromium", "chromium.log")
+            .map_err(io_err("create a profile directory"))?;
         let mut cmd = Command::new(&binary);
-        cmd.args(CHROMIUM_FLAGS)
-            .arg(format!("--user-data-dir={}", dir.display()))
-            .args(extra)
-            .arg(url)
-            // Crashpad handlers daemonize out of our process group; with the config dir inside the profile,
-            // their command lines name the profile, which is how `Drop` finds them.
-            .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-            .env("XDG_CACHE_HOME", dir.join("xdg-cache"))
-            .env("TMPDIR", dir.join("tmp"))
-            .stdin(Stdio::null())
-            .stdout(log2)
-            .stderr(log)
-            .process_group(0);
-        // SAFETY: `reaper_pre_exec` only makes async-signal-safe calls (prctl, fork, signal, close_range,
-        // waitpid, _exit), as required between fork and exec.
-        unsafe { cmd.pre_exec(reaper_pre_exec) };
-        browser.child = Some(cmd.spawn().map_err(io_err(format!("spawn {}", binary.display())))?);
+        cmd.args(CHROMIUM_FLAGS).arg(format!("--user-data-dir={}", proc.profile.display())).args(extra).arg(url);
+        // Crashpad handlers daemonize out of our process group; with the config dir inside the profile (as
+        // `spawn` sets it), their command lines name the profile, which is how the shutdown finds them.
+        let mut browser = Chromium { proc };
+        browser.proc.spawn(cmd).map_err(io_err(format!("spawn {}", binary.display())))?;
         Ok(browser)
     }
 
@@ -128,7 +103,7 @@ impl Chromium {
         let mut args = vec!["--remote-debugging-port=0"];
         args.extend_from_slice(extra);
         let browser = Chromium::launch(&args, "about:blank")?;
-        let file = browser.user_data_dir.join("DevToolsActivePort");
+        let file = browser.proc.profile.join("DevToolsActivePort");
         let deadline = Instant::now() + LAUNCH_TIMEOUT;
         loop {
             // "PORT\n/devtools/browser/UUID"; wait for both lines so a half-written file is not misread.
@@ -153,49 +128,29 @@ impl Chromium {
 
     /// PID of the process-group leader: a minimal reaper process whose child is the Chromium browser process.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.proc.pid()
     }
 
     /// The temporary profile directory (removed on drop).
     pub fn user_data_dir(&self) -> &Path {
-        &self.user_data_dir
+        &self.proc.profile
     }
 
     /// The last `max_bytes` of Chromium's stdout/stderr.
     pub fn log_tail(&self, max_bytes: usize) -> String {
-        let log = fs::read(&self.log_path).unwrap_or_default();
-        String::from_utf8_lossy(&log[log.len().saturating_sub(max_bytes)..]).into_owned()
+        self.proc.log_tail(max_bytes)
     }
 
     /// Live (non-zombie) processes that belong to this browser: its process group, plus anything whose
     /// command line names the profile dir.
     pub fn processes(&self) -> Vec<u32> {
-        let mut pids = self.child.as_ref().map(|c| process_group_members(c.id() as i32)).unwrap_or_default();
-        pids.extend(processes_with_cmdline(&self.user_data_dir.to_string_lossy()));
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        self.proc.processes()
     }
 
     /// Whether the reaper has exited, i.e. Chromium and all its processes are gone (without reaping it, so its
     /// pid/pgid stays reserved).
     pub fn has_exited(&self) -> bool {
-        self.child.as_ref().is_none_or(|c| exited_nowait(Pid::from_child(c)))
-    }
-
-    fn shutdown(&mut self) {
-        match self.child.take() {
-            Some(child) => super::process::shut_down("Chromium", child, &self.user_data_dir),
-            None => {
-                let _ = fs::remove_dir_all(&self.user_data_dir);
-            }
-        }
-    }
-}
-
-impl Drop for Chromium {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.proc.has_exited()
     }
 }
 

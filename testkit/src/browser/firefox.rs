@@ -23,22 +23,19 @@
 //! error, JS exception text, last value seen, console tail); the `try_*` variants return `Result<_, String>`.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::Pid;
-
-use super::process::{exited_nowait, reaper_pre_exec};
+use super::process::BrowserProcess;
 use serde_json::{Map, Value, json};
 use tungstenite::protocol::WebSocket;
 use tungstenite::{HandshakeError, Message};
 
-use super::{CALL_TIMEOUT, Page, VIEWPORT, base64_decode, process_group_members, processes_with_cmdline, truthy};
+use super::{CALL_TIMEOUT, Page, VIEWPORT, base64_decode, truthy};
 
 /// Arguments every Firefox gets (before `--profile` and `--remote-debugging-port`).
 pub const FIREFOX_ARGS: &[&str] = &["--headless", "--no-remote", "--new-instance"];
@@ -144,9 +141,7 @@ pub fn add_default_route_via_lo() -> io::Result<()> {
 /// stopped on drop.
 #[derive(Debug)]
 pub struct Firefox {
-    child: Option<Child>,
-    profile_dir: PathBuf,
-    log_path: PathBuf,
+    proc: BrowserProcess,
     bidi_url: String,
 }
 
@@ -161,45 +156,27 @@ impl Firefox {
     /// `true`, `0` or `"\"text\""`) written after `FIREFOX_PREFS` (a later `user_pref` of the same name wins).
     pub fn launch_with(extra_args: &[&str], extra_prefs: &[(&str, &str)]) -> Result<Firefox, FirefoxError> {
         let binary = firefox_binary()?;
-        let profile_dir =
-            super::process::fresh_profile_dir("wl-webrtc-firefox").map_err(io_err("create a profile directory"))?;
-        // From here on, an early return drops `browser`, which removes the profile.
-        let mut browser =
-            Firefox { child: None, log_path: profile_dir.join("firefox.log"), profile_dir, bidi_url: String::new() };
-        for sub in ["tmp", "xdg-config", "xdg-cache"] {
-            fs::create_dir_all(browser.profile_dir.join(sub)).map_err(io_err("create Firefox profile subdir"))?;
-        }
+        let proc = BrowserProcess::prepare("Firefox", "wl-webrtc-firefox", "firefox.log")
+            .map_err(io_err("create a profile directory"))?;
         let user_js: String = FIREFOX_PREFS
             .iter()
             .chain(extra_prefs)
             .map(|(name, value)| format!("user_pref({}, {value});\n", Value::from(*name)))
             .collect();
-        fs::write(browser.profile_dir.join("user.js"), user_js).map_err(io_err("write Firefox user.js"))?;
-        let log = File::create(&browser.log_path).map_err(io_err("create Firefox log"))?;
-        let log2 = log.try_clone().map_err(io_err("clone log fd"))?;
-        let dir = &browser.profile_dir;
+        fs::write(proc.profile.join("user.js"), user_js).map_err(io_err("write Firefox user.js"))?;
         let mut cmd = Command::new(&binary);
         cmd.args(FIREFOX_ARGS)
             .arg("--profile")
-            .arg(dir)
+            .arg(&proc.profile)
             .arg("--remote-debugging-port=0")
             .args(extra_args)
             .arg("about:blank")
-            // `crashhelper` leaves our process group and session; with TMPDIR inside the profile its command
-            // line names the profile, which is how `Drop` finds it.
-            .env("TMPDIR", dir.join("tmp"))
-            .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-            .env("XDG_CACHE_HOME", dir.join("xdg-cache"))
-            // No crash reports written or offered for submission (crashhelper starts all the same).
-            .env("MOZ_CRASHREPORTER_DISABLE", "1")
-            .stdin(Stdio::null())
-            .stdout(log2)
-            .stderr(log)
-            .process_group(0);
-        // SAFETY: `reaper_pre_exec` only makes async-signal-safe calls (prctl, fork, signal, close_range,
-        // waitpid, _exit), as required between fork and exec.
-        unsafe { cmd.pre_exec(reaper_pre_exec) };
-        browser.child = Some(cmd.spawn().map_err(io_err(format!("spawn {}", binary.display())))?);
+            // No crash reports written or offered for submission. `crashhelper` starts all the same and leaves
+            // our process group and session; with TMPDIR inside the profile (as `spawn` sets it) its command
+            // line names the profile, which is how the shutdown finds it.
+            .env("MOZ_CRASHREPORTER_DISABLE", "1");
+        let mut browser = Firefox { proc, bidi_url: String::new() };
+        browser.proc.spawn(cmd).map_err(io_err(format!("spawn {}", binary.display())))?;
         browser.bidi_url = browser.wait_for_bidi_url()?;
         Ok(browser)
     }
@@ -209,7 +186,7 @@ impl Firefox {
     fn wait_for_bidi_url(&self) -> Result<String, FirefoxError> {
         let deadline = Instant::now() + LAUNCH_TIMEOUT;
         loop {
-            let log = fs::read(&self.log_path).unwrap_or_default();
+            let log = self.proc.log();
             let text = String::from_utf8_lossy(&log);
             if let Some(url) = text
                 .split_inclusive('\n')
@@ -237,34 +214,29 @@ impl Firefox {
 
     /// PID of the process-group leader: a minimal reaper process whose child is the Firefox main process.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.proc.pid()
     }
 
     /// The temporary profile directory (removed on drop).
     pub fn profile_dir(&self) -> &Path {
-        &self.profile_dir
+        &self.proc.profile
     }
 
     /// The last `max_bytes` of Firefox's stdout/stderr.
     pub fn log_tail(&self, max_bytes: usize) -> String {
-        let log = fs::read(&self.log_path).unwrap_or_default();
-        String::from_utf8_lossy(&log[log.len().saturating_sub(max_bytes)..]).into_owned()
+        self.proc.log_tail(max_bytes)
     }
 
     /// Live (non-zombie) processes that belong to this browser: its process group, plus anything whose
     /// command line names the profile dir.
     pub fn processes(&self) -> Vec<u32> {
-        let mut pids = self.child.as_ref().map(|c| process_group_members(c.id() as i32)).unwrap_or_default();
-        pids.extend(processes_with_cmdline(&self.profile_dir.to_string_lossy()));
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        self.proc.processes()
     }
 
     /// Whether the reaper has exited, i.e. Firefox and all its processes are gone (without reaping it, so its
     /// pid/pgid stays reserved).
     pub fn has_exited(&self) -> bool {
-        self.child.as_ref().is_none_or(|c| exited_nowait(Pid::from_child(c)))
+        self.proc.has_exited()
     }
 
     /// Open the BiDi session on the top-level browsing context, set its viewport to `VIEWPORT` and navigate
@@ -298,21 +270,6 @@ impl Firefox {
             page.try_navigate(url)?;
         }
         Ok(page)
-    }
-
-    fn shutdown(&mut self) {
-        match self.child.take() {
-            Some(child) => super::process::shut_down("Firefox", child, &self.profile_dir),
-            None => {
-                let _ = fs::remove_dir_all(&self.profile_dir);
-            }
-        }
-    }
-}
-
-impl Drop for Firefox {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 

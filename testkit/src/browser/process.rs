@@ -1,10 +1,12 @@
-//! Process plumbing both browser drivers share: the reaper that owns a browser's whole process tree, waiting
+//! Process plumbing both browser drivers share: [`BrowserProcess`] (a private profile, a log, the browser
+//! started under the reaper that owns its whole process tree, all of it stopped and removed on drop), waiting
 //! without reaping, and fresh profile directories.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -135,4 +137,93 @@ pub(crate) fn shut_down(name: &str, mut child: Child, profile: &Path) {
         eprintln!("warning: {name} processes {:?} survived SIGKILL", processes_with_cmdline(&needle));
     }
     let _ = fs::remove_dir_all(profile);
+}
+
+/// A browser's private profile, its log, and (once spawned) the reaper it runs under. Dropping it stops every
+/// process of the browser ([`shut_down`]) and removes the profile.
+#[derive(Debug)]
+pub(crate) struct BrowserProcess {
+    /// "Chromium", "Firefox": for messages.
+    name: &'static str,
+    child: Option<Child>,
+    pub(crate) profile: PathBuf,
+    log_path: PathBuf,
+}
+
+impl BrowserProcess {
+    /// A fresh profile directory `PREFIX-PID-N.d` with `tmp`, `xdg-config` and `xdg-cache` inside (the
+    /// browser's TMPDIR and XDG dirs: its helpers' command lines then name the profile, which is how the
+    /// shutdown finds those that leave the process group), and an empty log `log_name` in it.
+    pub(crate) fn prepare(name: &'static str, prefix: &str, log_name: &str) -> io::Result<BrowserProcess> {
+        let profile = fresh_profile_dir(prefix)?;
+        // From here on, an early return drops it, which removes the profile.
+        let b = BrowserProcess { name, child: None, log_path: profile.join(log_name), profile };
+        for sub in ["tmp", "xdg-config", "xdg-cache"] {
+            fs::create_dir_all(b.profile.join(sub))?;
+        }
+        File::create(&b.log_path)?;
+        Ok(b)
+    }
+
+    /// Start `cmd` (the browser with its arguments) with the profile's TMPDIR and XDG dirs, stdout and stderr
+    /// to the log, in its own process group, under [`reaper_pre_exec`].
+    pub(crate) fn spawn(&mut self, mut cmd: Command) -> io::Result<()> {
+        let log = File::options().append(true).open(&self.log_path)?;
+        let dir = &self.profile;
+        cmd.env("TMPDIR", dir.join("tmp"))
+            .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+            .env("XDG_CACHE_HOME", dir.join("xdg-cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        // SAFETY: `reaper_pre_exec` only makes async-signal-safe calls (prctl, fork, signal, close_range,
+        // waitpid, _exit), as required between fork and exec.
+        unsafe { cmd.pre_exec(reaper_pre_exec) };
+        self.child = Some(cmd.spawn()?);
+        Ok(())
+    }
+
+    /// PID of the process-group leader: the reaper, whose child is the browser's main process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The last `max_bytes` of the browser's stdout/stderr.
+    pub(crate) fn log_tail(&self, max_bytes: usize) -> String {
+        let log = fs::read(&self.log_path).unwrap_or_default();
+        String::from_utf8_lossy(&log[log.len().saturating_sub(max_bytes)..]).into_owned()
+    }
+
+    /// The whole log so far.
+    pub(crate) fn log(&self) -> Vec<u8> {
+        fs::read(&self.log_path).unwrap_or_default()
+    }
+
+    /// Live (non-zombie) processes that belong to the browser: its process group, plus anything whose
+    /// command line names the profile dir.
+    pub(crate) fn processes(&self) -> Vec<u32> {
+        let mut pids = self.child.as_ref().map(|c| process_group_members(c.id() as i32)).unwrap_or_default();
+        pids.extend(processes_with_cmdline(&self.profile.to_string_lossy()));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Whether the reaper has exited, i.e. the browser and all its processes are gone (without reaping it,
+    /// so its pid/pgid stays reserved).
+    pub(crate) fn has_exited(&self) -> bool {
+        self.child.as_ref().is_none_or(|c| exited_nowait(Pid::from_child(c)))
+    }
+}
+
+impl Drop for BrowserProcess {
+    fn drop(&mut self) {
+        match self.child.take() {
+            Some(child) => shut_down(self.name, child, &self.profile),
+            None => {
+                let _ = fs::remove_dir_all(&self.profile);
+            }
+        }
+    }
 }
