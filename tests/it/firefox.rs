@@ -129,16 +129,7 @@ fn firefox_drives_the_desktop_and_shows_the_cursor() {
         // Cursor metadata, from the ext-image-copy test compositor.
         let comp = crate::support::compositor::TestCompositor::start(800, 600);
         comp.animate(true);
-        comp.set_cursor(Some((400, 300)));
-        let srv = Server::spawn(comp.cli(&[
-            "start",
-            "--listen",
-            "127.0.0.1:0",
-            "--source",
-            "ext-image-copy",
-            "--cursor",
-            "metadata",
-        ]));
+        let srv = crate::image_copy::cursor_metadata_server(&comp);
         let ff = firefox();
         let mut page = ff.new_page(&srv.url("/?gum=1"));
         page.set_viewport(1280, 720);

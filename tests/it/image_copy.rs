@@ -371,7 +371,7 @@ fn image_copy_test_compositor_enforces_the_protocol() {
 
 #[test]
 fn image_copy_cursor_metadata_reaches_the_viewer_page() {
-    use crate::stream::{DECODING, SERIAL, Server};
+    use crate::stream::{DECODING, SERIAL};
     use crate::support::browser::Browser;
     use crate::support::netns::in_private_netns;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -379,21 +379,26 @@ fn image_copy_cursor_metadata_reaches_the_viewer_page() {
         // 800x600 in the 1280x720 page: the picture is letterboxed (scale 1.2, 160 px bars left and right).
         let comp = TestCompositor::start(800, 600);
         comp.animate(true);
-        comp.set_cursor(Some((400, 300)));
-        let srv = Server::spawn(comp.cli(&[
-            "start",
-            "--listen",
-            "127.0.0.1:0",
-            "--source",
-            "ext-image-copy",
-            "--cursor",
-            "metadata",
-        ]));
+        let srv = cursor_metadata_server(&comp);
         let browser = Browser::launch();
         let mut page = browser.new_page(&srv.url("/?gum=1"));
         page.wait_for(DECODING, Duration::from_secs(30));
         cursor_metadata_follows(&mut page, &comp);
     });
+}
+
+/// `wl-webrtc start` on the test compositor with cursor metadata, its pointer in the middle of the output.
+pub(crate) fn cursor_metadata_server(comp: &TestCompositor) -> crate::stream::Server {
+    comp.set_cursor(Some((400, 300)));
+    crate::stream::Server::spawn(comp.cli(&[
+        "start",
+        "--listen",
+        "127.0.0.1:0",
+        "--source",
+        "ext-image-copy",
+        "--cursor",
+        "metadata",
+    ]))
 }
 
 /// The page (any browser) shows the test compositor's cursor where it is, at the picture's scale, follows it
