@@ -104,7 +104,7 @@ pub(crate) const STAGES: [&str; 5] = ["capture_wait", "copy", "convert", "encode
 /// One codec's share of the stream: its viewers and its encoder (`codecs` in `/api/status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CodecCounters {
-    /// Connected viewers receiving this codec.
+    /// Connected viewers receiving this codec (filled in from the codec's pipeline core when reported).
     pub viewers: usize,
     /// Whether its encoder is open now (it closes when the codec's last viewer leaves).
     pub encoder_open: bool,
@@ -152,7 +152,15 @@ impl PipelineMetrics {
     }
 
     /// Prometheus text exposition (with gauges passed in).
-    pub fn prometheus(&self, viewers: usize, fps: f64, bitrate_kbps: f64, target_kbps: u32) -> String {
+    /// `codecs`: the per-codec counters with their viewers (the caller knows those).
+    pub fn prometheus(
+        &self,
+        viewers: usize,
+        fps: f64,
+        bitrate_kbps: f64,
+        target_kbps: u32,
+        codecs: &[CodecCounters; 2],
+    ) -> String {
         use std::fmt::Write;
         let mut s = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
@@ -192,7 +200,7 @@ impl PipelineMetrics {
             ("wl_webrtc_codec_encoded_bytes_total", "counter", "Encoded bytes per codec.", |c| c.bytes),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (codec, c) in crate::frame::Codec::ALL.iter().zip(&self.codecs) {
+            for (codec, c) in crate::frame::Codec::ALL.iter().zip(codecs) {
                 let _ = writeln!(s, "{name}{{codec=\"{}\"}} {}", codec.name(), value(c));
             }
         }
@@ -228,7 +236,8 @@ mod histogram_tests {
     fn pipeline_text_has_every_family() {
         let mut m = PipelineMetrics { frames_captured: 5, ..Default::default() };
         m.observe("convert", Duration::from_millis(1));
-        let text = m.prometheus(2, 60.0, 1000.0, 4000);
+        let codecs = [CodecCounters { viewers: 2, encoder_open: true, ..Default::default() }, CodecCounters::default()];
+        let text = m.prometheus(2, 60.0, 1000.0, 4000, &codecs);
         for needle in [
             "wl_webrtc_frames_captured_total 5",
             "wl_webrtc_frames_dropped_total 0",
@@ -236,6 +245,8 @@ mod histogram_tests {
             "wl_webrtc_target_bitrate_kbps 4000",
             "wl_webrtc_stage_latency_seconds_count{stage=\"convert\"} 1",
             "# TYPE wl_webrtc_stage_latency_seconds histogram",
+            "wl_webrtc_codec_viewers{codec=\"h264\"} 2",
+            "wl_webrtc_encoder_open{codec=\"vp8\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

@@ -415,6 +415,16 @@ impl Hub {
         let _ = self.frames[codec.index()].send(frame);
     }
 
+    /// Each codec's counters, with its viewers as its pipeline core counts them.
+    fn codec_counters(&self) -> [CodecCounters; 2] {
+        let mut counters = lock(&self.metrics).codecs;
+        let cores = lock(&self.cores);
+        for (c, core) in counters.iter_mut().zip(cores.iter()) {
+            c.viewers = core.viewers();
+        }
+        counters
+    }
+
     /// Media thread: `codec`'s encoder opened (`true`) or closed.
     pub fn encoder_state(&self, codec: Codec, open: bool) {
         self.with_metrics(|m| {
@@ -446,8 +456,8 @@ impl Hub {
             latency_ms,
             input: self.input_counters.snapshot(self.input_allowed),
             codecs: {
-                let m = lock(&self.metrics);
-                Codec::ALL.iter().map(|c| (c.name(), m.codecs[c.index()])).collect()
+                let counters = self.codec_counters();
+                Codec::ALL.iter().map(|c| (c.name(), counters[c.index()])).collect()
             },
         }
     }
@@ -458,7 +468,8 @@ impl Hub {
             let s = lock(&self.stats);
             (s.fps, s.bitrate_kbps, s.target_bitrate_kbps)
         };
-        let mut text = lock(&self.metrics).prometheus(self.viewers(), fps, kbps, target);
+        let codecs = self.codec_counters();
+        let mut text = lock(&self.metrics).prometheus(self.viewers(), fps, kbps, target, &codecs);
         let i = self.input_counters.snapshot(self.input_allowed);
         for (name, help, value) in [
             ("wl_webrtc_input_received_total", "Input messages received from viewers.", i.received),
@@ -636,7 +647,6 @@ impl Hub {
                         connected = true;
                         need_idr = true;
                         self.core_event(codec, Event::ViewerJoined { id });
-                        self.with_metrics(|m| m.codecs[codec.index()].viewers += 1);
                         self.request_keyframe(codec);
                         tracing::info!(viewer = id, viewers = self.viewers(), %codec, "viewer connected");
                     }
@@ -701,10 +711,6 @@ impl Hub {
         }
         if connected {
             self.core_event(codec, Event::ViewerLeft { id });
-            self.with_metrics(|m| {
-                let c = &mut m.codecs[codec.index()].viewers;
-                *c = c.saturating_sub(1);
-            });
         }
         for task in input_tasks {
             task.abort();
