@@ -839,6 +839,8 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
     let mut last_picture: Option<crate::media::Picture> = None;
     while !hub.stop_flag().load(Ordering::Relaxed) {
         let picture = pipe.take(Duration::from_millis(100));
+        // A picture counts once towards the frame rate, however many codecs encoded it.
+        let mut published = false;
         for stream in &mut codecs {
             let codec = stream.stage.codec();
             if !hub.watched(codec) {
@@ -879,7 +881,7 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
             }
             match encoded {
                 Ok(frame) => {
-                    window_frames += u64::from(codec == Codec::H264 || !hub.watched(Codec::H264));
+                    published = true;
                     window_bytes += frame.data.len() as u64;
                     hub.with_metrics(|m| {
                         m.frames_encoded += 1;
@@ -900,6 +902,7 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
                 }
             }
         }
+        window_frames += u64::from(published);
         if let Some(pic) = picture
             && let Some(old) = last_picture.replace(pic)
         {
