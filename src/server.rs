@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::Config;
+use crate::control::LossMeter;
 use crate::encode::{Codec, EncodedFrame};
 use crate::input::inject::{InputCommand, InputSender};
 use crate::input::limit::TokenBucket;
@@ -32,6 +33,8 @@ const FANOUT_DEPTH: usize = 8;
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// A peer whose every send times out this long is dropped.
 const PEER_STUCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A frame is not queued behind more than this much of the pacer's backlog (it would arrive too late).
+const PACER_BACKLOG_LIMIT: Duration = Duration::from_millis(300);
 /// A viewer that has not connected (ICE + DTLS) this long after its offer is dropped.
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Offers answered but not yet connected, at most; a new one beyond this evicts the oldest. Pending viewers
@@ -607,18 +610,21 @@ impl Hub {
         // Since when every send timed out (a peer that takes nothing this long is gone).
         let mut stuck_since: Option<Instant> = None;
         let ssrc = peer.ssrc();
+        let congestion = peer.congestion();
         let rtcp = async {
+            let mut loss = LossMeter::default();
             while let Some(fb) = Peer::feedback(&track, ssrc).await {
                 let now = Instant::now();
                 if fb.keyframe {
                     tracing::debug!(viewer = id, "keyframe request (PLI/FIR)");
                     self.request_keyframe(codec);
                 }
+                let fraction = fb.report.and_then(|(lost, highest)| loss.on_report(now, lost, highest));
                 self.with_core(codec, |c| {
                     if let Some(bps) = fb.remb_bps {
                         c.handle(now, Event::Remb { id, bps });
                     }
-                    if let Some(fraction) = fb.loss {
+                    if let Some(fraction) = fraction {
                         c.handle(now, Event::Loss { id, fraction });
                     }
                 });
@@ -633,6 +639,10 @@ impl Hub {
                 _ = &mut cancel => break,
                 _ = stop_poll.tick() => {
                     if self.stop.load(Ordering::Relaxed) { break; }
+                    // The send-side estimate (a browser that gets transport-wide sequence numbers sends no REMB).
+                    if connected && let Some(bps) = congestion.estimate_bps() {
+                        self.with_core(codec, |c| c.handle(Instant::now(), Event::SendSideEstimate { id, bps }));
+                    }
                 }
                 () = &mut pending_deadline, if !connected => {
                     tracing::info!(viewer = id, "the viewer did not connect within {PENDING_TIMEOUT:?}; dropping it");
@@ -662,6 +672,16 @@ impl Hub {
                 f = frames.recv() => match f {
                     Ok(frame) => {
                         if !connected || (need_idr && !frame.idr) {
+                            continue;
+                        }
+                        // The pacer holds more than it can send soon (the estimate fell under what was queued):
+                        // adding to it only delays every later frame; skip to a keyframe instead.
+                        if congestion.pacer_backlog() > PACER_BACKLOG_LIMIT {
+                            tracing::debug!(viewer = id, backlog = ?congestion.pacer_backlog(), "pacer backlog; waiting for a keyframe");
+                            self.with_metrics(|m| m.frames_dropped += 1);
+                            // (A keyframe skipped as well is asked for again.)
+                            need_idr = true;
+                            self.request_keyframe(codec);
                             continue;
                         }
                         need_idr = false;

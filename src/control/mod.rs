@@ -1,6 +1,8 @@
 //! Sans-IO decisions: inputs and `now` in, decisions out; no clocks, sockets or threads, so they are tested
 //! on simulated time.
 
+pub mod congestion;
+
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,39 @@ impl FramePacer {
     }
 }
 
+/// Loss from receiver reports over at least [`LOSS_WINDOW`], from their cumulative counters. A browser
+/// sends a receiver report with every NACK, so the per-report "fraction lost" covers a few packets just
+/// when one went missing: at 2 % random loss Chromium reported 25–50 % (measured), and reading that as
+/// congestion cut the rate to the floor.
+#[derive(Debug, Clone, Default)]
+pub struct LossMeter {
+    /// (when, cumulative lost, extended highest sequence number received).
+    reports: VecDeque<(Instant, i64, i64)>,
+}
+
+/// The span a loss fraction is measured over.
+pub const LOSS_WINDOW: Duration = Duration::from_secs(1);
+
+impl LossMeter {
+    /// A report's cumulative counters; the fraction lost over the last [`LOSS_WINDOW`] or more, once the
+    /// reports span that long.
+    pub fn on_report(&mut self, now: Instant, total_lost: u32, highest_seq: u32) -> Option<f64> {
+        // total_lost is a signed 24-bit field (duplicates can make it negative).
+        let lost = i64::from(((total_lost << 8) as i32) >> 8);
+        self.reports.push_back((now, lost, i64::from(highest_seq)));
+        // Keep the newest report at least a window old as the base.
+        while self.reports.len() > 2 && now.saturating_duration_since(self.reports[1].0) >= LOSS_WINDOW {
+            self.reports.pop_front();
+        }
+        let &(t0, lost0, seq0) = self.reports.front()?;
+        if now.saturating_duration_since(t0) < LOSS_WINDOW {
+            return None;
+        }
+        let expected = i64::from(highest_seq) - seq0;
+        (expected > 0).then(|| ((lost - lost0) as f64 / expected as f64).clamp(0.0, 1.0))
+    }
+}
+
 /// Feedback older than this is not acted on.
 const FEEDBACK_MAX_AGE: Duration = Duration::from_secs(2);
 /// Window over which the bitrate actually sent is measured.
@@ -70,6 +105,8 @@ const SENT_WINDOW: Duration = Duration::from_secs(1);
 /// Loss above this fraction is congestion; below `LOSS_OK` the link is fine.
 const LOSS_CONGESTED: f64 = 0.10;
 const LOSS_OK: f64 = 0.02;
+/// The encoder gets this share of a send-side estimate (the rest: retransmissions, RTP and SRTP overhead).
+const SEND_SIDE_SHARE: f64 = 0.9;
 
 /// What one viewer last told us about its link.
 #[derive(Debug, Clone)]
@@ -79,12 +116,17 @@ struct LinkFeedback {
     remb: Option<(f64, Instant)>,
     /// Fraction of packets lost since the previous receiver report, and when it came.
     loss: Option<(f64, Instant)>,
+    /// The send-side estimate from its transport-cc feedback, kbit/s, and when it was read.
+    send_side: Option<(f64, Instant)>,
 }
 
 impl LinkFeedback {
     /// When this viewer last told us anything.
     fn latest(&self) -> Option<Instant> {
-        [self.remb.map(|(_, t)| t), self.loss.map(|(_, t)| t)].into_iter().flatten().max()
+        [self.remb.map(|(_, t)| t), self.loss.map(|(_, t)| t), self.send_side.map(|(_, t)| t)]
+            .into_iter()
+            .flatten()
+            .max()
     }
 }
 
@@ -129,7 +171,7 @@ impl BitrateController {
     }
 
     pub fn viewer_joined(&mut self, id: u64, now: Instant) {
-        self.viewers.insert(id, LinkFeedback { joined: now, remb: None, loss: None });
+        self.viewers.insert(id, LinkFeedback { joined: now, remb: None, loss: None, send_side: None });
     }
 
     /// A viewer left; with nobody left the cap is forgotten (the next viewer starts at full quality).
@@ -147,6 +189,16 @@ impl BitrateController {
             && bps >= 0.0
         {
             v.remb = Some((bps / 1000.0, now));
+        }
+    }
+
+    /// The send-side estimate for viewer `id` (transport-cc feedback), bit/s.
+    pub fn on_send_side(&mut self, id: u64, bps: f64, now: Instant) {
+        if let Some(v) = self.viewers.get_mut(&id)
+            && bps.is_finite()
+            && bps > 0.0
+        {
+            v.send_side = Some((bps / 1000.0, now));
         }
     }
 
@@ -189,7 +241,10 @@ impl BitrateController {
 
     /// The lowest fresh REMB (kbit/s) of any viewer past its grace period, for status reports.
     pub fn estimate_kbps(&self, now: Instant) -> Option<u32> {
-        self.fresh(now).filter_map(|v| v.remb.map(|(kbps, _)| kbps)).reduce(f64::min).map(|k| k.round() as u32)
+        self.fresh(now)
+            .filter_map(|v| v.send_side.or(v.remb).map(|(kbps, _)| kbps))
+            .reduce(f64::min)
+            .map(|k| k.round() as u32)
     }
 
     fn fresh(&self, now: Instant) -> impl Iterator<Item = LinkFeedback> + '_ {
@@ -200,6 +255,7 @@ impl BitrateController {
                 joined: v.joined,
                 remb: v.remb.filter(|&(_, t)| recent(t)),
                 loss: v.loss.filter(|&(_, t)| recent(t)),
+                send_side: v.send_side.filter(|&(_, t)| recent(t)),
             }
         })
     }
@@ -216,7 +272,19 @@ impl BitrateController {
         let floor = f64::from(self.min_kbps).min(ceiling);
         let sent = self.sent_kbps(now);
         let current = self.cap.unwrap_or(ceiling).min(ceiling);
-        let fresh: Vec<LinkFeedback> = self.fresh(now).collect();
+        // Send-side estimates are followed at once (the estimator already paces its own changes), with a
+        // margin for retransmissions and packet overhead, and not subject to the grace period: the viewers
+        // that have one need nothing else.
+        let send_side = self
+            .viewers
+            .values()
+            .filter_map(|v| v.send_side.filter(|&(_, t)| now.saturating_duration_since(t) <= FEEDBACK_MAX_AGE))
+            .map(|(kbps, _)| kbps * SEND_SIDE_SHARE)
+            .reduce(f64::min);
+        let fresh: Vec<LinkFeedback> = self.fresh(now).filter(|v| v.send_side.is_none()).collect();
+        if send_side.is_some() && fresh.is_empty() {
+            self.cap = None; // nobody left whom the REMB/loss rules speak for
+        }
         let worst_loss = fresh.iter().filter_map(|v| v.loss.map(|(l, _)| l)).reduce(f64::max);
         // The largest rate each viewer's feedback allows, where it signals congestion.
         let mut limit: Option<f64> = None;
@@ -264,13 +332,35 @@ impl BitrateController {
             }
             None => {}
         }
-        self.cap.map_or(ceiling_kbps, |c| c.min(ceiling).round() as u32)
+        let legacy = self.cap.map_or(ceiling, |c| c.min(ceiling));
+        match send_side {
+            Some(s) => s.min(legacy).max(floor).round() as u32,
+            None => legacy.round() as u32,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_is_measured_over_a_second_of_reports_not_per_report() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut m = LossMeter::default();
+        // 100 packets a second, 2 lost in each, reported every 100 ms (a per-report fraction would read 0 %
+        // or 50 %).
+        assert_eq!(m.on_report(ms(0), 0, 1000), None);
+        let mut last = None;
+        for i in 1..=30u32 {
+            last = m.on_report(ms(u64::from(i) * 100), i / 5, 1000 + i * 10);
+        }
+        let f = last.expect("a fraction after a second");
+        assert!((0.015..=0.025).contains(&f), "{f}");
+        // A negative cumulative count (duplicates) and a counter going back are not loss.
+        assert_eq!(m.on_report(ms(3100), 0xFF_FFFF, 1000 + 31 * 10), Some(0.0));
+    }
 
     #[test]
     fn pacer_caps_the_request_rate() {

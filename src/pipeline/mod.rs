@@ -35,7 +35,13 @@ pub enum Event {
         id: u64,
         bps: f64,
     },
-    /// The fraction of packets a viewer lost since its previous receiver report.
+    /// A viewer's send-side estimate (our transport-cc feedback estimator), bit/s: where it exists it is
+    /// the authority, its REMB and receiver reports are not needed.
+    SendSideEstimate {
+        id: u64,
+        bps: f64,
+    },
+    /// The fraction of packets a viewer lost (after repair) over the last second or more.
     Loss {
         id: u64,
         fraction: f64,
@@ -124,6 +130,7 @@ impl PipelineCore {
             }
             Event::KeyframeRequested => self.keyframes.request(),
             Event::Remb { id, bps } => self.bitrate.on_remb(id, bps, now),
+            Event::SendSideEstimate { id, bps } => self.bitrate.on_send_side(id, bps, now),
             Event::Loss { id, fraction } => self.bitrate.on_loss(id, fraction, now),
             Event::FrameCaptured { requested_at } => self.pacer.frame_delivered(requested_at),
             Event::Published { bytes, idr } => {

@@ -1,2 +1,3 @@
 //! Media transport to viewers.
+pub mod congestion;
 pub mod webrtc;

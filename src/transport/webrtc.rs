@@ -34,6 +34,8 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
+use super::congestion::Congestion;
+use crate::control::congestion::Redundancy;
 use crate::encode::{Codec, CodecChoice, EncodedFrame};
 
 /// RTP payload size (fits any path MTU with SRTP and extension overhead).
@@ -125,8 +127,9 @@ pub struct Feedback {
     pub keyframe: bool,
     /// REMB: the receiver's estimate of the bitrate its link carries, bit/s.
     pub remb_bps: Option<f64>,
-    /// Receiver report: fraction of our packets lost since the previous report (0..=1).
-    pub loss: Option<f64>,
+    /// Receiver report: the cumulative number of our packets lost and the extended highest sequence
+    /// number received (see `control::LossMeter`).
+    pub report: Option<(u32, u32)>,
 }
 
 impl Feedback {
@@ -144,7 +147,7 @@ impl Feedback {
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>()
                 && let Some(r) = rr.reports.iter().find(|r| r.ssrc == ssrc)
             {
-                fb.loss = Some(f64::from(r.fraction_lost) / 256.0);
+                fb.report = Some((r.total_lost, r.last_sequence_number));
             }
         }
         fb
@@ -485,6 +488,7 @@ pub struct Peer {
     codec: Codec,
     payload_type: u8,
     ssrc: u32,
+    congestion: Arc<Congestion>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -544,7 +548,9 @@ impl Peer {
         validate_offer(offer)?;
         let codec = choose_codec(offer, cfg.codec)?;
         let mut me = media_engine(codec)?;
-        let registry = register_default_interceptors(Registry::new(), &mut me)?
+        let congestion = Arc::new(Congestion::default());
+        let registry = register_default_interceptors(Registry::new(), &mut me)?;
+        let registry = super::congestion::register(registry, &congestion)
             .with(Slot::from(14_000), KeyframeRequestForwarder::default());
         let setting =
             SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
@@ -597,9 +603,17 @@ impl Peer {
         }
         .await;
         match result {
-            Ok((track, payload_type, ssrc, answer)) => {
-                Ok(Peer { pc, track, events: ev_rx, data_channels: dc_rx, answer, codec, payload_type, ssrc })
-            }
+            Ok((track, payload_type, ssrc, answer)) => Ok(Peer {
+                pc,
+                track,
+                events: ev_rx,
+                data_channels: dc_rx,
+                answer,
+                codec,
+                payload_type,
+                ssrc,
+                congestion,
+            }),
             Err(e) => {
                 let _ = pc.close().await;
                 Err(e)
@@ -623,12 +637,17 @@ impl Peer {
         Ok(self.pc.add_ice_candidate(init).await?)
     }
 
-    /// A sender that turns encoded frames into RTP for this peer.
     /// The codec this viewer receives.
     pub fn codec(&self) -> Codec {
         self.codec
     }
 
+    /// The send-side bandwidth estimate and pacer state for this viewer.
+    pub fn congestion(&self) -> Arc<Congestion> {
+        Arc::clone(&self.congestion)
+    }
+
+    /// A sender that turns encoded frames into RTP for this peer.
     pub fn sender(&self) -> RtpFrameSender {
         let payloader: Box<dyn Payloader> = match self.codec {
             Codec::H264 => Box::new(rtc::rtp::codec::h264::H264Payloader::default()),
@@ -647,6 +666,9 @@ impl Peer {
             seq: rand_ssrc() as u16,
             ts_base: None,
             ts_offset: rand_ssrc(),
+            congestion: Arc::clone(&self.congestion),
+            redundancy: Redundancy::default(),
+            media: VecDeque::new(),
         }
     }
 
@@ -696,6 +718,10 @@ pub struct RtpFrameSender {
     seq: u16,
     ts_base: Option<Instant>,
     ts_offset: u32,
+    congestion: Arc<Congestion>,
+    redundancy: Redundancy,
+    /// Media bytes sent (one copy) over the last second: (when, bytes).
+    media: VecDeque<(Instant, usize)>,
 }
 
 impl std::fmt::Debug for RtpFrameSender {
@@ -737,6 +763,16 @@ fn ntp_of(at: Instant) -> u64 {
     (secs << 32) | frac
 }
 
+/// The header extensions on every packet: playout-delay 0/0 and abs-capture-time.
+fn ext_for(abs: AbsCaptureTime) -> [rtc::rtp::extension::HeaderExtension; 2] {
+    [
+        rtc::rtp::extension::HeaderExtension::PlayoutDelay(
+            rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension { min_delay: 0, max_delay: 0 },
+        ),
+        rtc::rtp::extension::HeaderExtension::Custom { uri: ABS_CAPTURE_TIME_URI.into(), extension: Box::new(abs) },
+    ]
+}
+
 impl RtpFrameSender {
     /// RTP timestamp of a capture instant: 90 kHz since the first frame this peer was sent.
     pub(crate) fn rtp_timestamp(&mut self, capture: Instant) -> u32 {
@@ -754,6 +790,18 @@ impl RtpFrameSender {
         let timestamp = self.rtp_timestamp(frame.capture_ts);
         let n = payloads.len();
         let abs = AbsCaptureTime(ntp_of(frame.capture_ts));
+        let now = Instant::now();
+        self.media.push_back((now, frame.data.len()));
+        while self.media.front().is_some_and(|&(t, _)| now.saturating_duration_since(t) > Duration::from_secs(1)) {
+            self.media.pop_front();
+        }
+        let media_bps = self.media.iter().map(|&(_, b)| b).sum::<usize>() as f64 * 8.0;
+        let copies = match self.congestion.estimate_bps() {
+            Some(est) => self.redundancy.copies(now, self.congestion.loss(), est, media_bps),
+            None => 1,
+        };
+        // Further copies go after the whole frame (a burst that takes one copy spares the other).
+        let mut again = Vec::new();
         for (i, payload) in payloads.into_iter().enumerate() {
             let header = rtc::rtp::header::Header {
                 version: 2,
@@ -766,16 +814,16 @@ impl RtpFrameSender {
             };
             self.seq = self.seq.wrapping_add(1);
             let pkt = rtc::rtp::packet::Packet { header, payload };
-            let ext = [
-                rtc::rtp::extension::HeaderExtension::PlayoutDelay(
-                    rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension { min_delay: 0, max_delay: 0 },
-                ),
-                rtc::rtp::extension::HeaderExtension::Custom {
-                    uri: ABS_CAPTURE_TIME_URI.into(),
-                    extension: Box::new(abs),
-                },
-            ];
+            let ext = ext_for(abs);
+            if copies > 1 {
+                again.push(pkt.clone());
+            }
             self.track.write_rtp_with_extensions(pkt, &ext).await?;
+        }
+        for _ in 1..copies {
+            for pkt in &again {
+                self.track.write_rtp_with_extensions(pkt.clone(), &ext_for(abs)).await?;
+            }
         }
         Ok(n)
     }
@@ -879,14 +927,20 @@ mod tests {
                 ssrc: 1,
                 reports: vec![
                     ReceptionReport { ssrc: 99, fraction_lost: 255, ..Default::default() },
-                    ReceptionReport { ssrc: ours, fraction_lost: 64, ..Default::default() },
+                    ReceptionReport {
+                        ssrc: ours,
+                        fraction_lost: 64,
+                        total_lost: 7,
+                        last_sequence_number: 70_000,
+                        ..Default::default()
+                    },
                 ],
                 ..Default::default()
             }),
             Box::new(ReceiverEstimatedMaximumBitrate { sender_ssrc: 1, bitrate: 2.5e6, ssrcs: vec![ours] }),
         ];
         let fb = Feedback::from_packets(&packets, ours);
-        assert_eq!(fb, Feedback { keyframe: false, remb_bps: Some(2.5e6), loss: Some(0.25) });
+        assert_eq!(fb, Feedback { keyframe: false, remb_bps: Some(2.5e6), report: Some((7, 70_000)) });
         let other = Feedback::from_packets(&packets, 7);
         assert_eq!(other, Feedback::default(), "reports about other streams are not ours");
         let pli: Vec<Box<dyn rtc::rtcp::Packet>> =
