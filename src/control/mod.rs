@@ -435,6 +435,28 @@ mod tests {
     }
 
     #[test]
+    fn a_send_side_estimate_sets_the_rate_at_once_and_the_slowest_viewer_wins() {
+        let t0 = Instant::now();
+        let mut c = BitrateController::new(300, Duration::from_secs(5));
+        c.viewer_joined(1, t0);
+        c.viewer_joined(2, t0);
+        // No grace and no "was the rate used" rule: the estimator already judged that.
+        c.on_send_side(1, 5_000_000.0, at(t0, 100));
+        c.on_send_side(2, 3_000_000.0, at(t0, 100));
+        assert_eq!(c.poll(at(t0, 100), 8700), 2700, "0.9 x the lowest estimate");
+        assert_eq!(c.estimate_kbps(at(t0, 6000)), None, "stale after 2 s");
+        c.on_send_side(2, 20_000_000.0, at(t0, 6000));
+        c.on_send_side(1, 20_000_000.0, at(t0, 6000));
+        assert_eq!(c.poll(at(t0, 6000), 8700), 8700, "never above the ceiling");
+        assert_eq!(c.estimate_kbps(at(t0, 6000)), Some(20_000));
+        // A viewer that has one is not also judged by its REMB.
+        c.on_remb(1, 100_000.0, at(t0, 6100));
+        assert_eq!(c.poll(at(t0, 6100), 8700), 8700);
+        c.on_send_side(1, 100.0, at(t0, 6200));
+        assert_eq!(c.poll(at(t0, 6200), 8700), 300, "the floor holds");
+    }
+
+    #[test]
     fn new_viewers_low_start_estimate_is_ignored_during_grace() {
         let t0 = Instant::now();
         let mut c = BitrateController::new(300, Duration::from_secs(5));
