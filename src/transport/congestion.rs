@@ -165,32 +165,30 @@ impl BandwidthEstimator for Estimator {
     }
 }
 
-/// Notes which transport-wide sequence numbers each transport-cc feedback covers, before the
-/// congestion controller reads it (the read leg walks up from the wire, and this sits below it).
-struct FeedbackCoverage {
-    out: Arc<Congestion>,
+/// An interceptor that looks at (and may mark) every inbound RTCP compound packet on its way and passes
+/// everything through: the keyframe-request forwarder and the feedback-coverage note are two of them.
+pub(crate) struct ReadTap<F> {
+    tap: F,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackCoverage {
+impl<F: FnMut(&mut TaggedPacket) + Send + Sync> ReadTap<F> {
+    pub(crate) fn new(tap: F) -> ReadTap<F> {
+        ReadTap { tap, read: VecDeque::new(), write: VecDeque::new() }
+    }
+}
+
+impl<F: FnMut(&mut TaggedPacket) + Send + Sync> Protocol<TaggedPacket, TaggedPacket, ()> for ReadTap<F> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
     type Error = rtc::shared::error::Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            for p in packets {
-                if let Some(cc) = p.as_any().downcast_ref::<TransportLayerCc>() {
-                    let mut covered = self.out.covered.lock().unwrap_or_else(|e| e.into_inner());
-                    covered.push_back((cc.base_sequence_number, cc.packet_status_count));
-                    while covered.len() > COVERED_RANGES {
-                        covered.pop_front();
-                    }
-                }
-            }
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if matches!(msg.message.packet, Packet::Rtcp(_)) {
+            (self.tap)(&mut msg);
         }
         self.read.push_back(msg);
         Ok(())
@@ -207,11 +205,26 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackCoverage {
     }
 }
 
-impl Interceptor for FeedbackCoverage {
+impl<F: FnMut(&mut TaggedPacket) + Send + Sync> Interceptor for ReadTap<F> {
     fn bind_local_stream(&mut self, _: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+/// Notes which transport-wide sequence numbers each transport-cc feedback covers, before the congestion
+/// controller reads it (the read leg walks up from the wire, and this sits below it).
+fn note_coverage(out: &Congestion, msg: &TaggedPacket) {
+    let Packet::Rtcp(packets) = &msg.message.packet else { return };
+    for p in packets {
+        if let Some(cc) = p.as_any().downcast_ref::<TransportLayerCc>() {
+            let mut covered = out.covered.lock().unwrap_or_else(|e| e.into_inner());
+            covered.push_back((cc.base_sequence_number, cc.packet_status_count));
+            while covered.len() > COVERED_RANGES {
+                covered.pop_front();
+            }
+        }
+    }
 }
 
 /// rtc-interceptor's pacer, publishing its queue.
@@ -289,7 +302,10 @@ pub(crate) fn register(registry: Registry, out: &Arc<Congestion>) -> Registry {
         .with_queue_limit(PACER_QUEUE_PACKETS)
         .build();
     registry
-        .with(Slot::from(500), FeedbackCoverage { out: Arc::clone(out), read: VecDeque::new(), write: VecDeque::new() })
+        .with(Slot::from(500), {
+            let out = Arc::clone(out);
+            ReadTap::new(move |msg: &mut TaggedPacket| note_coverage(&out, msg))
+        })
         .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::Pacer, ObservedPacer { inner: pacer, out: Arc::clone(out) })

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Attribute, Packet, Slot, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_VP8, MediaEngine};
@@ -26,7 +26,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
-use rtc::sansio::Protocol;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
@@ -34,7 +33,7 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-use super::congestion::Congestion;
+use super::congestion::{Congestion, ReadTap};
 use crate::control::congestion::Redundancy;
 use crate::encode::{Codec, CodecChoice, EncodedFrame};
 
@@ -254,54 +253,18 @@ impl PeerConnectionEventHandler for Handler {
 
 /// Marks incoming PLI/FIR (keyframe requests), REMB and receiver reports (bitrate control) for delivery to the
 /// application (they stop in the interceptor chain otherwise).
-#[derive(Default)]
-struct KeyframeRequestForwarder {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| {
-                let any = p.as_any();
-                any.is::<PictureLossIndication>()
-                    || any.is::<FullIntraRequest>()
-                    || any.is::<ReceiverEstimatedMaximumBitrate>()
-                    || any.is::<ReceiverReport>()
-            })
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.read.push_back(msg);
-        Ok(())
+fn mark_for_application(msg: &mut TaggedPacket) {
+    if let Packet::Rtcp(packets) = &msg.message.packet
+        && packets.iter().any(|p| {
+            let any = p.as_any();
+            any.is::<PictureLossIndication>()
+                || any.is::<FullIntraRequest>()
+                || any.is::<ReceiverEstimatedMaximumBitrate>()
+                || any.is::<ReceiverReport>()
+        })
+    {
+        msg.message.add(Attribute::DeliverToApplication);
     }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequestForwarder {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
 /// The codec parameters we register for `codec` (H.264: one per profile we announce).
@@ -551,7 +514,7 @@ impl Peer {
         let congestion = Arc::new(Congestion::default());
         let registry = register_default_interceptors(Registry::new(), &mut me)?;
         let registry = super::congestion::register(registry, &congestion)
-            .with(Slot::from(14_000), KeyframeRequestForwarder::default());
+            .with(Slot::from(14_000), ReadTap::new(mark_for_application));
         let setting =
             SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
         let config = RTCConfigurationBuilder::new()
