@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::capture::Capture;
 use crate::capture::wayland::{self, WlSession};
-use crate::cli::{CaptureArgs, Cli, Command, ConfigArgs, ListOutputsArgs, StartArgs};
+use crate::cli::{CaptureArgs, Cli, Command, ConfigArgs, ListEncodersArgs, ListOutputsArgs, StartArgs};
 use crate::config::{Config, DEFAULT_CONFIG_TEMPLATE};
 use crate::cursor::CursorState;
 use crate::encode::{Codec, EncodedFrame};
@@ -108,6 +108,7 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             capture(&cfg, &a, &stop)
         }
         Some(Command::ListOutputs(a)) => list_outputs(&cfg, &a),
+        Some(Command::ListEncoders(a)) => list_encoders(&a),
         Some(Command::Status(a)) => status(&cfg, a.json),
         Some(Command::Stop) => stop_instance(&cfg),
         Some(Command::Config(a)) => print_config(&cfg, &a),
@@ -267,6 +268,34 @@ fn print_config(cfg: &Config, a: &ConfigArgs) -> anyhow::Result<ExitCode> {
         print!("{DEFAULT_CONFIG_TEMPLATE}");
     } else {
         print!("{}", cfg.to_toml());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_encoders(a: &ListEncodersArgs) -> anyhow::Result<ExitCode> {
+    let vaapi = crate::encode::vaapi::probe(a.vaapi_device.as_deref());
+    if a.json {
+        let vaapi = match &vaapi {
+            Ok(d) => serde_json::json!({
+                "available": true,
+                "device": d.path,
+                "vendor": d.vendor,
+                "h264_encode": d.h264_encode.iter().map(|(p, e)| serde_json::json!({"profile": p, "entrypoint": e})).collect::<Vec<_>>(),
+            }),
+            Err(e) => serde_json::json!({ "available": false, "reason": e.to_string() }),
+        };
+        let all = serde_json::json!({ "x264": { "available": true }, "vp8": { "available": true }, "vaapi": vaapi });
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("x264\tH.264, software\tavailable");
+    println!("vp8\tVP8, software (libvpx)\tavailable");
+    match vaapi {
+        Ok(d) => {
+            let profiles: Vec<String> = d.h264_encode.iter().map(|(p, e)| format!("{p} ({e})")).collect();
+            println!("vaapi\tH.264, {} on {}\t{}", d.vendor, d.path.display(), profiles.join(", "));
+        }
+        Err(e) => println!("vaapi\tH.264, hardware\tunavailable: {e}"),
     }
     Ok(ExitCode::SUCCESS)
 }

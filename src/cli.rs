@@ -216,6 +216,9 @@ pub enum Command {
     Capture(CaptureArgs),
     /// List the outputs of the Wayland session.
     ListOutputs(ListOutputsArgs),
+    /// List the encoders this machine has: x264 and libvpx (software), and VA-API hardware H.264 with the
+    /// render node and driver, or the reason there is none.
+    ListEncoders(ListEncodersArgs),
     /// Print configuration.
     Config(ConfigArgs),
     /// Print the man page (roff) or shell completions.
@@ -317,6 +320,16 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct ListOutputsArgs {
     /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListEncodersArgs {
+    /// The render node to probe for VA-API (default: every /dev/dri/renderD*).
+    #[arg(long, value_name = "PATH")]
+    pub vaapi_device: Option<std::path::PathBuf>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -9,6 +9,7 @@
 pub mod barcode;
 pub mod browser;
 pub mod compositor;
+pub mod fake_va;
 pub mod h264;
 pub mod http;
 pub mod impair;

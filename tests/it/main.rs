@@ -19,5 +19,6 @@ mod outputs;
 mod pipewire;
 mod security;
 mod stream;
+mod vaapi;
 mod vulkan;
 mod x264;
