@@ -273,7 +273,13 @@ fn print_config(cfg: &Config, a: &ConfigArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn list_encoders(a: &ListEncodersArgs) -> anyhow::Result<ExitCode> {
-    let vaapi = crate::encode::vaapi::probe(a.vaapi_device.as_deref());
+    #[cfg(feature = "vaapi")]
+    let vaapi = crate::encode::vaapi::probe(a.vaapi_device.as_deref()).map_err(|e| e.to_string());
+    #[cfg(not(feature = "vaapi"))]
+    let vaapi: Result<VaapiNone, String> = {
+        let _ = &a.vaapi_device;
+        Err("this build has no VA-API support (built without the `vaapi` feature)".to_owned())
+    };
     if a.json {
         let vaapi = match &vaapi {
             Ok(d) => serde_json::json!({
@@ -282,7 +288,7 @@ fn list_encoders(a: &ListEncodersArgs) -> anyhow::Result<ExitCode> {
                 "vendor": d.vendor,
                 "h264_encode": d.h264_encode.iter().map(|(p, e)| serde_json::json!({"profile": p, "entrypoint": e})).collect::<Vec<_>>(),
             }),
-            Err(e) => serde_json::json!({ "available": false, "reason": e.to_string() }),
+            Err(e) => serde_json::json!({ "available": false, "reason": e }),
         };
         let all = serde_json::json!({ "x264": { "available": true }, "vp8": { "available": true }, "vaapi": vaapi });
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -298,6 +304,14 @@ fn list_encoders(a: &ListEncodersArgs) -> anyhow::Result<ExitCode> {
         Err(e) => println!("vaapi\tH.264, hardware\tunavailable: {e}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a build without VA-API "finds" (never constructed).
+#[cfg(not(feature = "vaapi"))]
+struct VaapiNone {
+    path: std::path::PathBuf,
+    vendor: String,
+    h264_encode: Vec<(&'static str, &'static str)>,
 }
 
 fn list_outputs(cfg: &Config, a: &ListOutputsArgs) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@
 //! return one Annex-B access unit per frame with no frame delay. Keyframes come only on request (infinite
 //! GOP), each with SPS/PPS in front so a new viewer can start from it.
 
+#[cfg(feature = "vaapi")]
 pub mod vaapi;
 pub mod vp8;
 pub mod x264;
