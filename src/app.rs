@@ -95,8 +95,19 @@ impl Desktop {
 }
 
 /// Run the command line.
-pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, mut cfg: Config) -> anyhow::Result<ExitCode> {
     let stop = shutdown_flag()?;
+    // The H.264 encoder is decided once, before anything starts: `--encoder vaapi` without a device that can
+    // encode is an error now, not when the first viewer arrives.
+    let encodes = match &cli.command {
+        None | Some(Command::Start(_)) => cfg.encoder.codec != crate::encode::CodecChoice::Vp8,
+        Some(Command::Capture(a)) => a.encode.is_some(),
+        Some(Command::Bench(b)) => b.what == crate::cli::BenchWhat::Encode,
+        _ => false,
+    };
+    if encodes {
+        crate::media::resolve_h264_encoder(&mut cfg.encoder).map_err(anyhow::Error::msg)?;
+    }
     match cli.command {
         None => start(&cfg, &StartArgs { child: cli.child }, &stop),
         Some(Command::Start(mut a)) => {
@@ -108,7 +119,7 @@ pub fn run(cli: Cli, cfg: Config) -> anyhow::Result<ExitCode> {
             capture(&cfg, &a, &stop)
         }
         Some(Command::ListOutputs(a)) => list_outputs(&cfg, &a),
-        Some(Command::ListEncoders(a)) => list_encoders(&a),
+        Some(Command::ListEncoders(a)) => list_encoders(&cfg, &a),
         Some(Command::Status(a)) => status(&cfg, a.json),
         Some(Command::Stop) => stop_instance(&cfg),
         Some(Command::Config(a)) => print_config(&cfg, &a),
@@ -142,7 +153,12 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
     for (w, h) in sizes {
         match b.what {
             crate::cli::BenchWhat::Convert => rows.extend(crate::bench::convert(w, h, b.frames, cfg.convert)?),
-            crate::cli::BenchWhat::Encode => rows.extend(crate::bench::encode(w, h, b.frames, cfg.fps)?),
+            crate::cli::BenchWhat::Encode => {
+                let vaapi = (cfg.encoder.backend == crate::encode::EncoderBackend::Vaapi)
+                    .then_some(cfg.encoder.vaapi_device.as_deref())
+                    .flatten();
+                rows.extend(crate::bench::encode(w, h, b.frames, cfg.fps, vaapi)?)
+            }
         }
     }
     let mut devices: Vec<&str> = rows.iter().filter_map(|r| r.device.as_deref()).collect();
@@ -272,13 +288,13 @@ fn print_config(cfg: &Config, a: &ConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_encoders(a: &ListEncodersArgs) -> anyhow::Result<ExitCode> {
+fn list_encoders(cfg: &Config, a: &ListEncodersArgs) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "vaapi")]
-    let vaapi = crate::encode::vaapi::probe(a.vaapi_device.as_deref()).map_err(|e| e.to_string());
+    let vaapi = crate::encode::vaapi::probe(cfg.encoder.vaapi_device.as_deref()).map_err(|e| e.to_string());
     #[cfg(not(feature = "vaapi"))]
     let vaapi: Result<VaapiNone, String> = {
-        let _ = &a.vaapi_device;
-        Err("this build has no VA-API support (built without the `vaapi` feature)".to_owned())
+        let _ = cfg;
+        Err(crate::media::NO_VAAPI_BUILD.to_owned())
     };
     if a.json {
         let vaapi = match &vaapi {
@@ -889,12 +905,12 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
             if !hub.watched(codec) {
                 if stream.stage.close() {
                     tracing::info!("closed the {} encoder: nobody watches {codec}", codec.encoder_name());
-                    hub.encoder_state(codec, false);
+                    hub.encoder_state(codec, None);
                 }
                 stream.last_published = None;
                 continue;
             }
-            let was_open = stream.stage.is_open();
+            let (was_open, was_backend) = (stream.stage.is_open(), stream.stage.backend());
             let encoded = match &picture {
                 Some(pic) => {
                     let ceiling = stream.stage.ceiling_kbps(pic.nv12.width, pic.nv12.height);
@@ -919,8 +935,8 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
                     _ => continue,
                 },
             };
-            if stream.stage.is_open() != was_open {
-                hub.encoder_state(codec, stream.stage.is_open());
+            if stream.stage.is_open() != was_open || stream.stage.backend() != was_backend {
+                hub.encoder_state(codec, stream.stage.backend());
             }
             match encoded {
                 Ok(frame) => {
@@ -941,7 +957,7 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
                 Err(e) => {
                     tracing::warn!("{codec} frame dropped: {e}");
                     hub.with_metrics(|m| m.frames_dropped += 1);
-                    hub.encoder_state(codec, stream.stage.is_open());
+                    hub.encoder_state(codec, stream.stage.backend());
                 }
             }
         }

@@ -177,7 +177,15 @@ fn vulkan_rows(
 
 /// Encode time per frame of a moving synthetic desktop at the automatic bitrate, for every codec, the same
 /// pictures (x264, then libvpx VP8), in one run.
-pub fn encode(w: u32, h: u32, frames: usize, fps: u32) -> Result<Vec<BenchRow>, crate::media::MediaError> {
+/// Time each encoder on synthetic desktop frames: x264 and libvpx always, VA-API when `vaapi` names the render
+/// node `--encoder` resolved to.
+pub fn encode(
+    w: u32,
+    h: u32,
+    frames: usize,
+    fps: u32,
+    vaapi: Option<&std::path::Path>,
+) -> Result<Vec<BenchRow>, crate::media::MediaError> {
     let layout = FrameLayout { width: w, height: h, stride: w * 4, format: PixelFormat::Xrgb8888 };
     let mut conv = Converter::cpu();
     let pictures: Vec<Nv12Frame> = (0..frames.min(60))
@@ -197,9 +205,15 @@ pub fn encode(w: u32, h: u32, frames: usize, fps: u32) -> Result<Vec<BenchRow>, 
         intra_refresh: false,
     };
     let mut rows = Vec::new();
-    for (codec, case) in [(Codec::H264, "x264 ultrafast/zerolatency"), (Codec::Vp8, "libvpx VP8 realtime, cpu-used -8")]
-    {
-        let mut enc = crate::media::open_encoder(codec, settings)?;
+    let mut cases = vec![
+        (Codec::H264, None, "x264 ultrafast/zerolatency".to_owned()),
+        (Codec::Vp8, None, "libvpx VP8 realtime, cpu-used -8".to_owned()),
+    ];
+    if let Some(d) = vaapi {
+        cases.insert(1, (Codec::H264, Some(d), format!("VA-API H.264 CBR on {}", d.display())));
+    }
+    for (codec, device, case) in cases {
+        let mut enc = crate::media::open_encoder(codec, settings, device)?;
         let now = Instant::now();
         let mut ms = Vec::with_capacity(frames);
         for i in 0..frames {
@@ -207,7 +221,7 @@ pub fn encode(w: u32, h: u32, frames: usize, fps: u32) -> Result<Vec<BenchRow>, 
             enc.encode(&pictures[i % pictures.len()], now + std::time::Duration::from_millis(i as u64 * 16), false)?;
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        rows.push(row("encode", case.into(), w, h, &ms));
+        rows.push(row("encode", case, w, h, &ms));
     }
     Ok(rows)
 }

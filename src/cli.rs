@@ -76,6 +76,15 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum)]
     pub codec: Option<CodecChoice>,
 
+    /// H.264 encoder: auto (VA-API hardware when a render node can encode H.264, else x264), x264, or vaapi
+    /// (exit when no device can).
+    #[arg(long, global = true, value_enum)]
+    pub encoder: Option<crate::encode::EncoderBackend>,
+
+    /// The render node VA-API encodes on (default: the first /dev/dri/renderD* that can encode H.264).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub vaapi_device: Option<PathBuf>,
+
     /// Encoder target bitrate in kbit/s (0 = automatic for the size and frame rate).
     #[arg(long, global = true, value_name = "KBPS")]
     pub bitrate: Option<u32>,
@@ -167,6 +176,12 @@ impl GlobalArgs {
         }
         if let Some(c) = args.codec {
             cfg.encoder.codec = c;
+        }
+        if let Some(b) = args.encoder {
+            cfg.encoder.backend = b;
+        }
+        if let Some(d) = &args.vaapi_device {
+            cfg.encoder.vaapi_device = Some(d.clone());
         }
         if let Some(b) = args.bitrate {
             cfg.encoder.bitrate_kbps = (b != 0).then_some(b);
@@ -326,9 +341,6 @@ pub struct ListOutputsArgs {
 
 #[derive(Debug, Args)]
 pub struct ListEncodersArgs {
-    /// The render node to probe for VA-API (default: every /dev/dri/renderD*).
-    #[arg(long, value_name = "PATH")]
-    pub vaapi_device: Option<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

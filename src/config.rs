@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::convert::ConvertChoice;
-use crate::encode::{CodecChoice, EncoderSettings, Profile, RateControl};
+use crate::encode::{CodecChoice, EncoderBackend, EncoderSettings, Profile, RateControl};
 
 /// The commented default configuration file (also printed by `wl-webrtc config --print-default`).
 pub const DEFAULT_CONFIG_TEMPLATE: &str = include_str!("../config.toml.template");
@@ -250,6 +250,8 @@ impl ServerConfig {
 #[serde(deny_unknown_fields)]
 struct FileEncoder {
     codec: Option<CodecChoice>,
+    backend: Option<EncoderBackend>,
+    vaapi_device: Option<PathBuf>,
     bitrate_kbps: Option<u32>,
     rate_control: Option<RateControl>,
     profile: Option<Profile>,
@@ -258,10 +260,14 @@ struct FileEncoder {
 }
 
 /// Encoder configuration (size and rate come from the capture).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EncoderConfig {
     /// Which codec viewers get (auto: per viewer, H.264 preferred).
     pub codec: CodecChoice,
+    /// Which H.264 encoder: VA-API hardware, x264, or auto (resolved to one of them at start).
+    pub backend: EncoderBackend,
+    /// The render node VA-API encodes on; `None` = the first with an H.264 encode entrypoint.
+    pub vaapi_device: Option<PathBuf>,
     /// Target bitrate; `None` = automatic for the size and rate.
     pub bitrate_kbps: Option<u32>,
     pub rate_control: RateControl,
@@ -377,6 +383,8 @@ impl Config {
             }
             let e = &f.encoder;
             cfg.encoder.codec = e.codec.unwrap_or_default();
+            cfg.encoder.backend = e.backend.unwrap_or_default();
+            cfg.encoder.vaapi_device = e.vaapi_device.clone().filter(|p| !p.as_os_str().is_empty());
             cfg.encoder.bitrate_kbps = e.bitrate_kbps.filter(|&b| b != 0);
             cfg.encoder.rate_control = e.rate_control.unwrap_or_default();
             cfg.encoder.profile = e.profile.unwrap_or_default();
@@ -540,14 +548,18 @@ impl Config {
             s += &format!("udp_addrs = [{}]\n", a.join(", "));
         }
         s += &format!(
-            "\n[encoder]\ncodec = \"{}\"\nbitrate_kbps = {}\nrate_control = {}\nprofile = {}\nthreads = {}\nintra_refresh = {}\n",
+            "\n[encoder]\ncodec = \"{}\"\nbackend = \"{}\"\nbitrate_kbps = {}\nrate_control = {}\nprofile = {}\nthreads = {}\nintra_refresh = {}\n",
             e.codec.name(),
+            e.backend.name(),
             e.bitrate_kbps.unwrap_or(0),
             enum_toml(&e.rate_control),
             enum_toml(&e.profile),
             e.threads,
             e.intra_refresh
         );
+        if let Some(d) = &e.vaapi_device {
+            s += &format!("vaapi_device = {}\n", toml_str(&d.to_string_lossy()));
+        }
         let i = &self.input;
         s += &format!(
             "\n[input]\nallow = {}\nlayout = {}\nvariant = {}\n",
@@ -664,6 +676,8 @@ mod tests {
             headless_user: "someone".into(),
             encoder: EncoderConfig {
                 codec: CodecChoice::Vp8,
+                backend: EncoderBackend::Vaapi,
+                vaapi_device: Some("/dev/dri/renderD129".into()),
                 bitrate_kbps: Some(4000),
                 rate_control: RateControl::Vbr,
                 profile: Profile::Main,

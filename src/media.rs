@@ -319,13 +319,57 @@ fn union<'a>(damages: impl Iterator<Item = &'a Damage>) -> Damage {
     Damage::Rects(rects)
 }
 
-/// Open the encoder of `codec`.
-pub fn open_encoder(codec: Codec, settings: EncoderSettings) -> Result<Box<dyn Encoder + Send>, EncodeError> {
-    Ok(match codec {
-        Codec::H264 => Box::new(X264Encoder::new(settings)?),
-        Codec::Vp8 => Box::new(crate::encode::vp8::Vp8Encoder::new(settings)?),
+/// Why a build without the `vaapi` feature has no VA-API.
+pub const NO_VAAPI_BUILD: &str = "this build has no VA-API support (built without the `vaapi` feature)";
+
+/// Decide the H.264 encoder once, at start: `auto` becomes `vaapi` (with the render node that can encode) or
+/// `x264`, with one log line saying which and why; `vaapi` without a device that can encode is an error that
+/// says why.
+pub fn resolve_h264_encoder(e: &mut crate::config::EncoderConfig) -> Result<(), String> {
+    use crate::encode::EncoderBackend;
+    if e.backend == EncoderBackend::X264 {
+        tracing::info!("H.264 encoder: x264 (--encoder x264)");
+        return Ok(());
+    }
+    #[cfg(feature = "vaapi")]
+    let probed = crate::encode::vaapi::probe(e.vaapi_device.as_deref()).map_err(|err| err.to_string());
+    #[cfg(not(feature = "vaapi"))]
+    let probed: Result<std::convert::Infallible, String> = Err(NO_VAAPI_BUILD.to_owned());
+    match (e.backend, probed) {
+        #[cfg(feature = "vaapi")]
+        (_, Ok(d)) => {
+            tracing::info!("H.264 encoder: VA-API on {} ({})", d.path.display(), d.vendor);
+            e.backend = EncoderBackend::Vaapi;
+            e.vaapi_device = Some(d.path);
+            Ok(())
+        }
+        (EncoderBackend::Vaapi, Err(why)) => Err(format!("--encoder vaapi: {why}")),
+        (_, Err(why)) => {
+            tracing::info!("H.264 encoder: x264 (VA-API unavailable: {why})");
+            e.backend = EncoderBackend::X264;
+            Ok(())
+        }
+    }
+}
+
+/// Open the encoder of `codec`: for H.264, VA-API on `vaapi` (a render node) when given, else x264.
+pub fn open_encoder(
+    codec: Codec,
+    settings: EncoderSettings,
+    vaapi: Option<&std::path::Path>,
+) -> Result<Box<dyn Encoder + Send>, EncodeError> {
+    Ok(match (codec, vaapi) {
+        #[cfg(feature = "vaapi")]
+        (Codec::H264, Some(device)) => Box::new(crate::encode::vaapi::VaapiEncoder::new(device, settings)?),
+        #[cfg(not(feature = "vaapi"))]
+        (Codec::H264, Some(_)) => return Err(EncodeError::Open(NO_VAAPI_BUILD.to_owned())),
+        (Codec::H264, None) => Box::new(X264Encoder::new(settings)?),
+        (Codec::Vp8, _) => Box::new(crate::encode::vp8::Vp8Encoder::new(settings)?),
     })
 }
+
+/// How long after a VA-API failure a second one makes the stage give up on VA-API for the rest of the run.
+const VAAPI_RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// NV12 → one codec, reopening the encoder on size change and after errors, closing it on request (when the
 /// codec's last viewer left).
@@ -337,11 +381,42 @@ pub struct EncodeStage {
     encoder: Option<Box<dyn Encoder + Send>>,
     /// Bitrate requested by the bitrate controller (`None`: the configured one).
     target_kbps: Option<u32>,
+    /// H.264 on VA-API: the render node, until VA-API failed twice within `VAAPI_RETRY_WINDOW` (then x264).
+    vaapi: Option<std::path::PathBuf>,
+    /// When VA-API last failed (open or encode).
+    vaapi_failed_at: Option<Instant>,
 }
 
 impl EncodeStage {
     pub fn new(cfg: &Config, codec: Codec) -> EncodeStage {
-        EncodeStage { codec, cfg: cfg.clone(), encoder: None, target_kbps: None }
+        let vaapi = match (codec, cfg.encoder.backend) {
+            (Codec::H264, crate::encode::EncoderBackend::Vaapi) => cfg.encoder.vaapi_device.clone(),
+            _ => None,
+        };
+        EncodeStage { codec, cfg: cfg.clone(), encoder: None, target_kbps: None, vaapi, vaapi_failed_at: None }
+    }
+
+    /// The open encoder ("x264", "vaapi", "libvpx"), if one is open.
+    pub fn backend(&self) -> Option<&'static str> {
+        self.encoder.as_ref().map(|e| e.backend())
+    }
+
+    /// VA-API failed (to open or mid-stream): the next frame re-initialises it, unless it already failed
+    /// within the retry window: then H.264 is x264 from now on. Either way the next frame is an IDR from a
+    /// fresh encoder, so viewers keep decoding.
+    fn vaapi_failed(&mut self, why: &EncodeError) {
+        let Some(device) = &self.vaapi else { return };
+        let now = Instant::now();
+        if self.vaapi_failed_at.is_some_and(|t| now.duration_since(t) < VAAPI_RETRY_WINDOW) {
+            tracing::error!(
+                "VA-API on {} failed again ({why}); H.264 is encoded with x264 from now on",
+                device.display()
+            );
+            self.vaapi = None;
+        } else {
+            tracing::warn!("VA-API on {} failed ({why}); re-initialising it", device.display());
+        }
+        self.vaapi_failed_at = Some(now);
     }
 
     pub fn codec(&self) -> Codec {
@@ -376,23 +451,32 @@ impl EncodeStage {
         force_idr: bool,
     ) -> Result<(EncodedFrame, Duration), MediaError> {
         let t0 = Instant::now();
-        let encoder = match &mut self.encoder {
-            Some(e) if (e.settings().width, e.settings().height) == (nv12.width, nv12.height) => e,
-            slot => {
-                let mut settings = self.cfg.encoder_settings(nv12.width, nv12.height);
-                if let Some(kbps) = self.target_kbps {
-                    settings.bitrate_kbps = settings.bitrate_kbps.min(kbps);
-                }
-                let name = self.codec.encoder_name();
-                tracing::info!(
-                    width = nv12.width,
-                    height = nv12.height,
-                    kbps = settings.bitrate_kbps,
-                    "opening {name}"
-                );
-                slot.insert(open_encoder(self.codec, settings)?)
+        let fits = self
+            .encoder
+            .as_ref()
+            .is_some_and(|e| (e.settings().width, e.settings().height) == (nv12.width, nv12.height));
+        if !fits {
+            self.encoder = None;
+            let mut settings = self.cfg.encoder_settings(nv12.width, nv12.height);
+            if let Some(kbps) = self.target_kbps {
+                settings.bitrate_kbps = settings.bitrate_kbps.min(kbps);
             }
-        };
+            let name = if self.vaapi.is_some() { "the VA-API H.264 encoder" } else { self.codec.encoder_name() };
+            tracing::info!(width = nv12.width, height = nv12.height, kbps = settings.bitrate_kbps, "opening {name}");
+            let opened = match open_encoder(self.codec, settings, self.vaapi.as_deref()) {
+                Err(e) if self.vaapi.is_some() => {
+                    self.vaapi_failed(&e);
+                    if self.vaapi.is_some() {
+                        // Another try is allowed: this frame is lost, the next one re-initialises.
+                        return Err(e.into());
+                    }
+                    open_encoder(self.codec, settings, None)?
+                }
+                other => other?,
+            };
+            self.encoder = Some(opened);
+        }
+        let Some(encoder) = self.encoder.as_mut() else { unreachable!("opened just above") };
         if let Some(kbps) = self.target_kbps
             && kbps != encoder.settings().bitrate_kbps
         {
@@ -406,8 +490,13 @@ impl EncodeStage {
             Ok(out) => Ok((out, t0.elapsed())),
             Err(e) => {
                 // Recovery: the next frame opens a fresh encoder, whose first frame is an IDR.
-                tracing::warn!("encoder failed ({e}); re-initialising it");
+                let was_vaapi = encoder.backend() == "vaapi";
                 self.encoder = None;
+                if was_vaapi {
+                    self.vaapi_failed(&e);
+                } else {
+                    tracing::warn!("encoder failed ({e}); re-initialising it");
+                }
                 Err(e.into())
             }
         }

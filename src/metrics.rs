@@ -108,6 +108,8 @@ pub struct CodecCounters {
     pub viewers: usize,
     /// Whether its encoder is open now (it closes when the codec's last viewer leaves).
     pub encoder_open: bool,
+    /// The encoder in use, or last used: "x264", "vaapi" (hardware) or "libvpx".
+    pub encoder: Option<&'static str>,
     /// Times the encoder was opened (first viewer, size change, error recovery).
     pub encoder_opens: u64,
     pub frames_encoded: u64,

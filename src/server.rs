@@ -428,10 +428,14 @@ impl Hub {
         counters
     }
 
-    /// Media thread: `codec`'s encoder opened (`true`) or closed.
-    pub fn encoder_state(&self, codec: Codec, open: bool) {
+    /// Media thread: `codec`'s encoder is open (which one) or closed (`None`).
+    pub fn encoder_state(&self, codec: Codec, backend: Option<&'static str>) {
+        let open = backend.is_some();
         self.with_metrics(|m| {
             let c = &mut m.codecs[codec.index()];
+            if backend.is_some() {
+                c.encoder = backend;
+            }
             c.encoder_opens += u64::from(open && !c.encoder_open);
             c.encoder_open = open;
         });

@@ -6,6 +6,8 @@
 //! GOP), each with SPS/PPS in front so a new viewer can start from it.
 
 #[cfg(feature = "vaapi")]
+pub mod h264;
+#[cfg(feature = "vaapi")]
 pub mod vaapi;
 pub mod vp8;
 pub mod x264;
@@ -45,6 +47,29 @@ impl CodecChoice {
             CodecChoice::Auto => "auto",
             CodecChoice::H264 => "h264",
             CodecChoice::Vp8 => "vp8",
+        }
+    }
+}
+
+/// Which H.264 encoder (`--encoder`, `[encoder] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderBackend {
+    /// VA-API when a render node can encode H.264, else x264 (one log line says why).
+    #[default]
+    Auto,
+    /// Software (libx264).
+    X264,
+    /// Hardware through VA-API; the program exits when no device can encode.
+    Vaapi,
+}
+
+impl EncoderBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderBackend::Auto => "auto",
+            EncoderBackend::X264 => "x264",
+            EncoderBackend::Vaapi => "vaapi",
         }
     }
 }
@@ -138,6 +163,8 @@ pub trait Encoder: std::fmt::Debug {
     /// Make the next frame an IDR.
     fn request_keyframe(&mut self);
     fn settings(&self) -> &EncoderSettings;
+    /// Which encoder this is ("x264", "vaapi", "libvpx"), for the log and `status`.
+    fn backend(&self) -> &'static str;
 }
 
 #[cfg(test)]

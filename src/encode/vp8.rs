@@ -279,6 +279,10 @@ impl Encoder for Vp8Encoder {
     fn settings(&self) -> &EncoderSettings {
         &self.settings
     }
+
+    fn backend(&self) -> &'static str {
+        "libvpx"
+    }
 }
 
 /// Whether a VP8 frame (RFC 6386 §9.1 frame tag) is a keyframe with the start code, and its size.

@@ -218,6 +218,10 @@ impl Encoder for X264Encoder {
     fn settings(&self) -> &EncoderSettings {
         &self.settings
     }
+
+    fn backend(&self) -> &'static str {
+        "x264"
+    }
 }
 
 impl Drop for X264Encoder {

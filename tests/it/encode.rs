@@ -13,10 +13,10 @@ use wl_webrtc::synthetic::synthetic_desktop;
 
 use crate::support::{Fixture, assert_no_panic, output_within};
 
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
         let d = std::env::temp_dir().join(format!("wl-webrtc-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("temp dir");
         TempDir(d)
@@ -32,7 +32,7 @@ impl Drop for TempDir {
 }
 
 /// ffprobe's view of an H.264 elementary stream: (decoded frame count, width, height, profile).
-fn probe(path: &Path) -> (u64, u64, u64, String) {
+pub(crate) fn probe(path: &Path) -> (u64, u64, u64, String) {
     let out = output_within(
         {
             let mut c = Command::new("ffprobe");
@@ -49,7 +49,7 @@ fn probe(path: &Path) -> (u64, u64, u64, String) {
     (num("nb_read_frames"), num("width"), num("height"), s["profile"].as_str().unwrap_or("").to_owned())
 }
 
-fn write_tight_nv12(out: &mut Vec<u8>, f: &Nv12Frame) {
+pub(crate) fn write_tight_nv12(out: &mut Vec<u8>, f: &Nv12Frame) {
     let (w, h) = (f.padded_width() as usize, f.padded_height() as usize);
     for row in f.y.chunks(f.stride).take(h) {
         out.extend_from_slice(&row[..w]);

@@ -505,8 +505,10 @@ fn a_second_input_channel_is_refused_and_a_flood_is_rate_limited_while_the_first
             d("rate_limited"),
             d("dropped")
         );
-        assert_eq!(d("received"), 20_000, "{st}");
-        assert_eq!(d("injected") + d("dropped") + d("rejected"), 20_000, "{st}");
+        // The viewer page may send a message of its own meanwhile (its input script's own events): the flood is
+        // the 20,000, and every message received is accounted for.
+        assert!((20_000..=20_010).contains(&d("received")), "{st}");
+        assert_eq!(d("injected") + d("dropped") + d("rejected"), d("received"), "{st}");
         assert_eq!(d("dropped"), d("rate_limited"), "only the limit dropped anything: {st}");
         let most = 2_000 + (arrived.as_secs_f64() * 1_000.0) as u64 + 50;
         assert!(d("injected") >= 2_000 && d("injected") <= most, "passed {} (at most {most}): {st}", d("injected"));

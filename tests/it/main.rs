@@ -19,6 +19,7 @@ mod outputs;
 mod pipewire;
 mod security;
 mod stream;
+#[cfg(feature = "vaapi")]
 mod vaapi;
 mod vulkan;
 mod x264;
