@@ -1,5 +1,6 @@
-//! Builds the fake VA-API driver and its DRM shim (`fake-va/`, C against the system's libva headers) into
-//! OUT_DIR; `testkit::fake_va` points tests at them.
+//! Builds the fake VA-API driver and its DRM shim (`fake-va/`, C against the system's libva headers) and the
+//! PipeWire test producer (`pw-producer/`, against libpipewire) into OUT_DIR; `testkit::fake_va` and
+//! `testkit::pw_producer` point tests at them.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,4 +21,26 @@ fn main() {
         assert!(status.success(), "{src} did not compile (is libva-dev installed? scripts/setup)");
     }
     println!("cargo:rustc-env=WLW_FAKE_VA_DIR={}", out.display());
+
+    let src = "pw-producer/wlw_pw_producer.c";
+    println!("cargo:rerun-if-changed={src}");
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "libpipewire-0.3"])
+        .output()
+        .unwrap_or_else(|e| panic!("running pkg-config for libpipewire-0.3: {e}"));
+    assert!(
+        flags.status.success(),
+        "pkg-config libpipewire-0.3 failed (is libpipewire-0.3-dev installed? scripts/setup)"
+    );
+    let flags = String::from_utf8_lossy(&flags.stdout).into_owned();
+    let bin = out.join("wlw-pw-producer");
+    let status = Command::new(compiler.path())
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .args(flags.split_whitespace())
+        .status()
+        .unwrap_or_else(|e| panic!("running the C compiler for {src}: {e}"));
+    assert!(status.success(), "{src} did not compile (is libpipewire-0.3-dev installed? scripts/setup)");
+    println!("cargo:rustc-env=WLW_PW_PRODUCER={}", bin.display());
 }

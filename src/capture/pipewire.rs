@@ -9,12 +9,18 @@
 //! the node being removed reach the slot as a terminal error, so every wait ends.
 //!
 //! Format negotiation offers the packed 8-bit RGB formats wl-webrtc converts (BGRx first, the common one),
-//! any size and rate, in shared memory (MemFd or MemPtr); a new `Format` mid-stream (size change) is accepted
-//! and the next frames carry the new layout. SPA video damage metadata is used when the producer sends it,
-//! else every frame counts as fully damaged.
+//! any size and rate, twice: first as DMA-BUF with the LINEAR modifier (the one layout a CPU mapping reads;
+//! the GPU import of tiled modifiers is not written), then in shared memory (MemFd or MemPtr). A producer that
+//! offers DMA-BUF gets it; one that offers only shared memory (or cannot fixate LINEAR) gets the second
+//! format. A DMA-BUF buffer is mapped by us (PipeWire maps everything except DMA-BUFs), once per buffer, with
+//! the kernel's begin/end CPU-access ioctls around each read; one that cannot be mapped makes the stream drop
+//! DMA-BUF and renegotiate shared memory, with one log line. A new `Format` mid-stream (size change) is
+//! accepted and the next frames carry the new layout. SPA video damage metadata is used when the producer
+//! sends it, else every frame counts as fully damaged.
 //!
-//! No `unsafe` here: pipewire-rs maps the buffers (MAP_BUFFERS) and bounds every slice; chunk offset and
-//! stride are checked against the mapping before a row is copied.
+//! pipewire-rs maps shared-memory buffers (MAP_BUFFERS) and bounds every slice; DMA-BUF mappings are ours
+//! (memmap2, read-only, sized by the buffer's `maxsize`); chunk offset and stride are checked against the
+//! mapping before a row is copied.
 
 #![allow(unsafe_code)] // FFI edge: every unsafe block carries a SAFETY note
 
@@ -119,6 +125,8 @@ struct Slot {
     frames_replaced: u64,
     format_changes: u64,
     bad_buffers: u64,
+    /// The negotiated buffers are DMA-BUFs.
+    dmabuf: bool,
 }
 
 #[derive(Debug, Default)]
@@ -281,7 +289,8 @@ impl PipewireCapture {
 
     /// Always "shm": frames are copied out of PipeWire's shared memory.
     pub fn buffer_kind(&self) -> Option<&'static str> {
-        self.current.layout.map(|_| "shm")
+        let dmabuf = self.shared.lock().dmabuf;
+        self.current.layout.map(|_| if dmabuf { "dmabuf" } else { "shm" })
     }
 
     /// Frames the PipeWire thread replaced before the capture thread took them.
@@ -385,10 +394,35 @@ fn prop(key: u32, value: Value) -> Property {
     Property { key, flags: PropertyFlags::empty(), value }
 }
 
-/// The EnumFormat parameter: raw video in the formats of [`FORMATS`], any size and rate.
-fn enum_format() -> Result<Vec<u8>, PipewireError> {
+/// DRM_FORMAT_MOD_LINEAR: the DMA-BUF layout we read.
+const DRM_FORMAT_MOD_LINEAR: i64 = 0;
+
+/// The EnumFormat parameters: raw video in the formats of [`FORMATS`], any size and rate; with `dmabuf`,
+/// first as DMA-BUF with the LINEAR modifier, then (always) in shared memory.
+fn enum_formats(dmabuf: bool) -> Result<Vec<Vec<u8>>, PipewireError> {
+    let mut out = Vec::new();
+    if dmabuf {
+        let modifier = Property {
+            key: spa::sys::SPA_FORMAT_VIDEO_modifier,
+            // MANDATORY | DONT_FIXATE (the constant is version-gated in pipewire-rs, the bit is not)
+            flags: PropertyFlags::from_bits_retain(
+                spa::sys::SPA_POD_PROP_FLAG_MANDATORY | spa::sys::SPA_POD_PROP_FLAG_DONT_FIXATE,
+            ),
+            value: Value::Choice(ChoiceValue::Long(Choice(
+                ChoiceFlags::empty(),
+                ChoiceEnum::Enum { default: DRM_FORMAT_MOD_LINEAR, alternatives: vec![DRM_FORMAT_MOD_LINEAR] },
+            ))),
+        };
+        out.push(enum_format(Some(modifier))?);
+    }
+    out.push(enum_format(None)?);
+    Ok(out)
+}
+
+/// One EnumFormat object, with `modifier` if given.
+fn enum_format(modifier: Option<Property>) -> Result<Vec<u8>, PipewireError> {
     let ids: Vec<Id> = FORMATS.iter().map(|(f, _)| Id(*f)).collect();
-    let obj = Object {
+    let mut obj = Object {
         type_: spa::sys::SPA_TYPE_OBJECT_Format,
         id: spa::sys::SPA_PARAM_EnumFormat,
         properties: vec![
@@ -426,16 +460,21 @@ fn enum_format() -> Result<Vec<u8>, PipewireError> {
             ),
         ],
     };
+    obj.properties.extend(modifier);
     serialize(Value::Object(obj))
 }
 
-/// The Buffers parameter for a negotiated layout (shared memory only) and the Meta parameters we want
-/// (header, video damage). Sent after every Format.
-fn buffer_params(layout: &FrameLayout, want_cursor: bool) -> Result<Vec<Vec<u8>>, PipewireError> {
+/// The Buffers parameter for a negotiated layout (DMA-BUF when the format has a modifier, else shared memory)
+/// and the Meta parameters we want (header, video damage). Sent after every Format.
+fn buffer_params(layout: &FrameLayout, want_cursor: bool, dmabuf: bool) -> Result<Vec<Vec<u8>>, PipewireError> {
     let size = layout.stride as usize * layout.height as usize;
     let size = i32::try_from(size).map_err(|_| PipewireError::Setup(format!("frame too large: {layout:?}")))?;
     let stride = i32::try_from(layout.stride).unwrap_or(i32::MAX);
-    let data_types = (1i32 << spa::sys::SPA_DATA_MemFd) | (1i32 << spa::sys::SPA_DATA_MemPtr);
+    let data_types = if dmabuf {
+        1i32 << spa::sys::SPA_DATA_DmaBuf
+    } else {
+        (1i32 << spa::sys::SPA_DATA_MemFd) | (1i32 << spa::sys::SPA_DATA_MemPtr)
+    };
     let buffers = Object {
         type_: spa::sys::SPA_TYPE_OBJECT_ParamBuffers,
         id: spa::sys::SPA_PARAM_Buffers,
@@ -513,6 +552,12 @@ struct StreamData {
     /// Ask for and read SPA cursor metadata.
     want_cursor: bool,
     streamed: bool,
+    /// DMA-BUF is still offered (until a DMA-BUF buffer could not be mapped).
+    dmabuf_offered: bool,
+    /// The negotiated format has a modifier: buffers are DMA-BUFs.
+    dmabuf: bool,
+    /// Our mappings of DMA-BUF buffers, by (fd, inode); dropped at every new format (buffers are reallocated).
+    maps: Vec<((i64, u64), memmap2::Mmap)>,
 }
 
 /// The PipeWire thread: connect, negotiate, copy frames until `quit` or the stream ends.
@@ -583,6 +628,9 @@ fn run_stream(
         fresh_format: true,
         want_cursor,
         streamed: false,
+        dmabuf_offered: true,
+        dmabuf: false,
+        maps: Vec::new(),
     };
     let _listener = stream
         .add_local_listener_with_user_data(data)
@@ -591,12 +639,15 @@ fn run_stream(
         .process(on_process)
         .register()
         .map_err(setup)?;
-    let format = enum_format()?;
-    let pod = Pod::from_bytes(&format).ok_or_else(|| PipewireError::Setup("bad format pod".into()))?;
+    let formats = enum_formats(true)?;
+    let mut pods = formats
+        .iter()
+        .map(|f| Pod::from_bytes(f).ok_or_else(|| PipewireError::Setup("bad format pod".into())))
+        .collect::<Result<Vec<&Pod>, _>>()?;
     let flags = pw::stream::StreamFlags::AUTOCONNECT
         | pw::stream::StreamFlags::MAP_BUFFERS
         | pw::stream::StreamFlags::DONT_RECONNECT;
-    stream.connect(spa::utils::Direction::Input, node_id, flags, &mut [pod]).map_err(setup)?;
+    stream.connect(spa::utils::Direction::Input, node_id, flags, &mut pods).map_err(setup)?;
     let _ = ready.send(true);
     while !quit.load(Ordering::Relaxed) {
         mainloop.loop_().iterate(pw::loop_::Timeout::Finite(LOOP_TICK));
@@ -641,18 +692,23 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
         stride: size.width * format.bytes_per_pixel() as u32,
         format,
     };
+    let dmabuf = info.flags().bits() & spa::sys::SPA_VIDEO_FLAG_MODIFIER != 0;
     tracing::info!(
         node = %d.node,
         width = size.width,
         height = size.height,
         %format,
         rate = format!("{}/{}", info.framerate().num, info.framerate().denom),
+        buffers = if dmabuf { "DMA-BUF (LINEAR)" } else { "shared memory" },
         "PipeWire format"
     );
-    if d.layout != Some(layout) {
+    if d.layout != Some(layout) || d.dmabuf != dmabuf {
         d.shared.lock().format_changes += 1;
     }
     d.layout = Some(layout);
+    d.dmabuf = dmabuf;
+    d.maps.clear();
+    d.shared.lock().dmabuf = dmabuf;
     d.fresh_format = true;
     {
         // A format means the stream is linked to its node: opening is done.
@@ -661,7 +717,7 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
         d.shared.cond.notify_all();
     }
     // Every Format gets its Buffers answer (param_changed repeats; the producer waits for one each time).
-    match buffer_params(&layout, d.want_cursor) {
+    match buffer_params(&layout, d.want_cursor, dmabuf) {
         Ok(params) => {
             let mut pods: Vec<&Pod> = params.iter().filter_map(|p| Pod::from_bytes(p)).collect();
             if let Err(e) = stream.update_params(&mut pods) {
@@ -712,9 +768,36 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
         // No frame in this buffer (e.g. the producer had nothing new, or only cursor metadata changed).
         return;
     }
-    let Some(mem) = first.data() else {
-        d.shared.lock().bad_buffers += 1;
-        return;
+    let dmabuf_fd = (first.type_() == spa::buffer::DataType::DmaBuf).then(|| first.fd());
+    let mem: &[u8] = match dmabuf_fd {
+        Some(fd) => match map_dmabuf(&mut d.maps, i64::from(fd), first.as_raw().maxsize, first.as_raw().mapoffset) {
+            Ok(i) => &d.maps[i].1,
+            Err(e) => {
+                d.shared.lock().bad_buffers += 1;
+                if d.dmabuf_offered {
+                    // Renegotiate without DMA-BUF: the producer's shared-memory format, if it has one.
+                    tracing::warn!(node = %d.node, "PipeWire: cannot map a DMA-BUF buffer ({e}); asking for shared memory");
+                    d.dmabuf_offered = false;
+                    match enum_formats(false) {
+                        Ok(formats) => {
+                            let mut pods: Vec<&Pod> = formats.iter().filter_map(|f| Pod::from_bytes(f)).collect();
+                            if let Err(e) = stream.update_params(&mut pods) {
+                                tracing::warn!("PipeWire: cannot renegotiate: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("{e}"),
+                    }
+                }
+                return;
+            }
+        },
+        None => match first.data() {
+            Some(m) => m,
+            None => {
+                d.shared.lock().bad_buffers += 1;
+                return;
+            }
+        },
     };
     let row = layout.width as usize * layout.format.bytes_per_pixel();
     let src_stride = if stride > 0 { stride as usize } else { row };
@@ -736,9 +819,15 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
     };
     drop(slot);
     out.resize(row * h, 0);
+    if let Some(fd) = dmabuf_fd {
+        dmabuf_cpu_access(i64::from(fd), DMA_BUF_SYNC_START);
+    }
     for (y, dst) in out.chunks_exact_mut(row).enumerate() {
         let s = offset + y * src_stride;
         dst.copy_from_slice(&mem[s..s + row]);
+    }
+    if let Some(fd) = dmabuf_fd {
+        dmabuf_cpu_access(i64::from(fd), DMA_BUF_SYNC_END);
     }
     // Drop the SPA buffer now: it goes back to the producer before anything else happens.
     drop(buffer);
@@ -758,6 +847,51 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
     let mut slot = d.shared.lock();
     slot.frame = Some(CopiedFrame { data: out, layout: Some(layout), damage, ready_at: Some(Instant::now()) });
     d.shared.cond.notify_all();
+}
+
+/// The index in `maps` of a read-only mapping of the DMA-BUF `fd` (`maxsize` bytes), made the first time this
+/// buffer is seen.
+fn map_dmabuf(
+    maps: &mut Vec<((i64, u64), memmap2::Mmap)>,
+    fd: i64,
+    maxsize: u32,
+    mapoffset: u32,
+) -> Result<usize, String> {
+    let raw = i32::try_from(fd).map_err(|_| format!("bad fd {fd}"))?;
+    // SAFETY: PipeWire owns the fd for as long as the buffer exists (we are inside its process callback); we
+    // only read its metadata here.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    let ino = rustix::fs::fstat(borrowed).map_err(|e| e.to_string())?.st_ino;
+    if let Some(i) = maps.iter().position(|(k, _)| *k == (fd, ino)) {
+        return Ok(i);
+    }
+    if maxsize == 0 {
+        return Err("zero-sized buffer".into());
+    }
+    if mapoffset != 0 {
+        return Err(format!("DMA-BUF with a map offset ({mapoffset}) is not supported"));
+    }
+    // SAFETY: a read-only shared mapping of the producer's buffer. The producer may write into it while we
+    // read (a torn frame at worst, never unsoundness for plain bytes); the mapping keeps its own reference to
+    // the memory, so it stays valid until we drop it at the next format (when PipeWire reallocates buffers).
+    let map = unsafe { memmap2::MmapOptions::new().len(maxsize as usize).map(raw) }.map_err(|e| e.to_string())?;
+    maps.push(((fd, ino), map));
+    Ok(maps.len() - 1)
+}
+
+/// DMA_BUF_IOCTL_SYNC = _IOW('b', 0, struct dma_buf_sync { u64 flags }).
+const DMA_BUF_IOCTL_SYNC: libc::c_ulong = 0x4008_6200;
+const DMA_BUF_SYNC_READ: u64 = 1;
+const DMA_BUF_SYNC_START: u64 = 0;
+const DMA_BUF_SYNC_END: u64 = 4;
+
+/// Tell the kernel the CPU starts/ends reading a DMA-BUF (cache coherency on GPUs that need it). Memory that
+/// is not a kernel DMA-BUF (a memfd) answers ENOTTY: nothing to do then.
+fn dmabuf_cpu_access(fd: i64, phase: u64) {
+    let Ok(fd) = i32::try_from(fd) else { return };
+    let mut flags: u64 = phase | DMA_BUF_SYNC_READ;
+    // SAFETY: the ioctl reads one u64 from a valid pointer; a wrong fd type is an error return, not UB.
+    unsafe { libc::ioctl(fd, DMA_BUF_IOCTL_SYNC, &mut flags as *mut u64) };
 }
 
 /// Fold one SPA cursor metadata block into `state` (id 0: no cursor over the stream).
@@ -814,13 +948,16 @@ mod tests {
 
     #[test]
     fn format_and_buffer_params_serialize() {
-        let f = enum_format().expect("enum format");
+        let f = enum_format(None).expect("enum format");
         assert!(Pod::from_bytes(&f).is_some());
         let layout = FrameLayout { width: 64, height: 32, stride: 256, format: PixelFormat::Xrgb8888 };
-        let params = buffer_params(&layout, false).expect("buffer params");
+        let params = buffer_params(&layout, false, false).expect("buffer params");
         assert_eq!(params.len(), 3);
-        let params = buffer_params(&layout, true).expect("buffer params with cursor");
+        let params = buffer_params(&layout, true, true).expect("buffer params with cursor, DMA-BUF");
         assert_eq!(params.len(), 4);
+        let formats = enum_formats(true).expect("formats");
+        assert_eq!(formats.len(), 2, "DMA-BUF first, then shared memory");
+        assert!(formats[0].len() > formats[1].len(), "the first carries the modifier");
         assert!(params.iter().all(|p| Pod::from_bytes(p).is_some()));
     }
 

@@ -1,7 +1,8 @@
 //! Test parts for wl-webrtc, kept out of the product: the test-pattern Wayland client (`pattern`, binary
 //! `wl-webrtc-test-pattern`), the glass-to-glass clock barcode (`barcode`), a headless Chromium with a DevTools
 //! driver (`browser`), private network namespaces (`netns`), an ext-image-copy-capture test compositor
-//! (`compositor`), a tiny HTTP server for fixtures (`http`) and H.264 bitstream inspection (`h264`).
+//! (`compositor`), a tiny HTTP server for fixtures (`http`), H.264 bitstream inspection (`h264`), the fake
+//! VA-API driver (`fake_va`) and a PipeWire producer that offers DMA-BUF or MemFd buffers ([`pw_producer`]).
 //!
 //! Test code: failures panic with a message that says what was expected (the product's no-panic rule is for
 //! runtime paths, not for fixtures).
@@ -16,8 +17,14 @@ pub mod impair;
 pub mod netns;
 pub mod pattern;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// The PipeWire test producer (`pw-producer/`, built by `build.rs`):
+/// `wlw-pw-producer NAME dmabuf|memfd|both-unmappable WIDTH HEIGHT RRGGBB`.
+pub fn pw_producer() -> &'static Path {
+    Path::new(env!("WLW_PW_PRODUCER"))
+}
 
 /// The path of a binary of this workspace (`wl-webrtc`, `wl-webrtc-test-pattern`, `wl-webrtc-bench`) in the
 /// target directory of the running test, built when it is not there yet (`cargo build -p PACKAGE --bin NAME`): a test of one package may run another package's binary, which `cargo test -p` alone

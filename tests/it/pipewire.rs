@@ -112,6 +112,55 @@ fn pipewire_node_frames_have_the_right_pixels() {
     assert_eq!(cap.counters().failed_frames, 0);
 }
 
+/// The first frame from `node` and the buffer kind it came in, after checking its pixels are `colour`.
+fn solid_frames(s: &PwSession, node: &str, colour: [u8; 3], w: u32, h: u32) -> Capture {
+    let mut cap = open(&s.options(Some(node))).expect("open the node");
+    // Frames keep coming, each the solid colour.
+    for _ in 0..5 {
+        let info = frame(&mut cap);
+        assert_eq!((info.layout.width, info.layout.height), (w, h));
+        for (x, y) in [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1), (w / 2, h / 2)] {
+            assert_eq!(pixel(&mut cap, &info, x, y), Some(colour), "pixel ({x},{y}) from {node}");
+        }
+    }
+    cap
+}
+
+#[test]
+fn dmabuf_is_negotiated_with_a_producer_that_offers_it_and_memfd_with_one_that_does_not() {
+    let mut s = PwSession::start();
+    let (w, h) = (256, 144);
+    // A producer of DMA-BUFs only (LINEAR): negotiated, mapped by us, right pixels.
+    let colour = [0x20, 0xa0, 0xe0];
+    s.producer("wlw-dmabuf", "dmabuf", colour, w, h);
+    let cap = solid_frames(&s, "wlw-dmabuf", colour, w, h);
+    assert_eq!(cap.buffer_kind(), Some("dmabuf"), "{:?}", cap.counters());
+    assert_eq!(cap.counters().failed_frames, 0);
+    assert!(s.log("wlw-dmabuf").contains("streaming dmabuf"), "{}", s.log("wlw-dmabuf"));
+    drop(cap);
+    // A producer of MemFd only: our DMA-BUF format (mandatory modifier) does not intersect, shared memory does.
+    let colour = [0xe0, 0x40, 0x10];
+    s.producer("wlw-memfd", "memfd", colour, w, h);
+    let cap = solid_frames(&s, "wlw-memfd", colour, w, h);
+    assert_eq!(cap.buffer_kind(), Some("shm"));
+    assert_eq!(cap.counters().buffer_allocations, 1, "one format negotiated");
+    assert!(s.log("wlw-memfd").contains("streaming memfd") && !s.log("wlw-memfd").contains("streaming dmabuf"));
+}
+
+#[test]
+fn a_dmabuf_that_cannot_be_mapped_falls_back_to_shared_memory() {
+    let mut s = PwSession::start();
+    let (w, h) = (160, 90);
+    let colour = [0x80, 0x10, 0xc0];
+    // DMA-BUF first (its fds cannot be mapped), MemFd second: we drop DMA-BUF and renegotiate.
+    s.producer("wlw-unmappable", "both-unmappable", colour, w, h);
+    let cap = solid_frames(&s, "wlw-unmappable", colour, w, h);
+    assert_eq!(cap.buffer_kind(), Some("shm"));
+    let log = s.log("wlw-unmappable");
+    assert!(log.contains("streaming dmabuf") && log.contains("streaming memfd"), "{log}");
+    assert!(cap.counters().buffer_allocations >= 2, "DMA-BUF, then shared memory: {:?}", cap.counters());
+}
+
 /// Take frames until the capture fails (5 s at most).
 fn wait_for_error(cap: &mut Capture, what: &str) -> CaptureError {
     let t = Instant::now();

@@ -231,6 +231,17 @@ impl PwSession {
             .unwrap_or_default()
     }
 
+    /// Our own producer node `name` (`testkit::pw_producer`): a solid `rgb` colour at `width`x`height`, BGRx,
+    /// 30 fps, in buffers of `mode` ("dmabuf", "memfd" or "both-unmappable"); its stdout (the kinds of
+    /// buffer it allocated) is in `log(name)`.
+    pub fn producer(&mut self, name: &str, mode: &str, rgb: [u8; 3], width: u32, height: u32) {
+        let mut cmd = self.command(testkit::pw_producer());
+        cmd.args([name, mode, &width.to_string(), &height.to_string()])
+            .arg(format!("{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]));
+        self.spawn_logged(name, cmd);
+        self.wait_until("the producer node", || self.pw_cli(&["ls", "Node"]).contains(name));
+    }
+
     /// A GStreamer video source node `name`: a solid `rgb` colour at `width`x`height`, BGRx, 30 fps.
     pub fn solid_source(&mut self, name: &str, rgb: [u8; 3], width: u32, height: u32) {
         let colour = format!("0xff{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]);
