@@ -166,6 +166,9 @@ fn bench(cfg: &Config, b: &crate::cli::BenchArgs) -> anyhow::Result<ExitCode> {
     if b.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
+        for (link, found) in crate::bench::paths(cfg) {
+            println!("path: {link}: {found}");
+        }
         println!("{:<8} {:<46} {:>10} {:>7} {:>9} {:>9}", "stage", "case", "size", "frames", "p50 ms", "mean ms");
         for r in &rows {
             println!(
@@ -858,7 +861,12 @@ fn media_run(
                 stage.convert_into(data, &layout, info.y_invert, &info.damage, &mut pic)
             })?,
         };
-        hub.set_frame_size(layout.width, layout.height);
+        let path = crate::server::MediaPath {
+            buffers: cap.buffer_kind(),
+            read: Some(stage.read_path()),
+            converter: Some(stage.converter_name()),
+        };
+        hub.set_frame(layout.width, layout.height, path);
         hub.with_metrics(|m| {
             m.frames_captured += 1;
             m.observe("capture_wait", info.latency());

@@ -225,3 +225,50 @@ pub fn encode(
     }
     Ok(rows)
 }
+
+/// Which links of the zero-copy chain this machine has, for the `bench` header: (link, what was found).
+pub fn paths(cfg: &crate::config::Config) -> Vec<(&'static str, String)> {
+    let nodes: Vec<String> = std::fs::read_dir("/dev/dri")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("renderD")))
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let dmabuf = if nodes.is_empty() {
+        "no: no render node (capture uses shared memory)".to_owned()
+    } else {
+        format!("yes: {}", nodes.join(", "))
+    };
+    let vulkan = match crate::convert::vulkan::list_devices() {
+        Ok(devices) if devices.is_empty() => "no Vulkan device".to_owned(),
+        Ok(devices) => devices
+            .iter()
+            .map(|d| {
+                let import = if d.dmabuf_import { "dmabuf import" } else { "no dmabuf import" };
+                let modifiers = if d.drm_modifiers { "DRM modifiers" } else { "no DRM modifiers" };
+                format!("{} ({}: {import}, {modifiers})", d.name, d.kind_name())
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("unavailable ({e})"),
+    };
+    #[cfg(feature = "vaapi")]
+    let vaapi = match crate::encode::vaapi::probe(cfg.encoder.vaapi_device.as_deref()) {
+        Ok(d) => format!("{} on {}", d.vendor, d.path.display()),
+        Err(e) => format!("unavailable: {e}"),
+    };
+    #[cfg(not(feature = "vaapi"))]
+    let vaapi = {
+        let _ = cfg;
+        crate::media::NO_VAAPI_BUILD.to_owned()
+    };
+    vec![
+        ("dmabuf capture", dmabuf),
+        ("Vulkan", vulkan),
+        ("VA-API H.264", vaapi),
+        ("capture into VA surfaces", "not written (see README, zero-copy chain)".to_owned()),
+    ]
+}

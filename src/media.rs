@@ -148,6 +148,8 @@ pub struct ConvertStage {
     size: (u32, u32),
     /// A dmabuf import failed once: map buffers from then on.
     import_failed: bool,
+    /// How the last frame was read (see `read_path`).
+    last_read: Option<&'static str>,
     nv12: Nv12Frame,
 }
 
@@ -172,6 +174,7 @@ impl ConvertStage {
             damage_log: std::collections::VecDeque::new(),
             size: (0, 0),
             import_failed: false,
+            last_read: None,
             nv12: Nv12Frame::new(2, 2),
         }
     }
@@ -221,6 +224,7 @@ impl ConvertStage {
             match r {
                 Ok(()) => {
                     self.converted(pic, true);
+                    self.last_read = Some("gpu-import");
                     return Ok(t0.elapsed());
                 }
                 Err(e) => {
@@ -231,6 +235,7 @@ impl ConvertStage {
                 }
             }
         }
+        self.last_read = Some("map");
         let converter = &mut self.converter;
         let r = buffer
             .with_pixels(|data, stride| {
@@ -272,6 +277,12 @@ impl ConvertStage {
     /// Which converter runs ("cpu" or "vulkan").
     pub fn converter_name(&self) -> &'static str {
         self.converter.name()
+    }
+
+    /// How the last frame was read: "gpu-import" (a dmabuf read in place by the GPU) or "map" (pixels in
+    /// memory: shm, a mapped dmabuf, a PipeWire copy).
+    pub fn read_path(&self) -> &'static str {
+        self.last_read.unwrap_or("map")
     }
 
     /// Convert the damaged part of `pixels` into the persistent picture (everything after a size change).

@@ -57,6 +57,19 @@ pub struct StreamStats {
     pub target_bitrate_kbps: u32,
     /// Lowest fresh receiver estimate (REMB) among the viewers, if any viewer sends one.
     pub estimate_kbps: Option<u32>,
+    /// How frames travel from the compositor to the encoders (each codec's encoder is in `codecs`).
+    pub path: MediaPath,
+}
+
+/// The media path in use (`stream.path` in `/api/status`), as the capture thread last saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MediaPath {
+    /// Capture buffers: "shm" (shared memory, or PipeWire's copied out) or "dmabuf".
+    pub buffers: Option<&'static str>,
+    /// How the converter read them: "map" (from memory) or "gpu-import" (the GPU read the dmabuf in place).
+    pub read: Option<&'static str>,
+    /// RGB→NV12: "cpu" or "vulkan".
+    pub converter: Option<&'static str>,
 }
 
 /// `/api/status` document.
@@ -319,10 +332,21 @@ impl Hub {
         *lock(&self.output) = Some(name.to_owned());
     }
 
-    /// Capture thread: the size of the frames it captures (status).
-    pub fn set_frame_size(&self, width: u32, height: u32) {
+    /// Capture thread: the size of the frames it captures and the path they take (status); a new path is
+    /// logged.
+    pub fn set_frame(&self, width: u32, height: u32, path: MediaPath) {
         let mut st = lock(&self.stats);
         (st.width, st.height) = (width, height);
+        if st.path != path {
+            let name = |v: Option<&str>| v.unwrap_or("?").to_owned();
+            tracing::info!(
+                "media path: {} buffers, read by {}, converted by {}",
+                name(path.buffers),
+                name(path.read),
+                name(path.converter)
+            );
+            st.path = path;
+        }
     }
 
     /// Media thread: frames and bits per second sent over the last window (status).

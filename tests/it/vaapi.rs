@@ -329,6 +329,12 @@ fn chromium_streams_through_vaapi_with_keyframes_and_bitrate_changes_reaching_th
         let mut first = browser.new_page(&srv.url("/?gum=1"));
         first.wait_for(DECODING, Duration::from_secs(30));
         assert_eq!(h264_encoder(&srv), "vaapi", "{}", srv.status());
+        // The path is in the status: shared-memory capture (no render node here), mapped, CPU conversion.
+        let path = &srv.status()["stream"]["path"];
+        assert_eq!(
+            (&path["buffers"], &path["read"], &path["converter"]),
+            (&"shm".into(), &"map".into(), &"cpu".into())
+        );
         let st = first.eval("wlw.stats");
         assert_eq!((st["width"].as_u64(), st["height"].as_u64()), (Some(320), Some(240)), "{st}");
         let idrs_before = read_log(&log).iter().filter(|p| p.idr).count();
@@ -377,4 +383,20 @@ fn a_driver_error_mid_stream_reinitialises_and_a_gpu_gone_falls_back_to_x264_wit
         assert!(b > a + 30, "the viewer keeps decoding on x264: {a} → {b}");
         assert_eq!(srv.status()["viewers"].as_u64(), Some(1));
     });
+}
+
+#[test]
+fn bench_encode_times_the_vaapi_encoder_and_says_which_paths_this_machine_has() {
+    let mut cmd = Command::new(bin());
+    cmd.args(["bench", "encode", "--frames", "10", "--size", "320x240", "--encoder", "vaapi"])
+        .args(["--vaapi-device", fake_va::DEVICE]);
+    let dir = TempDir::new("vaapi-bench");
+    with_fake(&mut cmd, &dir.0.join("driver.log"));
+    let out = output_within(cmd, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("path: VA-API H.264: {} on /dev/null", fake_va::VENDOR)), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("path: dmabuf capture: ")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("encode") && l.contains("VA-API H.264 CBR on /dev/null")), "{text}");
+    assert_eq!(read_log(&dir.0.join("driver.log")).len(), 10, "every frame went through the driver");
 }
