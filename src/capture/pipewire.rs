@@ -9,7 +9,9 @@
 //! the node being removed reach the slot as a terminal error, so every wait ends.
 //!
 //! Format negotiation offers the packed 8-bit RGB formats wl-webrtc converts (BGRx first, the common one),
-//! any size and rate, twice: first as DMA-BUF with the LINEAR modifier (the one layout a CPU mapping reads;
+//! then the YUV formats cameras, OBS and GStreamer's `videotestsrc` produce (I420, NV12, YUY2: converted to
+//! BGRx as each frame is copied out, with the producer's matrix and range, BT.601 below 720 lines and BT.709
+//! from there when it names none), any size and rate, twice: first as DMA-BUF with the LINEAR modifier (the one layout a CPU mapping reads;
 //! the GPU import of tiled modifiers is not written), then in shared memory (MemFd or MemPtr). A producer that
 //! offers DMA-BUF gets it; one that offers only shared memory (or cannot fixate LINEAR) gets the second
 //! format. A DMA-BUF buffer is mapped by us (PipeWire maps everything except DMA-BUFs), once per buffer, with
@@ -71,6 +73,8 @@ pub enum PipewireError {
          (media.class=Video/Source, media.type=Video)? `pw-cli ls Node` lists nodes"
     )]
     ConnectTimeout(String, Duration),
+    #[error("PipeWire node {node} offers {offers}; wl-webrtc accepts {}", accepted_format_names())]
+    FormatMismatch { node: String, offers: String },
 }
 
 fn remote_suffix(p: &Option<PathBuf>) -> String {
@@ -127,6 +131,9 @@ struct Slot {
     bad_buffers: u64,
     /// The negotiated buffers are DMA-BUFs.
     dmabuf: bool,
+    /// The video formats the node offers (from its EnumFormat parameters), once it was found by id or name
+    /// and answered: for failing at once, saying why, when none of them is ours.
+    node_formats: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Default)]
@@ -263,15 +270,20 @@ impl PipewireCapture {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut slot = self.shared.lock();
         loop {
+            let mismatch = format_mismatch(name, slot.node_formats.as_deref());
             if let Some(e) = slot.error.take() {
-                return Err(e.into());
+                return Err(mismatch.unwrap_or(e).into());
             }
             if slot.connected {
                 return Ok(());
             }
+            if let Some(e) = mismatch {
+                // No format of the node is ours: the link can never come up.
+                return Err(e.into());
+            }
             let now = Instant::now();
             if now >= deadline {
-                return Err(PipewireError::ConnectTimeout(name.to_owned(), CONNECT_TIMEOUT).into());
+                return Err(mismatch.unwrap_or(PipewireError::ConnectTimeout(name.to_owned(), CONNECT_TIMEOUT)).into());
             }
             slot = self.shared.cond.wait_timeout(slot, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
@@ -384,6 +396,222 @@ pub(crate) fn pixel_format_of_spa(spa_format: u32) -> Option<PixelFormat> {
     FORMATS.iter().find(|(s, _)| *s == spa_format).map(|(_, p)| *p)
 }
 
+/// The YUV layouts accepted from producers (offered after the RGB ones, in shared memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Yuv {
+    /// Planar 4:2:0: Y, then U, then V.
+    I420,
+    /// Y, then interleaved UV (4:2:0).
+    Nv12,
+    /// Packed 4:2:2: Y0 U Y1 V.
+    Yuy2,
+}
+
+const YUV_FORMATS: [(u32, Yuv); 3] = [
+    (spa::sys::SPA_VIDEO_FORMAT_I420, Yuv::I420),
+    (spa::sys::SPA_VIDEO_FORMAT_NV12, Yuv::Nv12),
+    (spa::sys::SPA_VIDEO_FORMAT_YUY2, Yuv::Yuy2),
+];
+
+/// The formats a node offers, when none of them is one we accept: the reason its link failed.
+fn format_mismatch(node: &str, offered: Option<&[u32]>) -> Option<PipewireError> {
+    let ours = |f: &u32| pixel_format_of_spa(*f).is_some() || YUV_FORMATS.iter().any(|(y, _)| y == f);
+    let offered = offered?;
+    if offered.iter().any(ours) {
+        return None;
+    }
+    if offered.is_empty() {
+        return Some(PipewireError::FormatMismatch {
+            node: node.to_owned(),
+            offers: "a video format without a PipeWire name (a GStreamer pipeline negotiated one PipeWire cannot \
+                     express: add a caps filter such as video/x-raw,format=BGRx)"
+                .to_owned(),
+        });
+    }
+    let names: Vec<String> = offered
+        .iter()
+        .map(|&f| {
+            let name = format!("{:?}", spa::param::video::VideoFormat(f));
+            name.strip_prefix("VideoFormat::").map(str::to_owned).unwrap_or(name)
+        })
+        .collect();
+    Some(PipewireError::FormatMismatch { node: node.to_owned(), offers: names.join(", ") })
+}
+
+/// The video formats in an EnumFormat parameter (its `format` property: one id or a choice of ids). Read from
+/// the raw pod, bounds-checked (libspa-rs' deserializer divides by a choice's child size, which a producer can
+/// send as 0).
+fn formats_in(param: &Pod) -> Vec<u32> {
+    let Ok(obj) = param.as_object() else { return Vec::new() };
+    let Some(prop) = obj.find_prop(Id(spa::sys::SPA_FORMAT_VIDEO_format)) else { return Vec::new() };
+    let value = prop.value();
+    if let Ok(id) = value.get_id() {
+        return vec![id.0];
+    }
+    choice_ids(value.as_bytes())
+}
+
+/// The ids of a Choice pod of Ids: `[size, type=Choice][choice type, flags][child size, child type][values…]`.
+fn choice_ids(bytes: &[u8]) -> Vec<u32> {
+    let word = |i: usize| bytes.get(i * 4..i * 4 + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let (Some(size), Some(ty), Some(child_size), Some(child_type)) = (word(0), word(1), word(4), word(5)) else {
+        return Vec::new();
+    };
+    if ty != spa::sys::SPA_TYPE_Choice || child_type != spa::sys::SPA_TYPE_Id || child_size != 4 {
+        return Vec::new();
+    }
+    // `size` counts the body (from the choice type on): 16 bytes of header, then the values.
+    let n = (size as usize).saturating_sub(16) / 4;
+    let mut ids: Vec<u32> = (0..n).filter_map(|i| word(6 + i)).collect();
+    // An Enum choice repeats its default among the alternatives.
+    let mut seen = Vec::new();
+    ids.retain(|id| {
+        let new = !seen.contains(id);
+        seen.push(*id);
+        new
+    });
+    ids
+}
+
+/// Every SPA format we accept, in order of preference, and their names (for messages).
+fn accepted_format_names() -> &'static str {
+    "BGRx, BGRA, RGBx, RGBA, xRGB, ARGB, xBGR, ABGR, RGB, BGR, I420, NV12, YUY2"
+}
+
+/// A negotiated YUV source: its layout and how to turn it into RGB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct YuvSource {
+    kind: Yuv,
+    full_range: bool,
+    bt709: bool,
+}
+
+/// The planes of one YUV frame inside one buffer.
+struct YuvPlanes<'a> {
+    y: &'a [u8],
+    y_stride: usize,
+    /// I420: U; NV12: UV; YUY2: unused.
+    u: &'a [u8],
+    u_stride: usize,
+    /// I420: V.
+    v: &'a [u8],
+    v_stride: usize,
+}
+
+/// Find the planes of a `w`×`h` frame of `kind` in `mem[offset..offset + size]`, the first plane's stride being
+/// `stride` (0: unknown). The chroma planes follow the luma plane, as GStreamer lays them out; with no stride
+/// given, GStreamer's (rows 4-byte aligned) or a tight one, whichever the size holds; the chroma stride is what
+/// the size leaves. A luma plane padded to an even number of rows is allowed.
+fn yuv_planes(
+    kind: Yuv,
+    mem: &[u8],
+    offset: usize,
+    size: usize,
+    stride: i32,
+    w: usize,
+    h: usize,
+) -> Result<YuvPlanes<'_>, String> {
+    let buf = mem.get(offset..offset.checked_add(size).ok_or("chunk overflows")?).ok_or("chunk beyond the buffer")?;
+    if w == 0 || h == 0 {
+        return Err("empty frame".into());
+    }
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let min_stride = if kind == Yuv::Yuy2 { cw * 4 } else { w };
+    let candidates: Vec<usize> =
+        if stride > 0 { vec![stride as usize] } else { vec![min_stride.next_multiple_of(4), min_stride] };
+    let empty: &[u8] = &[];
+    for ys in candidates.into_iter().filter(|&s| s >= min_stride) {
+        for rows in [h.next_multiple_of(2), h] {
+            let Some(luma) = ys.checked_mul(rows).filter(|&l| l <= buf.len()) else { continue };
+            let (y, rest) = buf.split_at(luma);
+            let y = &y[..ys * h];
+            match kind {
+                Yuv::Yuy2 => return Ok(YuvPlanes { y, y_stride: ys, u: empty, u_stride: 0, v: empty, v_stride: 0 }),
+                Yuv::Nv12 if rest.len() >= ys * ch => {
+                    return Ok(YuvPlanes { y, y_stride: ys, u: &rest[..ys * ch], u_stride: ys, v: empty, v_stride: 0 });
+                }
+                Yuv::I420 => {
+                    let cs = rest.len() / (2 * ch);
+                    if cs >= cw {
+                        let (u, v) = rest.split_at(cs * ch);
+                        return Ok(YuvPlanes { y, y_stride: ys, u, u_stride: cs, v: &v[..cs * ch], v_stride: cs });
+                    }
+                }
+                Yuv::Nv12 => {}
+            }
+        }
+    }
+    Err(format!("{size} bytes hold no {w}x{h} {kind:?} frame (stride {stride})"))
+}
+
+/// Convert one YUV frame into tight BGRx (`w * 4` per row) in `out`.
+fn yuv_to_bgrx(src: YuvSource, p: &YuvPlanes<'_>, w: u32, h: u32, out: &mut [u8]) -> Result<(), String> {
+    use yuvutils_rs::{YuvRange, YuvStandardMatrix};
+    let range = if src.full_range { YuvRange::Full } else { YuvRange::Limited };
+    let matrix = if src.bt709 { YuvStandardMatrix::Bt709 } else { YuvStandardMatrix::Bt601 };
+    let stride = |s: usize| u32::try_from(s).map_err(|_| "stride too large".to_owned());
+    let r = match src.kind {
+        Yuv::I420 => yuvutils_rs::yuv420_to_bgra(
+            &yuvutils_rs::YuvPlanarImage {
+                y_plane: p.y,
+                y_stride: stride(p.y_stride)?,
+                u_plane: p.u,
+                u_stride: stride(p.u_stride)?,
+                v_plane: p.v,
+                v_stride: stride(p.v_stride)?,
+                width: w,
+                height: h,
+            },
+            out,
+            w * 4,
+            range,
+            matrix,
+        ),
+        Yuv::Nv12 => {
+            // yuvutils' NV12 path takes only tight planes: split UV into U and V (a quarter frame each) and
+            // convert as I420.
+            let (cw, ch) = ((w as usize).div_ceil(2), (h as usize).div_ceil(2));
+            let (mut u, mut v) = (Vec::with_capacity(cw * ch), Vec::with_capacity(cw * ch));
+            for row in p.u.chunks(p.u_stride).take(ch) {
+                for pair in row[..(cw * 2).min(row.len())].chunks_exact(2) {
+                    u.push(pair[0]);
+                    v.push(pair[1]);
+                }
+            }
+            let cs = stride(cw)?;
+            yuvutils_rs::yuv420_to_bgra(
+                &yuvutils_rs::YuvPlanarImage {
+                    y_plane: p.y,
+                    y_stride: stride(p.y_stride)?,
+                    u_plane: &u,
+                    u_stride: cs,
+                    v_plane: &v,
+                    v_stride: cs,
+                    width: w,
+                    height: h,
+                },
+                out,
+                w * 4,
+                range,
+                matrix,
+            )
+        }
+        Yuv::Yuy2 => yuvutils_rs::yuyv422_to_bgra(
+            &yuvutils_rs::YuvPackedImage { yuy: p.y, yuy_stride: stride(p.y_stride)?, width: w, height: h },
+            out,
+            w * 4,
+            range,
+            matrix,
+        ),
+    };
+    r.map_err(|e| format!("{e:?}"))?;
+    // BGRx: the fourth byte is padding; make it opaque like every other source.
+    for px in out.chunks_exact_mut(4) {
+        px[3] = 0xff;
+    }
+    Ok(())
+}
+
 fn serialize(value: Value) -> Result<Vec<u8>, PipewireError> {
     spa::pod::serialize::PodSerializer::serialize(std::io::Cursor::new(Vec::new()), &value)
         .map(|(c, _)| c.into_inner())
@@ -419,9 +647,13 @@ fn enum_formats(dmabuf: bool) -> Result<Vec<Vec<u8>>, PipewireError> {
     Ok(out)
 }
 
-/// One EnumFormat object, with `modifier` if given.
+/// One EnumFormat object: with `modifier`, DMA-BUF in the RGB formats; without, shared memory in the RGB and
+/// then the YUV formats.
 fn enum_format(modifier: Option<Property>) -> Result<Vec<u8>, PipewireError> {
-    let ids: Vec<Id> = FORMATS.iter().map(|(f, _)| Id(*f)).collect();
+    let mut ids: Vec<Id> = FORMATS.iter().map(|(f, _)| Id(*f)).collect();
+    if modifier.is_none() {
+        ids.extend(YUV_FORMATS.iter().map(|(f, _)| Id(*f)));
+    }
     let mut obj = Object {
         type_: spa::sys::SPA_TYPE_OBJECT_Format,
         id: spa::sys::SPA_PARAM_EnumFormat,
@@ -466,10 +698,30 @@ fn enum_format(modifier: Option<Property>) -> Result<Vec<u8>, PipewireError> {
 
 /// The Buffers parameter for a negotiated layout (DMA-BUF when the format has a modifier, else shared memory)
 /// and the Meta parameters we want (header, video damage). Sent after every Format.
-fn buffer_params(layout: &FrameLayout, want_cursor: bool, dmabuf: bool) -> Result<Vec<Vec<u8>>, PipewireError> {
+fn buffer_params(
+    layout: &FrameLayout,
+    want_cursor: bool,
+    dmabuf: bool,
+    yuv: Option<Yuv>,
+) -> Result<Vec<Vec<u8>>, PipewireError> {
     let size = layout.stride as usize * layout.height as usize;
     let size = i32::try_from(size).map_err(|_| PipewireError::Setup(format!("frame too large: {layout:?}")))?;
     let stride = i32::try_from(layout.stride).unwrap_or(i32::MAX);
+    // RGB: exactly our layout. YUV: whatever the producer's layout (aligned strides) needs, from tight up.
+    let int_or_range = |exact: i32, tight: i32| match yuv {
+        None => Value::Int(exact),
+        Some(_) => Value::Choice(ChoiceValue::Int(Choice(
+            ChoiceFlags::empty(),
+            ChoiceEnum::Range { default: tight, min: tight, max: tight.saturating_mul(4) },
+        ))),
+    };
+    let (w, h) = (layout.width as i32, layout.height as i32);
+    let (cw, ch) = ((w + 1) / 2, (h + 1) / 2);
+    let (tight_stride, tight_size) = match yuv {
+        Some(Yuv::Yuy2) => (cw * 4, cw * 4 * h),
+        Some(_) => (w, w * h + 2 * cw * ch),
+        None => (stride, size),
+    };
     let data_types = if dmabuf {
         1i32 << spa::sys::SPA_DATA_DmaBuf
     } else {
@@ -487,8 +739,8 @@ fn buffer_params(layout: &FrameLayout, want_cursor: bool, dmabuf: bool) -> Resul
                 ))),
             ),
             prop(spa::sys::SPA_PARAM_BUFFERS_blocks, Value::Int(1)),
-            prop(spa::sys::SPA_PARAM_BUFFERS_size, Value::Int(size)),
-            prop(spa::sys::SPA_PARAM_BUFFERS_stride, Value::Int(stride)),
+            prop(spa::sys::SPA_PARAM_BUFFERS_size, int_or_range(size, tight_size)),
+            prop(spa::sys::SPA_PARAM_BUFFERS_stride, int_or_range(stride, tight_stride)),
             prop(
                 spa::sys::SPA_PARAM_BUFFERS_dataType,
                 Value::Choice(ChoiceValue::Int(Choice(
@@ -558,6 +810,8 @@ struct StreamData {
     dmabuf: bool,
     /// Our mappings of DMA-BUF buffers, by (fd, inode); dropped at every new format (buffers are reallocated).
     maps: Vec<((i64, u64), memmap2::Mmap)>,
+    /// The negotiated format is YUV: frames are converted to BGRx as they are copied out.
+    yuv: Option<YuvSource>,
 }
 
 /// The PipeWire thread: connect, negotiate, copy frames until `quit` or the stream ends.
@@ -609,6 +863,46 @@ fn run_stream(
             })
             .register()
     };
+    // The node's own formats, to tell "no such node" from "a node in formats we do not read".
+    let registry = core.get_registry_rc().map_err(setup)?;
+    let probe: std::rc::Rc<std::cell::RefCell<Vec<(pw::node::Node, pw::node::NodeListener)>>> = Default::default();
+    let _registry_listener = {
+        let (registry_weak, probe, shared) = (registry.downgrade(), std::rc::Rc::clone(&probe), Arc::clone(shared));
+        let target_name = target_object.clone();
+        registry
+            .add_listener_local()
+            .global(move |global| {
+                if global.type_ != pw::types::ObjectType::Node {
+                    return;
+                }
+                let name = global.props.as_ref().and_then(|p| p.get("node.name"));
+                let wanted = node_id == Some(global.id) || (target_name.is_some() && name == target_name.as_deref());
+                let Some(registry) = registry_weak.upgrade() else { return };
+                if !wanted {
+                    return;
+                }
+                let Ok(node) = registry.bind::<pw::node::Node, _>(global) else { return };
+                let shared = Arc::clone(&shared);
+                let listener = node
+                    .add_listener_local()
+                    .param(move |_, _, _, _, param| {
+                        if let Some(param) = param {
+                            let mut slot = shared.lock();
+                            let known = slot.node_formats.get_or_insert_with(Vec::new);
+                            for f in formats_in(param) {
+                                if !known.contains(&f) {
+                                    known.push(f);
+                                }
+                            }
+                            shared.cond.notify_all();
+                        }
+                    })
+                    .register();
+                node.enum_params(0, Some(spa::param::ParamType::EnumFormat), 0, u32::MAX);
+                probe.borrow_mut().push((node, listener));
+            })
+            .register()
+    };
     let mut props = pw::properties::properties! {
         *pw::keys::MEDIA_TYPE => "Video",
         *pw::keys::MEDIA_CATEGORY => "Capture",
@@ -631,6 +925,7 @@ fn run_stream(
         dmabuf_offered: true,
         dmabuf: false,
         maps: Vec::new(),
+        yuv: None,
     };
     let _listener = stream
         .add_local_listener_with_user_data(data)
@@ -681,11 +976,26 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
         tracing::warn!("PipeWire: cannot parse the negotiated format");
         return;
     }
-    let Some(format) = pixel_format_of_spa(info.format().as_raw()) else {
-        tracing::warn!(format = info.format().as_raw(), "PipeWire negotiated a format wl-webrtc cannot read");
-        return;
-    };
     let size = info.size();
+    let spa_format = info.format().as_raw();
+    let yuv = YUV_FORMATS.iter().find(|(f, _)| *f == spa_format).map(|&(_, kind)| YuvSource {
+        kind,
+        full_range: info.color_range() == spa::sys::SPA_VIDEO_COLOR_RANGE_0_255,
+        bt709: match info.color_matrix() {
+            spa::sys::SPA_VIDEO_COLOR_MATRIX_BT709 => true,
+            spa::sys::SPA_VIDEO_COLOR_MATRIX_BT601 => false,
+            _ => size.height >= 720,
+        },
+    });
+    let format = match (pixel_format_of_spa(spa_format), yuv) {
+        (Some(f), _) => f,
+        // YUV arrives as BGRx (XRGB8888) after the copy.
+        (None, Some(_)) => PixelFormat::Xrgb8888,
+        (None, None) => {
+            tracing::warn!(format = spa_format, "PipeWire negotiated a format wl-webrtc cannot read");
+            return;
+        }
+    };
     let layout = FrameLayout {
         width: size.width,
         height: size.height,
@@ -697,7 +1007,7 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
         node = %d.node,
         width = size.width,
         height = size.height,
-        %format,
+        format = %yuv.map_or_else(|| format.to_string(), |y| format!("{:?} (converted to {format})", y.kind)),
         rate = format!("{}/{}", info.framerate().num, info.framerate().denom),
         buffers = if dmabuf { "DMA-BUF (LINEAR)" } else { "shared memory" },
         "PipeWire format"
@@ -706,6 +1016,7 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
         d.shared.lock().format_changes += 1;
     }
     d.layout = Some(layout);
+    d.yuv = yuv;
     d.dmabuf = dmabuf;
     d.maps.clear();
     d.shared.lock().dmabuf = dmabuf;
@@ -717,7 +1028,7 @@ fn on_param(stream: &pw::stream::Stream, d: &mut StreamData, id: u32, param: Opt
         d.shared.cond.notify_all();
     }
     // Every Format gets its Buffers answer (param_changed repeats; the producer waits for one each time).
-    match buffer_params(&layout, d.want_cursor, dmabuf) {
+    match buffer_params(&layout, d.want_cursor, dmabuf, yuv.map(|y| y.kind)) {
         Ok(params) => {
             let mut pods: Vec<&Pod> = params.iter().filter_map(|p| Pod::from_bytes(p)).collect();
             if let Err(e) = stream.update_params(&mut pods) {
@@ -802,8 +1113,19 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
     let row = layout.width as usize * layout.format.bytes_per_pixel();
     let src_stride = if stride > 0 { stride as usize } else { row };
     let h = layout.height as usize;
+    let planes = match d.yuv {
+        Some(src) => match yuv_planes(src.kind, mem, offset, size, stride, layout.width as usize, h) {
+            Ok(p) => Some((src, p)),
+            Err(e) => {
+                tracing::debug!(?layout, "PipeWire YUV buffer skipped: {e}");
+                d.shared.lock().bad_buffers += 1;
+                return;
+            }
+        },
+        None => None,
+    };
     let needed = offset + src_stride * h.saturating_sub(1) + row;
-    if src_stride < row || needed > mem.len() || h == 0 {
+    if planes.is_none() && (src_stride < row || needed > mem.len() || h == 0) {
         tracing::debug!(offset, size, src_stride, len = mem.len(), ?layout, "PipeWire buffer too small; skipped");
         d.shared.lock().bad_buffers += 1;
         return;
@@ -822,9 +1144,22 @@ fn on_process(stream: &pw::stream::Stream, d: &mut StreamData) {
     if let Some(fd) = dmabuf_fd {
         dmabuf_cpu_access(i64::from(fd), DMA_BUF_SYNC_START);
     }
-    for (y, dst) in out.chunks_exact_mut(row).enumerate() {
-        let s = offset + y * src_stride;
-        dst.copy_from_slice(&mem[s..s + row]);
+    match &planes {
+        Some((src, p)) => {
+            if let Err(e) = yuv_to_bgrx(*src, p, layout.width, layout.height, &mut out) {
+                tracing::debug!(?layout, "PipeWire YUV conversion failed: {e}");
+                let mut slot = d.shared.lock();
+                slot.bad_buffers += 1;
+                slot.spare = out;
+                return;
+            }
+        }
+        None => {
+            for (y, dst) in out.chunks_exact_mut(row).enumerate() {
+                let s = offset + y * src_stride;
+                dst.copy_from_slice(&mem[s..s + row]);
+            }
+        }
     }
     if let Some(fd) = dmabuf_fd {
         dmabuf_cpu_access(i64::from(fd), DMA_BUF_SYNC_END);
@@ -951,9 +1286,11 @@ mod tests {
         let f = enum_format(None).expect("enum format");
         assert!(Pod::from_bytes(&f).is_some());
         let layout = FrameLayout { width: 64, height: 32, stride: 256, format: PixelFormat::Xrgb8888 };
-        let params = buffer_params(&layout, false, false).expect("buffer params");
+        let params = buffer_params(&layout, false, false, None).expect("buffer params");
         assert_eq!(params.len(), 3);
-        let params = buffer_params(&layout, true, true).expect("buffer params with cursor, DMA-BUF");
+        let params = buffer_params(&layout, false, false, Some(Yuv::I420)).expect("buffer params, YUV");
+        assert!(params.iter().all(|p| Pod::from_bytes(p).is_some()));
+        let params = buffer_params(&layout, true, true, None).expect("buffer params with cursor, DMA-BUF");
         assert_eq!(params.len(), 4);
         let formats = enum_formats(true).expect("formats");
         assert_eq!(formats.len(), 2, "DMA-BUF first, then shared memory");
@@ -967,5 +1304,76 @@ mod tests {
         assert!(gone.to_string().contains("went away"), "{gone}");
         let down: CaptureError = PipewireError::DaemonNotRunning(Some("/run/x/pipewire-0".into())).into();
         assert!(down.to_string().contains("is PipeWire running"), "{down}");
+    }
+}
+
+#[cfg(test)]
+mod yuv_tests {
+    use super::*;
+
+    /// GStreamer's I420 layout for 6x3: luma stride 8 (4-aligned), 4 rows (even), chroma stride 4.
+    #[test]
+    fn i420_planes_are_found_with_aligned_and_tight_strides() {
+        let aligned = vec![0u8; 8 * 4 + 2 * 4 * 2];
+        let p = yuv_planes(Yuv::I420, &aligned, 0, aligned.len(), 8, 6, 3).expect("aligned");
+        assert_eq!((p.y_stride, p.u_stride, p.v_stride, p.y.len(), p.u.len(), p.v.len()), (8, 4, 4, 24, 8, 8));
+        // No stride in the chunk: GStreamer's 4-aligned layout is found from the size.
+        let p = yuv_planes(Yuv::I420, &aligned, 0, aligned.len(), 0, 6, 3).expect("inferred");
+        assert_eq!((p.y_stride, p.u_stride), (8, 4));
+        let tight = vec![0u8; 6 * 4 + 2 * 3 * 2];
+        let p = yuv_planes(Yuv::I420, &tight, 0, tight.len(), 6, 6, 4).expect("tight");
+        assert_eq!((p.y_stride, p.u_stride), (6, 3));
+        assert!(yuv_planes(Yuv::I420, &tight, 0, tight.len() - 1, 6, 6, 4).is_err(), "one byte short");
+        assert!(yuv_planes(Yuv::Nv12, &tight, 4, tight.len(), 6, 6, 4).is_err(), "chunk beyond the buffer");
+        // NV12 322x182 as GStreamer lays it out (stride 324), no stride given.
+        let nv12 = vec![0u8; 324 * 182 + 324 * 91];
+        let p = yuv_planes(Yuv::Nv12, &nv12, 0, nv12.len(), 0, 322, 182).expect("nv12");
+        assert_eq!((p.y_stride, p.u_stride, p.u.len()), (324, 324, 324 * 91));
+    }
+
+    #[test]
+    fn formats_are_read_from_enum_formats_without_the_deserializer() {
+        let ours = enum_format(None).expect("format");
+        let pod = Pod::from_bytes(&ours).expect("pod");
+        let ids = formats_in(pod);
+        assert_eq!(ids.len(), FORMATS.len() + YUV_FORMATS.len(), "{ids:?}");
+        assert_eq!(ids[0], spa::sys::SPA_VIDEO_FORMAT_BGRx);
+        // A choice whose child size is 0 (what libspa-rs' deserializer divides by): nothing, no panic.
+        let mut bad = vec![0u8; 32];
+        bad[0..4].copy_from_slice(&24u32.to_ne_bytes());
+        bad[4..8].copy_from_slice(&spa::sys::SPA_TYPE_Choice.to_ne_bytes());
+        bad[20..24].copy_from_slice(&spa::sys::SPA_TYPE_Id.to_ne_bytes());
+        assert!(choice_ids(&bad).is_empty());
+        assert!(choice_ids(&bad[..10]).is_empty());
+        assert!(format_mismatch("n", Some(&[spa::sys::SPA_VIDEO_FORMAT_I420])).is_none(), "I420 is ours");
+        assert!(format_mismatch("n", None).is_none(), "not known yet");
+        let e = format_mismatch("n", Some(&[])).expect("nameless");
+        assert!(e.to_string().contains("caps filter"), "{e}");
+        let e = format_mismatch("n", Some(&[spa::sys::SPA_VIDEO_FORMAT_GRAY8])).expect("mismatch");
+        assert!(e.to_string().contains("offers GRAY8; wl-webrtc accepts BGRx"), "{e}");
+    }
+
+    #[test]
+    fn yuv_grey_and_colour_come_out_as_rgb() {
+        // Limited-range BT.601 grey (Y 126, U = V = 128) and a 4x2 I420 / NV12 / YUY2 frame of it.
+        let (w, h) = (4u32, 2u32);
+        let src = |kind| YuvSource { kind, full_range: false, bt709: false };
+        let mut out = vec![0u8; 4 * 2 * 4];
+        let i420 = [vec![126u8; 8], vec![128u8; 2], vec![128u8; 2]].concat();
+        let p = yuv_planes(Yuv::I420, &i420, 0, i420.len(), 4, 4, 2).expect("planes");
+        yuv_to_bgrx(src(Yuv::I420), &p, w, h, &mut out).expect("I420");
+        assert!(
+            out.chunks(4).all(|px| px[0].abs_diff(128) <= 2 && px[1].abs_diff(128) <= 2 && px[3] == 255),
+            "{out:?}"
+        );
+        let nv12 = [vec![126u8; 8], vec![128u8; 4]].concat();
+        let p = yuv_planes(Yuv::Nv12, &nv12, 0, nv12.len(), 4, 4, 2).expect("planes");
+        yuv_to_bgrx(src(Yuv::Nv12), &p, w, h, &mut out).expect("NV12");
+        assert!(out.chunks(4).all(|px| px[2].abs_diff(128) <= 2), "{out:?}");
+        // YUY2 red-ish: V high.
+        let yuy2: Vec<u8> = [81u8, 90, 81, 240].repeat(4);
+        let p = yuv_planes(Yuv::Yuy2, &yuy2, 0, yuy2.len(), 8, 4, 2).expect("planes");
+        yuv_to_bgrx(src(Yuv::Yuy2), &p, w, h, &mut out).expect("YUY2");
+        assert!(out.chunks(4).all(|px| px[2] > 200 && px[1] < 40 && px[0] < 40), "red: {out:?}");
     }
 }

@@ -161,6 +161,57 @@ fn a_dmabuf_that_cannot_be_mapped_falls_back_to_shared_memory() {
     assert!(cap.counters().buffer_allocations >= 2, "DMA-BUF, then shared memory: {:?}", cap.counters());
 }
 
+#[test]
+fn yuv_producers_stream_and_a_format_we_cannot_read_is_named() {
+    let _ = tracing_subscriber::fmt().with_env_filter("wl_webrtc=debug").with_test_writer().try_init();
+    let mut s = PwSession::start();
+    let colour = [0x20, 0xa0, 0xe0];
+    // I420 (videotestsrc's native format, cameras', most GStreamer pipelines'), NV12 at an odd-ish size, YUY2.
+    let cases = [
+        ("wlw-yuv-i420", Some("video/x-raw,format=I420")),
+        ("wlw-yuv-nv12", Some("video/x-raw,format=NV12,width=322,height=182")),
+        ("wlw-yuv-yuy2", Some("video/x-raw,format=YUY2,width=160,height=120")),
+    ];
+    for (node, caps) in cases {
+        s.solid_source_caps(node, colour, caps);
+        let mut cap = open(&s.options(Some(node))).unwrap_or_else(|e| panic!("open {node}: {e}"));
+        let info = cap
+            .next_frame(Duration::from_secs(5), &NEVER)
+            .expect("capture")
+            .unwrap_or_else(|| panic!("no frame from {node} within 5 s: {:?}\n{}", cap.counters(), s.log(node)));
+        let (w, h) = (info.layout.width, info.layout.height);
+        if node == "wlw-yuv-i420" {
+            assert_eq!((w, h), (320, 240), "videotestsrc's default size");
+        }
+        // Through YUV and back: within a few levels of the colour everywhere.
+        for (x, y) in [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1), (w / 2, h / 2)] {
+            let px = pixel(&mut cap, &info, x, y).expect("pixel");
+            assert!(
+                px.iter().zip(colour).all(|(a, b)| a.abs_diff(b) <= 8),
+                "{node} ({x},{y}) = {px:?}, want {colour:?}"
+            );
+        }
+        assert_eq!(cap.counters().failed_frames, 0, "{node}");
+        drop(cap);
+        s.kill(node);
+    }
+    // A node in a format we do not read: the error (at once, not after the connect timeout) names what it
+    // offers and what we accept.
+    s.solid_source_caps("wlw-gray", colour, Some("video/x-raw,format=GRAY8,width=64,height=64"));
+    let t = Instant::now();
+    let err = open(&s.options(Some("wlw-gray"))).expect_err("GRAY8 cannot be read");
+    let text = err.to_string();
+    assert!(
+        text.contains("offers GRAY8") && text.contains("wl-webrtc accepts BGRx") && text.contains("I420"),
+        "{text}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // No caps filter at all: GStreamer negotiates a format PipeWire has no name for; said as such.
+    s.solid_source_caps("wlw-nocaps", colour, None);
+    let text = open(&s.options(Some("wlw-nocaps"))).expect_err("unnamed format").to_string();
+    assert!(text.contains("without a PipeWire name") && text.contains("caps filter"), "{text}");
+}
+
 /// Take frames until the capture fails (5 s at most).
 fn wait_for_error(cap: &mut Capture, what: &str) -> CaptureError {
     let t = Instant::now();

@@ -173,17 +173,29 @@ fn capture_vaapi(w: u32, h: u32, pattern: PatternKind, frames: u32, device: &str
     (serde_json::from_slice(&out.stdout).expect("json"), dir)
 }
 
-/// Every decoded frame equals our NV12 conversion of the captured frame (lossless up to `tolerance`).
-fn assert_decodes_to_captured_pixels(dir: &TempDir, w: u32, h: u32, frames: usize, tolerance: u8) {
+/// Every decoded frame equals our NV12 conversion of the captured frame: exactly (`lossy` false: the fake codes
+/// losslessly), or, from a real encoder, over the last third of the frames, with a mean error under 2 levels
+/// and 99.5 % of samples within 24.
+fn assert_decodes_to_captured_pixels(dir: &TempDir, w: u32, h: u32, frames: usize, lossy: bool) {
     let (h264, raw) = (dir.0.join("cap.h264"), dir.0.join("cap.bgrx"));
     assert_eq!(probe(&h264), (frames as u64, u64::from(w), u64::from(h), "Constrained Baseline".to_owned()));
     let decoded = decode_nv12(&h264, w as usize, h as usize);
     let captured = convert_raw(&raw, w, h);
     assert_eq!((decoded.len(), captured.len()), (frames, frames));
-    for (i, (d, c)) in decoded.iter().zip(&captured).enumerate() {
-        let worst = d.iter().zip(c).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
-        let differ = d.iter().zip(c).filter(|(a, b)| a.abs_diff(**b) > tolerance).count();
-        assert!(differ == 0, "frame {i}: {differ} samples differ by more than {tolerance} (worst {worst})");
+    // A real encoder's first pictures at a one-frame buffer are coarse; static content refines: judge the last
+    // third.
+    let from = if lossy { frames * 2 / 3 } else { 0 };
+    for (i, (d, c)) in decoded.iter().zip(&captured).enumerate().skip(from) {
+        let diffs: Vec<u8> = d.iter().zip(c).map(|(a, b)| a.abs_diff(*b)).collect();
+        let worst = diffs.iter().copied().max().unwrap_or(0);
+        if lossy {
+            let mean = diffs.iter().map(|&x| f64::from(x)).sum::<f64>() / diffs.len() as f64;
+            let far = diffs.iter().filter(|&&x| x > 24).count() as f64 / diffs.len() as f64;
+            assert!(mean < 2.0 && far < 0.005, "frame {i}: mean error {mean:.2}, {:.2} % beyond 24", far * 100.0);
+        } else {
+            let differ = diffs.iter().filter(|&&x| x > 0).count();
+            assert!(differ == 0, "frame {i}: {differ} samples differ (worst {worst})");
+        }
     }
 }
 
@@ -194,7 +206,7 @@ fn capture_through_vaapi_decodes_to_exactly_the_captured_pixels() {
     let (r, dir) = capture_vaapi(w, h, PatternKind::MovingBar, 20, fake_va::DEVICE, &["--bitrate", "50000"]);
     assert_eq!(r["encoded_frames"].as_u64(), Some(20), "{r}");
     // The fake codes losslessly what it is given: what ffmpeg decodes is our conversion of what was captured.
-    assert_decodes_to_captured_pixels(&dir, w, h, 20, 0);
+    assert_decodes_to_captured_pixels(&dir, w, h, 20, false);
     let log = read_log(&dir.0.join("driver.log"));
     assert_eq!(log.len(), 20);
     assert!(log[0].i && log[0].idr && log[0].frame_num == 0, "{:?}", log[0]);
@@ -224,7 +236,8 @@ fn the_driver_is_held_to_the_bitrate_we_set() {
     assert_eq!((frames, pw, ph), (12, 320, 240));
 }
 
-/// On a machine with a real render node: the same capture through the real driver (lossy: compare loosely).
+/// On a machine with a real render node (Intel/AMD with its VA driver): the same capture through the real
+/// driver, compared loosely (it is lossy).
 #[test]
 fn real_vaapi_device_capture_decodes_to_the_captured_pixels() {
     let Some(device) = std::env::var("WL_WEBRTC_VAAPI_DEVICE").ok().filter(|d| !d.is_empty()) else {
@@ -235,9 +248,9 @@ fn real_vaapi_device_capture_decodes_to_the_captured_pixels() {
         return;
     };
     let (w, h) = (1280, 720);
-    let (r, dir) = capture_vaapi(w, h, PatternKind::Quadrants, 30, &device, &[]);
+    let (r, dir) = capture_vaapi(w, h, PatternKind::MovingBar, 30, &device, &["--bitrate", "20000"]);
     assert_eq!(r["encoded_frames"].as_u64(), Some(30), "{r}");
-    assert_decodes_to_captured_pixels(&dir, w, h, 30, 48);
+    assert_decodes_to_captured_pixels(&dir, w, h, 30, true);
 }
 
 #[test]

@@ -244,12 +244,24 @@ impl PwSession {
 
     /// A GStreamer video source node `name`: a solid `rgb` colour at `width`x`height`, BGRx, 30 fps.
     pub fn solid_source(&mut self, name: &str, rgb: [u8; 3], width: u32, height: u32) {
+        self.solid_source_caps(
+            name,
+            rgb,
+            Some(&format!("video/x-raw,format=BGRx,width={width},height={height},framerate=30/1")),
+        );
+    }
+
+    /// A GStreamer `videotestsrc` node `name` of a solid `rgb` colour through `caps` (None: no caps filter,
+    /// `videotestsrc`'s own defaults: I420 320x240).
+    pub fn solid_source_caps(&mut self, name: &str, rgb: [u8; 3], caps: Option<&str>) {
         let colour = format!("0xff{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]);
         let mut cmd = self.command("gst-launch-1.0");
         cmd.args(["-q", "videotestsrc", "is-live=true", "pattern=solid-color"])
-            .arg(format!("foreground-color={colour}"))
-            .args(["!", &format!("video/x-raw,format=BGRx,width={width},height={height},framerate=30/1"), "!"])
-            .args(["pipewiresink", "mode=provide"])
+            .arg(format!("foreground-color={colour}"));
+        if let Some(caps) = caps {
+            cmd.args(["!", caps]);
+        }
+        cmd.args(["!", "pipewiresink", "mode=provide"])
             .arg(format!("stream-properties=props,media.class=Video/Source,media.type=Video,node.name={name}"));
         self.spawn_logged(name, cmd);
         self.wait_until("the GStreamer node", || self.pw_cli(&["ls", "Node"]).contains(name));
