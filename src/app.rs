@@ -644,7 +644,15 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
             );
         }
         tracing::info!(layout = %cfg.input.layout, "remote control on: viewers may use mouse and keyboard");
-        Some(thread)
+        // The clipboard both ways goes with input: its own thread and connection (input::clipboard).
+        let clip_hub = Arc::clone(&hub);
+        let (clipboard, clip_thread) = crate::input::clipboard::spawn(
+            desk.socket.clone(),
+            move |text| clip_hub.clipboard_changed(&text),
+            Arc::clone(stop),
+        )?;
+        hub.set_clipboard(clipboard);
+        Some((thread, clip_thread))
     } else {
         None
     };
@@ -755,8 +763,9 @@ fn start(cfg: &Config, a: &StartArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<
     stop.store(true, Ordering::Relaxed);
     let media_result = media.join().map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
     encoder_thread.join().map_err(|_| anyhow::anyhow!("the media thread panicked"))?;
-    if let Some(t) = injector {
+    if let Some((t, clip)) = injector {
         t.join().map_err(|_| anyhow::anyhow!("the input thread panicked"))?;
+        clip.join().map_err(|_| anyhow::anyhow!("the clipboard thread panicked"))?;
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(desk);

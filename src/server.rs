@@ -177,6 +177,10 @@ pub struct Hub {
     input_counters: Arc<InputCounters>,
     /// The injector, once started (only when input is allowed).
     input: Mutex<Option<InputSender>>,
+    /// The desktop's clipboard (input allowed): viewers' texts go to it …
+    clipboard: Mutex<Option<crate::input::clipboard::ClipboardHandle>>,
+    /// … and its changes, as the `clipboard` message, go to every viewer that may use input.
+    clipboard_text: tokio::sync::watch::Sender<Option<Arc<str>>>,
 }
 
 impl Hub {
@@ -199,6 +203,8 @@ impl Hub {
             cursor_image: tokio::sync::watch::channel(None).0,
             input_counters: Arc::new(InputCounters::default()),
             input: Mutex::new(None),
+            clipboard: Mutex::new(None),
+            clipboard_text: tokio::sync::watch::channel(None).0,
         })
     }
 
@@ -212,6 +218,22 @@ impl Hub {
 
     fn input_sender(&self) -> Option<InputSender> {
         lock(&self.input).clone()
+    }
+
+    /// Connect the desktop's clipboard (input allowed): viewers' clipboard texts become its selection.
+    pub fn set_clipboard(&self, handle: crate::input::clipboard::ClipboardHandle) {
+        *lock(&self.clipboard) = Some(handle);
+    }
+
+    /// Clipboard thread: the desktop's selection changed to `text`; every viewer that may use input gets it
+    /// once (a view-only viewer never does).
+    pub fn clipboard_changed(&self, text: &str) {
+        if !self.input_allowed {
+            return;
+        }
+        let msg = serde_json::json!({ "t": "clipboard", "text": text }).to_string();
+        tracing::debug!(bytes = text.len(), "clipboard: the desktop's selection goes to the viewers");
+        self.clipboard_text.send_replace(Some(msg.into()));
     }
 
     /// One message from viewer `id`'s `input` data channel, arriving at `now`: dropped (view-only, or over the
@@ -232,6 +254,10 @@ impl Hub {
             return;
         }
         match crate::input::parse(data) {
+            Ok(crate::input::InputEvent::Clipboard(text)) => match lock(&self.clipboard).as_ref() {
+                Some(clipboard) if clipboard.set(text) => InputCounters::add(&c.injected, 1),
+                _ => InputCounters::add(&c.dropped, 1),
+            },
             Ok(event) => match self.input_sender() {
                 Some(tx) => {
                     tx.send(InputCommand::Event { viewer: id, event });
@@ -275,6 +301,8 @@ impl Hub {
         let _ = channel.send_text(&hello).await;
         let mut position = self.cursor_position.subscribe();
         let mut image = self.cursor_image.subscribe();
+        // Only changes from now on (the selection at join time is not a change).
+        let mut clipboard = self.clipboard_text.subscribe();
         // What the channel has now (a viewer joining a still cursor gets it at once).
         position.mark_changed();
         image.mark_changed();
@@ -298,6 +326,12 @@ impl Hub {
                     },
                     ChannelEvent::Closed => break,
                 },
+                Ok(()) = clipboard.changed(), if open && self.input_allowed => {
+                    let msg = clipboard.borrow_and_update().clone();
+                    if let Some(m) = msg {
+                        let _ = channel.send_text(&m).await;
+                    }
+                }
                 // The image first, so a page never positions a cursor it has no picture for.
                 Ok(()) = image.changed(), if open => {
                     let msg = image.borrow_and_update().clone();

@@ -11,6 +11,7 @@
 //! Never: inject anything unless `--allow-input`/`[input] allow` is on; act on a message that failed
 //! validation (it is counted as rejected and has no effect).
 
+pub mod clipboard;
 pub mod inject;
 pub mod keycodes;
 pub mod keymap;
@@ -49,6 +50,8 @@ pub enum InputError {
     ControlChar(u32),
     #[error("keymap: {0}")]
     Keymap(String),
+    #[error("clipboard text of {0} bytes exceeds the {max} bytes carried", max = clipboard::MAX_CLIPBOARD_BYTES)]
+    ClipboardTooLarge(usize),
 }
 
 /// How a wheel delta is measured (`WheelEvent.deltaMode`: pixels, or lines — pages are sent as lines).
@@ -73,6 +76,8 @@ pub enum InputEvent {
     Key { key: u32, down: bool },
     /// Text to type as key presses with the server's keymap (characters it cannot type are skipped).
     Text(String),
+    /// Text for the desktop's clipboard (its selection: Ctrl+V in a desktop application pastes it).
+    Clipboard(String),
 }
 
 /// The messages as they arrive (see README for the protocol).
@@ -102,6 +107,9 @@ enum Wire {
     Text {
         s: String,
     },
+    Clipboard {
+        text: String,
+    },
 }
 
 fn in_range(field: &'static str, value: f64, lo: f64, hi: f64, range: &'static str) -> Result<f64, InputError> {
@@ -114,7 +122,9 @@ fn in_range(field: &'static str, value: f64, lo: f64, hi: f64, range: &'static s
 
 /// Parse and validate one message from the `input` data channel.
 pub fn parse(bytes: &[u8]) -> Result<InputEvent, InputError> {
-    if bytes.len() > MAX_MESSAGE_BYTES {
+    // A clipboard message may be larger than the others (its text, JSON-escaped, plus a little).
+    let clipboard = bytes.starts_with(br#"{"t":"clipboard""#);
+    if bytes.len() > MAX_MESSAGE_BYTES && !(clipboard && bytes.len() <= 2 * clipboard::MAX_CLIPBOARD_BYTES) {
         return Err(InputError::TooLarge(bytes.len()));
     }
     let wire: Wire = serde_json::from_slice(bytes).map_err(|e| InputError::Malformed(e.to_string()))?;
@@ -149,6 +159,15 @@ pub fn parse(bytes: &[u8]) -> Result<InputEvent, InputError> {
                 return Err(InputError::ControlChar(u32::from(c)));
             }
             InputEvent::Text(s)
+        }
+        Wire::Clipboard { text } => {
+            if text.len() > clipboard::MAX_CLIPBOARD_BYTES {
+                return Err(InputError::ClipboardTooLarge(text.len()));
+            }
+            if text.contains('\0') {
+                return Err(InputError::ControlChar(0));
+            }
+            InputEvent::Clipboard(text)
         }
     })
 }
@@ -237,6 +256,14 @@ mod tests {
         );
         assert_eq!(p(r#"{"t":"key","code":"KeyA","down":true}"#), Ok(InputEvent::Key { key: 30, down: true }));
         assert_eq!(p(r#"{"t":"text","s":"Hi\n"}"#), Ok(InputEvent::Text("Hi\n".into())));
+        assert_eq!(p(r#"{"t":"clipboard","text":"h\u00e9llo\n"}"#), Ok(InputEvent::Clipboard("héllo\n".into())));
+        let big = format!(r#"{{"t":"clipboard","text":"{}"}}"#, "x".repeat(clipboard::MAX_CLIPBOARD_BYTES));
+        assert!(matches!(p(&big), Ok(InputEvent::Clipboard(t)) if t.len() == clipboard::MAX_CLIPBOARD_BYTES));
+        let too_big = format!(r#"{{"t":"clipboard","text":"{}"}}"#, "x".repeat(clipboard::MAX_CLIPBOARD_BYTES + 1));
+        assert_eq!(p(&too_big), Err(InputError::ClipboardTooLarge(clipboard::MAX_CLIPBOARD_BYTES + 1)));
+        // Only a clipboard message may be that large.
+        let long_text = format!(r#"{{"t":"text","s":"{}"}}"#, "x".repeat(5000));
+        assert!(matches!(p(&long_text), Err(InputError::TooLarge(_))));
     }
 
     #[test]

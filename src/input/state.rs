@@ -163,6 +163,8 @@ impl InputState {
                 .into_iter()
                 .collect(),
             InputEvent::Text(s) => vec![Action::Text(s)],
+            // Goes to the clipboard thread, not the injector.
+            InputEvent::Clipboard(_) => vec![],
         }
     }
 

@@ -522,3 +522,63 @@ fn a_second_input_channel_is_refused_and_a_flood_is_rate_limited_while_the_first
         assert_eq!(page.eval("wlw.dc.readyState"), Value::from("open"));
     });
 }
+
+/// The desktop's clipboard as `wl-paste` (a desktop client) sees it; `None` when there is no selection.
+fn desktop_clipboard(f: &Fixture) -> Option<String> {
+    let out = f.desk.command("wl-paste").args(["--no-newline", "--type", "text/plain"]).output().expect("wl-paste");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Put `text` on the desktop's clipboard with `wl-copy` (it serves it until the desktop goes).
+fn desktop_copy(f: &mut Fixture, text: &str) {
+    let mut cmd = f.desk.command("wl-copy");
+    cmd.args(["--foreground", "--type", "text/plain;charset=utf-8", text]).stdout(Stdio::null());
+    f.desk.spawn(cmd).expect("wl-copy");
+}
+
+/// A paste in the viewer page, as the browser fires it (Ctrl+Shift+V), of `text`.
+fn page_paste(page: &mut Page, text: &str) {
+    page.eval(&format!(
+        "(() => {{ const dt = new DataTransfer(); dt.setData('text/plain', {}); \
+         document.dispatchEvent(new ClipboardEvent('paste', {{ clipboardData: dt, bubbles: true, cancelable: true }})); \
+         return true; }})()",
+        serde_json::to_string(text).expect("json")
+    ));
+}
+
+#[test]
+fn the_clipboard_goes_both_ways_with_input_and_never_to_a_view_only_viewer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (mut f, _log, srv, _browser, mut page) = session(&["--allow-input"]);
+        // Desktop → viewer: a copy on the desktop reaches the page once.
+        desktop_copy(&mut f, "héllo from the desktop ✓");
+        page.wait_for("wlw.clipboard.fromDesktop === 'héllo from the desktop ✓'", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(page.eval("wlw.clipboard.received"), Value::from(1), "sent once");
+        // Viewer → desktop: a paste in the page becomes the desktop's selection (what Ctrl+V there pastes).
+        page_paste(&mut page, "grüße vom Browser\nzweite Zeile");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while desktop_clipboard(&f).as_deref() != Some("grüße vom Browser\nzweite Zeile") {
+            assert!(Instant::now() < deadline, "not on the desktop's clipboard: {:?}", desktop_clipboard(&f));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Our own selection is not echoed back to the viewer.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(page.eval("wlw.clipboard.received"), Value::from(1));
+        // Another change on the desktop comes through again.
+        desktop_copy(&mut f, "second copy");
+        page.wait_for("wlw.clipboard.fromDesktop === 'second copy'", Duration::from_secs(10));
+        assert!(input_status(&srv)["injected"].as_u64() >= Some(1));
+    });
+    in_private_netns(|| {
+        // View-only: the desktop's clipboard never reaches the page, and the page's never reaches the desktop.
+        let (mut f, _log, srv, _browser, mut page) = session(&[]);
+        desktop_copy(&mut f, "not for view-only eyes");
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(page.eval("wlw.clipboard.received"), Value::from(0));
+        page.eval(r#"wlw.dc.send(JSON.stringify({ t: "clipboard", text: "from a view-only page" })); true"#);
+        wait_status(&srv, "the message dropped", |s| s["dropped"].as_u64() >= Some(1));
+        assert_eq!(desktop_clipboard(&f).as_deref(), Some("not for view-only eyes"));
+    });
+}
