@@ -550,23 +550,22 @@ fn yuv_to_bgrx(src: YuvSource, p: &YuvPlanes<'_>, w: u32, h: u32, out: &mut [u8]
     let range = if src.full_range { YuvRange::Full } else { YuvRange::Limited };
     let matrix = if src.bt709 { YuvStandardMatrix::Bt709 } else { YuvStandardMatrix::Bt601 };
     let stride = |s: usize| u32::try_from(s).map_err(|_| "stride too large".to_owned());
-    let r = match src.kind {
-        Yuv::I420 => yuvutils_rs::yuv420_to_bgra(
-            &yuvutils_rs::YuvPlanarImage {
-                y_plane: p.y,
-                y_stride: stride(p.y_stride)?,
-                u_plane: p.u,
-                u_stride: stride(p.u_stride)?,
-                v_plane: p.v,
-                v_stride: stride(p.v_stride)?,
-                width: w,
-                height: h,
-            },
-            out,
-            w * 4,
-            range,
-            matrix,
-        ),
+    // yuvutils' I420 path, for I420 and (split) NV12.
+    let i420 = |u: &[u8], us: usize, v: &[u8], vs: usize, out: &mut [u8]| -> Result<(), String> {
+        let image = yuvutils_rs::YuvPlanarImage {
+            y_plane: p.y,
+            y_stride: stride(p.y_stride)?,
+            u_plane: u,
+            u_stride: stride(us)?,
+            v_plane: v,
+            v_stride: stride(vs)?,
+            width: w,
+            height: h,
+        };
+        yuvutils_rs::yuv420_to_bgra(&image, out, w * 4, range, matrix).map_err(|e| format!("{e:?}"))
+    };
+    match src.kind {
+        Yuv::I420 => finish(i420(p.u, p.u_stride, p.v, p.v_stride, out), out),
         Yuv::Nv12 => {
             // yuvutils' NV12 path takes only tight planes: split UV into U and V (a quarter frame each) and
             // convert as I420.
@@ -578,34 +577,24 @@ fn yuv_to_bgrx(src: YuvSource, p: &YuvPlanes<'_>, w: u32, h: u32, out: &mut [u8]
                     v.push(pair[1]);
                 }
             }
-            let cs = stride(cw)?;
-            yuvutils_rs::yuv420_to_bgra(
-                &yuvutils_rs::YuvPlanarImage {
-                    y_plane: p.y,
-                    y_stride: stride(p.y_stride)?,
-                    u_plane: &u,
-                    u_stride: cs,
-                    v_plane: &v,
-                    v_stride: cs,
-                    width: w,
-                    height: h,
-                },
+            finish(i420(&u, cw, &v, cw, out), out)
+        }
+        Yuv::Yuy2 => {
+            let r = yuvutils_rs::yuyv422_to_bgra(
+                &yuvutils_rs::YuvPackedImage { yuy: p.y, yuy_stride: stride(p.y_stride)?, width: w, height: h },
                 out,
                 w * 4,
                 range,
                 matrix,
-            )
+            );
+            finish(r.map_err(|e| format!("{e:?}")), out)
         }
-        Yuv::Yuy2 => yuvutils_rs::yuyv422_to_bgra(
-            &yuvutils_rs::YuvPackedImage { yuy: p.y, yuy_stride: stride(p.y_stride)?, width: w, height: h },
-            out,
-            w * 4,
-            range,
-            matrix,
-        ),
-    };
-    r.map_err(|e| format!("{e:?}"))?;
-    // BGRx: the fourth byte is padding; make it opaque like every other source.
+    }
+}
+
+/// After a conversion into BGRx: the fourth byte is padding; make it opaque like every other source.
+fn finish(r: Result<(), String>, out: &mut [u8]) -> Result<(), String> {
+    r?;
     for px in out.chunks_exact_mut(4) {
         px[3] = 0xff;
     }
