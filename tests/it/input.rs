@@ -322,6 +322,32 @@ fn clicks_map_onto_a_scaled_output_placed_right_of_another() {
     });
 }
 
+#[test]
+fn clicks_land_exactly_on_fractionally_scaled_outputs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Each output is 800x600 logical: 1000x750 pixels at scale 1.25, 1200x900 at 1.5 (wl_output says scale 2
+    // for both; the logical size comes from xdg-output, and the virtual pointer moves in logical coordinates).
+    for (mode, scale) in [("1000x750", "1.25"), ("1200x900", "1.5")] {
+        in_private_netns(move || {
+            let mut f = Fixture::start(W, H, 60);
+            f.swaymsg(&["create_output"]);
+            let custom = format!("{mode}@60Hz");
+            f.swaymsg(&["output", "HEADLESS-2", "mode", "--custom", &custom, "scale", scale, "position", "800", "0"]);
+            let log = InputLog::spawn(&mut f, "HEADLESS-2");
+            let srv = Server::start(&f, &["--allow-input", "--output", "HEADLESS-2"]);
+            log.wait_keyboard_focus();
+            let browser = Browser::launch();
+            let mut page = viewer(&srv, &browser);
+            let (w, h) = mode.split_once('x').expect("WxH");
+            let size = page.eval("[wlw.stats.width, wlw.stats.height]");
+            assert_eq!(size, serde_json::json!([w.parse::<u32>().expect("w"), h.parse::<u32>().expect("h")]));
+            for (x, y) in [(100.0, 75.0), (400.0, 300.0), (733.0, 512.0)] {
+                click_lands(&mut page, &log, x, y);
+            }
+        });
+    }
+}
+
 /// `n` characters of printable ASCII (every key of the US keymap, Shift and not), different for each `seed`.
 fn burst_text(seed: u32, n: usize) -> String {
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
