@@ -165,6 +165,8 @@ pub fn spawn(
 fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounters, stop: &AtomicBool) {
     let mut devices: Option<Devices> = None;
     let mut state = InputState::default();
+    // The layout each viewer's browser said it has (guessed from its layout map); others get the configured.
+    let mut layouts: std::collections::HashMap<u64, &'static str> = std::collections::HashMap::new();
     let mut last_try: Option<Instant> = None;
     let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -216,7 +218,38 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
         for cmd in std::iter::once(cmd).chain(rx.try_iter()) {
             let chars = text_chars(&cmd);
             result = match cmd {
+                InputCommand::Event { viewer, event: InputEvent::Layout(map) } => {
+                    match crate::input::keymap::guess_layout(&map) {
+                        // At least half of its keys must agree, or the map says nothing we understand.
+                        Some((layout, n)) if 2 * n >= map.len() => {
+                            tracing::info!(
+                                viewer,
+                                layout,
+                                matched = n,
+                                keys = map.len(),
+                                "input: the viewer's keyboard layout"
+                            );
+                            layouts.insert(viewer, layout);
+                        }
+                        _ => tracing::info!(
+                            viewer,
+                            keys = map.len(),
+                            "input: the viewer's layout map matches no known layout; using the configured one"
+                        ),
+                    }
+                    Ok(true)
+                }
                 InputCommand::Event { viewer, event } => {
+                    // Keys type what the viewer's keycaps say: its layout's keymap, switched to when needed.
+                    if matches!(event, InputEvent::Key { .. } | InputEvent::Text(_)) {
+                        let want = layouts.get(&viewer).copied().unwrap_or(cfg.layout.as_str());
+                        let variant = if want == cfg.layout { cfg.variant.as_str() } else { "" };
+                        if want != d.layout
+                            && let Err(e) = d.use_layout(want, variant, &mut state, counters, stop)
+                        {
+                            tracing::warn!("input: cannot switch to the {want} keymap: {e}");
+                        }
+                    }
                     let actions = state.handle(viewer, event, d.space);
                     let r = d.apply(&actions, counters, stop);
                     match r {
@@ -226,6 +259,7 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
                     r
                 }
                 InputCommand::ViewerGone(viewer) => {
+                    layouts.remove(&viewer);
                     let up = state.viewer_gone(viewer);
                     if !up.is_empty() {
                         tracing::info!(viewer, released = up.len(), "input: released what the viewer held");
@@ -285,6 +319,8 @@ struct Devices {
     pointer: ZwlrVirtualPointerV1,
     keyboard: ZwpVirtualKeyboardV1,
     kbd: Keyboard,
+    /// The layout `kbd` was compiled from (the configured one, or a viewer's: [`Devices::use_layout`]).
+    layout: String,
     /// Where pointer coordinates land (refreshed when outputs change).
     space: PointerSpace,
     bound_to_output: bool,
@@ -348,6 +384,7 @@ impl Devices {
             pointer,
             keyboard,
             kbd,
+            layout: cfg.layout.clone(),
             space,
             bound_to_output,
             output: cfg.output.clone(),
@@ -361,6 +398,27 @@ impl Devices {
     }
 
     /// Read the compositor's events (output changes; a dead connection is an error), at most ~1 ms.
+    /// Upload the keymap of `layout` (with `variant`: the configured one for the configured layout), after releasing
+    /// every key and button held (a key pressed under one keymap must not be released under another, and no
+    /// modifier may stay held across the switch).
+    fn use_layout(
+        &mut self,
+        layout: &str,
+        variant: &str,
+        state: &mut InputState,
+        counters: &InputCounters,
+        stop: &AtomicBool,
+    ) -> Result<(), CaptureError> {
+        let up = state.release_everything();
+        self.apply(&up, counters, stop)?;
+        let kbd = Keyboard::new(layout, variant).map_err(|e| CaptureError::Unsupported(e.to_string()))?;
+        upload_keymap(&self.keyboard, &kbd.keymap_text())?;
+        self.kbd = kbd;
+        tracing::info!(layout, "input: keymap switched");
+        self.layout = layout.to_owned();
+        Ok(())
+    }
+
     fn poll_events(&mut self, stop: &AtomicBool) -> Result<(), CaptureError> {
         self.session.dispatch_until(Instant::now() + Duration::from_millis(1), stop, |_| Ok(false))?;
         if let Ok(space) = pointer_space(&self.session, self.output.as_deref(), self.bound_to_output) {

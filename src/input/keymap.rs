@@ -131,6 +131,47 @@ impl Keyboard {
 
 /// Which key, on level 1 (plain) or level 2 (Shift), types each character. The first (lowest keycode)
 /// key wins, and a plain level wins over a shifted one.
+/// Layouts tried against a viewer's browser layout map (`navigator.keyboard.getLayoutMap()`), common first.
+pub const CANDIDATE_LAYOUTS: &[&str] = &[
+    "us", "de", "fr", "gb", "es", "it", "ch", "at", "be", "nl", "se", "no", "dk", "fi", "pt", "br", "pl", "cz", "sk",
+    "hu", "si", "hr", "tr", "ru", "ua", "gr",
+];
+
+impl Keyboard {
+    /// The character `evdev` types with no modifier (first layout, level 1), if it types one.
+    pub fn base_char(&self, evdev: u32) -> Option<char> {
+        let sym = *self.keymap.key_get_syms_by_level(xkb::Keycode::new(evdev + EVDEV_OFFSET), 0, 0).first()?;
+        char::from_u32(xkb::keysym_to_utf32(sym)).filter(|c| !c.is_control() && *c != '\0')
+    }
+
+    /// How many of a viewer's (key, character) pairs this keymap types the same way, unshifted.
+    pub fn matches(&self, map: &[(u32, char)]) -> usize {
+        map.iter()
+            .filter(|&&(key, c)| self.base_char(key).is_some_and(|b| b.to_lowercase().eq(c.to_lowercase())))
+            .count()
+    }
+}
+
+/// The candidate layout whose keymap types most of a viewer's layout map, with its match count: `None` when
+/// the map is empty or no candidate compiles. Ties go to the earlier (more common) layout.
+pub fn guess_layout(map: &[(u32, char)]) -> Option<(&'static str, usize)> {
+    if map.is_empty() {
+        return None;
+    }
+    let mut best: Option<(&'static str, usize)> = None;
+    for &layout in CANDIDATE_LAYOUTS {
+        let Ok(kbd) = Keyboard::new(layout, "") else { continue };
+        let n = kbd.matches(map);
+        if best.is_none_or(|(_, b)| n > b) {
+            best = Some((layout, n));
+        }
+        if n == map.len() {
+            break;
+        }
+    }
+    best
+}
+
 fn char_table(keymap: &xkb::Keymap) -> HashMap<char, (u32, bool)> {
     let mut chars: HashMap<char, (u32, bool)> = HashMap::new();
     keymap.key_for_each(|km, kc| {
@@ -244,5 +285,29 @@ mod tests {
         // On a German keyboard the key at US "Y" types z.
         assert_eq!(de.key_for_char('z'), evdev_keycode("KeyY").map(|k| (k, false)));
         assert_eq!(de.key_for_char('ä'), evdev_keycode("Quote").map(|k| (k, false)));
+    }
+
+    #[test]
+    fn a_german_layout_map_is_recognised() {
+        use crate::input::keycodes::evdev_keycode;
+        let pairs = |v: &[(&str, char)]| -> Vec<(u32, char)> {
+            v.iter().map(|&(code, c)| (evdev_keycode(code).expect("known code"), c)).collect()
+        };
+        let german = pairs(&[
+            ("KeyQ", 'q'),
+            ("KeyW", 'w'),
+            ("KeyY", 'z'),
+            ("KeyZ", 'y'),
+            ("Semicolon", 'ö'),
+            ("Quote", 'ä'),
+            ("BracketLeft", 'ü'),
+            ("Minus", 'ß'),
+        ]);
+        assert_eq!(guess_layout(&german), Some(("de", 8)));
+        let us = pairs(&[("KeyY", 'y'), ("KeyZ", 'z'), ("Semicolon", ';'), ("Quote", '\'')]);
+        assert_eq!(guess_layout(&us), Some(("us", 4)));
+        let french = pairs(&[("KeyQ", 'a'), ("KeyA", 'q'), ("KeyW", 'z'), ("KeyZ", 'w'), ("Semicolon", 'm')]);
+        assert_eq!(guess_layout(&french).map(|g| g.0), Some("fr"));
+        assert_eq!(guess_layout(&[]), None);
     }
 }

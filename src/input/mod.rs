@@ -78,6 +78,8 @@ pub enum InputEvent {
     Text(String),
     /// Text for the desktop's clipboard (its selection: Ctrl+V in a desktop application pastes it).
     Clipboard(String),
+    /// The viewer's keyboard layout as its browser maps it: (evdev key, the character it types unshifted).
+    Layout(Vec<(u32, char)>),
 }
 
 /// The messages as they arrive (see README for the protocol).
@@ -109,6 +111,10 @@ enum Wire {
     },
     Clipboard {
         text: String,
+    },
+    /// `navigator.keyboard.getLayoutMap()`: KeyboardEvent.code → the key's character.
+    Layout {
+        map: std::collections::BTreeMap<String, String>,
     },
 }
 
@@ -159,6 +165,24 @@ pub fn parse(bytes: &[u8]) -> Result<InputEvent, InputError> {
                 return Err(InputError::ControlChar(u32::from(c)));
             }
             InputEvent::Text(s)
+        }
+        Wire::Layout { map } => {
+            if map.len() > 256 {
+                return Err(InputError::Malformed(format!("a layout map of {} keys", map.len())));
+            }
+            // Keys we know that type one character; dead keys ("Dead"), names and the rest say nothing.
+            let pairs: Vec<(u32, char)> = map
+                .iter()
+                .filter_map(|(code, key)| {
+                    let mut chars = key.chars();
+                    let (Some(c), None) = (chars.next(), chars.next()) else { return None };
+                    Some((keycodes::evdev_keycode(code)?, c))
+                })
+                .collect();
+            if pairs.is_empty() {
+                return Err(InputError::Malformed("a layout map with no key we know".into()));
+            }
+            InputEvent::Layout(pairs)
         }
         Wire::Clipboard { text } => {
             if text.len() > clipboard::MAX_CLIPBOARD_BYTES {
@@ -261,6 +285,11 @@ mod tests {
         assert!(matches!(p(&big), Ok(InputEvent::Clipboard(t)) if t.len() == clipboard::MAX_CLIPBOARD_BYTES));
         let too_big = format!(r#"{{"t":"clipboard","text":"{}"}}"#, "x".repeat(clipboard::MAX_CLIPBOARD_BYTES + 1));
         assert_eq!(p(&too_big), Err(InputError::ClipboardTooLarge(clipboard::MAX_CLIPBOARD_BYTES + 1)));
+        assert_eq!(
+            p(r#"{"t":"layout","map":{"KeyY":"z","Semicolon":"ö","Equal":"Dead","NoSuchKey":"x"}}"#),
+            Ok(InputEvent::Layout(vec![(21, 'z'), (39, 'ö')]))
+        );
+        assert!(matches!(p(r#"{"t":"layout","map":{"Equal":"Dead"}}"#), Err(InputError::Malformed(_))));
         // Only a clipboard message may be that large.
         let long_text = format!(r#"{{"t":"text","s":"{}"}}"#, "x".repeat(5000));
         assert!(matches!(p(&long_text), Err(InputError::TooLarge(_))));

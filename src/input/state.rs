@@ -163,8 +163,8 @@ impl InputState {
                 .into_iter()
                 .collect(),
             InputEvent::Text(s) => vec![Action::Text(s)],
-            // Goes to the clipboard thread, not the injector.
-            InputEvent::Clipboard(_) => vec![],
+            // The clipboard thread's, and the injector's keymap choice (handled before this).
+            InputEvent::Clipboard(_) | InputEvent::Layout(_) => vec![],
         }
     }
 

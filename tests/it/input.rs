@@ -608,3 +608,39 @@ fn the_clipboard_goes_both_ways_with_input_and_never_to_a_view_only_viewer() {
         assert_eq!(desktop_clipboard(&f).as_deref(), Some("not for view-only eyes"));
     });
 }
+
+/// What `navigator.keyboard.getLayoutMap()` gives on a German (de) keyboard: the writing-system keys.
+const GERMAN_LAYOUT_MAP: &str = r##"{"Backquote":"^","Digit1":"1","Digit2":"2","Digit3":"3","Digit4":"4","Digit5":"5",
+  "Digit6":"6","Digit7":"7","Digit8":"8","Digit9":"9","Digit0":"0","Minus":"ß","Equal":"´","KeyQ":"q","KeyW":"w",
+  "KeyE":"e","KeyR":"r","KeyT":"t","KeyY":"z","KeyU":"u","KeyI":"i","KeyO":"o","KeyP":"p","BracketLeft":"ü",
+  "BracketRight":"+","KeyA":"a","KeyS":"s","KeyD":"d","KeyF":"f","KeyG":"g","KeyH":"h","KeyJ":"j","KeyK":"k",
+  "KeyL":"l","Semicolon":"ö","Quote":"ä","Backslash":"#","IntlBackslash":"<","KeyZ":"y","KeyX":"x","KeyC":"c",
+  "KeyV":"v","KeyB":"b","KeyN":"n","KeyM":"m","Comma":",","Period":".","Slash":"-"}"##;
+
+#[test]
+fn a_viewer_with_a_german_keyboard_types_what_its_keys_say_and_altgr_leaves_nothing_held() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_private_netns(|| {
+        let (_f, log, _srv, _browser, mut page) = session(&["--allow-input"]);
+        // The page's own layout report, as a German browser makes it.
+        page.eval(&format!("wlw.sendLayout({GERMAN_LAYOUT_MAP})"));
+        std::thread::sleep(Duration::from_millis(300));
+        // The keys a German user presses for "z", "ö", "y" (physical KeyY, Semicolon, KeyZ) …
+        for code in ["KeyY", "Semicolon", "KeyZ"] {
+            page.key_press(code);
+        }
+        wait_typed_suffix(&log, "zöy");
+        // … and AltGr+Q, which is "@" on that layout.
+        page.key_down("AltRight");
+        page.key_press("KeyQ");
+        page.key_up("AltRight");
+        wait_typed_suffix(&log, "zöy@");
+        // Every key that went down came up: nothing is held (AltGr, the level-3 shift, included).
+        std::thread::sleep(Duration::from_millis(300));
+        let mut held = std::collections::BTreeMap::new();
+        for e in log.events().iter().filter(|e| e["ev"] == "key") {
+            held.insert(e["code"].as_u64().unwrap_or(0), e["down"] == true);
+        }
+        assert!(held.values().all(|down| !down), "keys still held: {held:?}");
+    });
+}
