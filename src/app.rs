@@ -833,6 +833,9 @@ fn media_run(
 ) -> anyhow::Result<()> {
     let mut stage = crate::media::ConvertStage::new(cfg.convert);
     tracing::info!(converter = stage.converter_name(), "colour conversion");
+    // A rotated output hands out its framebuffer in the panel's orientation: stream it upright (the viewer's
+    // pointer then maps onto the output's logical, upright, coordinates as it is).
+    stage.set_rotation(crate::frame::Rotation::for_output_transform(&cap.output().transform));
     let stop = hub.stop_flag();
     let mut frame_size = (0, 0);
     let mut cursor_messages = crate::cursor::CursorMessages::default();

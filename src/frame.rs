@@ -475,6 +475,84 @@ pub fn write_png<W: Write>(
     writer.finish()
 }
 
+/// How a captured buffer must be turned to be upright: an output rotated by the compositor (wl_output
+/// transform 90/180/270) hands out its framebuffer in the panel's orientation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rotation {
+    #[default]
+    None,
+    /// Turn the buffer 90° clockwise.
+    Cw90,
+    Cw180,
+    /// Turn the buffer 90° counter-clockwise.
+    Cw270,
+}
+
+impl Rotation {
+    /// The rotation that makes the buffers of an output with this wl_output transform upright (as
+    /// `OutputDesc::transform` spells it: "Normal", "_90", "_180", "_270", "Flipped…"); `None` for normal and
+    /// for the flipped transforms (streamed as captured).
+    pub fn for_output_transform(transform: &str) -> Rotation {
+        match transform {
+            "_90" => Rotation::Cw90,
+            "_180" => Rotation::Cw180,
+            "_270" => Rotation::Cw270,
+            _ => Rotation::None,
+        }
+    }
+
+    /// The size of an upright frame from a `w`×`h` buffer.
+    pub fn size(self, w: u32, h: u32) -> (u32, u32) {
+        match self {
+            Rotation::Cw90 | Rotation::Cw270 => (h, w),
+            Rotation::None | Rotation::Cw180 => (w, h),
+        }
+    }
+}
+
+/// Turn the frame in `data` (`layout`, rows bottom-up when `y_invert`) by `rotation` into `out` (tight rows,
+/// top-down); the layout of the result. Works in 32-pixel tiles so both sides stay in cache.
+pub fn rotate(
+    data: &[u8],
+    layout: &FrameLayout,
+    y_invert: bool,
+    rotation: Rotation,
+    out: &mut Vec<u8>,
+) -> std::io::Result<FrameLayout> {
+    if data.len() < layout.byte_len() || !layout.is_consistent() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "frame data is shorter than its layout says",
+        ));
+    }
+    let (w, h, bpp) = (layout.width as usize, layout.height as usize, layout.format.bytes_per_pixel());
+    let (ow, oh) = rotation.size(layout.width, layout.height);
+    let (ow, oh) = (ow as usize, oh as usize);
+    out.clear();
+    out.resize(ow * oh * bpp, 0);
+    let stride = layout.stride as usize;
+    const TILE: usize = 32;
+    for ty in (0..h).step_by(TILE) {
+        for tx in (0..w).step_by(TILE) {
+            for y in ty..(ty + TILE).min(h) {
+                let sy = if y_invert { h - 1 - y } else { y };
+                let row = &data[sy * stride..sy * stride + w * bpp];
+                for x in tx..(tx + TILE).min(w) {
+                    let (dx, dy) = match rotation {
+                        Rotation::None => (x, y),
+                        Rotation::Cw90 => (h - 1 - y, x),
+                        Rotation::Cw180 => (w - 1 - x, h - 1 - y),
+                        Rotation::Cw270 => (y, w - 1 - x),
+                    };
+                    let d = (dy * ow + dx) * bpp;
+                    out[d..d + bpp].copy_from_slice(&row[x * bpp..x * bpp + bpp]);
+                }
+            }
+        }
+    }
+    Ok(FrameLayout { width: ow as u32, height: oh as u32, stride: (ow * bpp) as u32, format: layout.format })
+}
+
 /// Copy a mapped frame into `out` as tightly packed BGRx rows (XRGB8888 little-endian; GStreamer's `BGRx`),
 /// top row first. XRGB8888/ARGB8888 rows are copied as they are; other formats go through `to_rgb8`.
 pub fn to_bgrx(data: &[u8], layout: &FrameLayout, y_invert: bool, out: &mut Vec<u8>) -> std::io::Result<()> {
@@ -549,6 +627,33 @@ impl std::fmt::Display for Codec {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rotation_turns_a_frame_upright_each_way() {
+        // 3x2 frame of one-byte "pixels" would not do: use XRGB8888 with the pixel index in the first byte.
+        let layout = FrameLayout { width: 3, height: 2, stride: 16, format: PixelFormat::Xrgb8888 };
+        let mut data = vec![0u8; 32];
+        for (i, px) in [(0, 0), (1, 1), (2, 2), (4, 3), (5, 4), (6, 5)] {
+            data[i * 4] = px;
+        }
+        let first = |out: &[u8]| out.chunks(4).map(|p| p[0]).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        // 0 1 2 / 3 4 5
+        let l = rotate(&data, &layout, false, Rotation::Cw90, &mut out).expect("rotate");
+        assert_eq!((l.width, l.height, l.stride), (2, 3, 8));
+        assert_eq!(first(&out), [3, 0, 4, 1, 5, 2]);
+        rotate(&data, &layout, false, Rotation::Cw180, &mut out).expect("rotate");
+        assert_eq!(first(&out), [5, 4, 3, 2, 1, 0]);
+        rotate(&data, &layout, false, Rotation::Cw270, &mut out).expect("rotate");
+        assert_eq!(first(&out), [2, 5, 1, 4, 0, 3]);
+        // Bottom-up rows are read top-down first.
+        rotate(&data, &layout, true, Rotation::None, &mut out).expect("rotate");
+        assert_eq!(first(&out), [3, 4, 5, 0, 1, 2]);
+        assert!(rotate(&data[..20], &layout, false, Rotation::Cw90, &mut out).is_err());
+        assert_eq!(Rotation::for_output_transform("_90"), Rotation::Cw90);
+        assert_eq!(Rotation::for_output_transform("Flipped90"), Rotation::None);
+    }
+
     use super::*;
 
     #[test]

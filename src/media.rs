@@ -150,6 +150,9 @@ pub struct ConvertStage {
     import_failed: bool,
     /// How the last frame was read (see `read_path`).
     last_read: Option<&'static str>,
+    /// Frames of a rotated output are turned upright (into `upright`) before conversion.
+    rotation: crate::frame::Rotation,
+    upright: Vec<u8>,
     nv12: Nv12Frame,
 }
 
@@ -175,6 +178,8 @@ impl ConvertStage {
             size: (0, 0),
             import_failed: false,
             last_read: None,
+            rotation: crate::frame::Rotation::None,
+            upright: Vec::new(),
             nv12: Nv12Frame::new(2, 2),
         }
     }
@@ -190,6 +195,9 @@ impl ConvertStage {
         damage: &Damage,
         pic: &mut Picture,
     ) -> Result<Duration, MediaError> {
+        if self.rotation != crate::frame::Rotation::None {
+            return self.convert_upright(pixels, layout, y_invert, pic);
+        }
         let needed = self.damage_for(layout, damage, pic);
         let t0 = Instant::now();
         let r = self.converter.convert(pixels, layout, y_invert, &needed, &mut pic.nv12);
@@ -210,6 +218,16 @@ impl ConvertStage {
         damage: &Damage,
         pic: &mut Picture,
     ) -> Result<Duration, MediaError> {
+        if self.rotation != crate::frame::Rotation::None {
+            self.last_read = Some("map");
+            let r = buffer
+                .with_pixels(|data, stride| {
+                    let layout = FrameLayout { stride, ..*layout };
+                    self.convert_upright(data, &layout, y_invert, pic)
+                })
+                .map_err(|e| MediaError::Buffer(e.to_string()))?;
+            return r;
+        }
         let mut needed = self.damage_for(layout, damage, pic);
         let t0 = Instant::now();
         let is_dmabuf = matches!(buffer, FrameBuffer::Dmabuf(_));
@@ -272,6 +290,36 @@ impl ConvertStage {
     /// `pic` now holds this stage's latest conversion (or, after a failure, nothing known).
     fn converted(&self, pic: &mut Picture, ok: bool) {
         pic.content = ok.then_some((self.id, self.conversions));
+    }
+
+    /// Turn the frames of a rotated output upright before converting them (`Rotation::None`: as captured).
+    pub fn set_rotation(&mut self, rotation: crate::frame::Rotation) {
+        if rotation != self.rotation {
+            tracing::info!(?rotation, "the output is rotated: frames are turned upright");
+        }
+        self.rotation = rotation;
+    }
+
+    /// Turn the frame upright (a full frame: damage is in buffer coordinates) and convert all of it.
+    fn convert_upright(
+        &mut self,
+        pixels: &[u8],
+        layout: &FrameLayout,
+        y_invert: bool,
+        pic: &mut Picture,
+    ) -> Result<Duration, MediaError> {
+        let t0 = Instant::now();
+        let mut upright = std::mem::take(&mut self.upright);
+        let turned = crate::frame::rotate(pixels, layout, y_invert, self.rotation, &mut upright)
+            .map_err(|e| MediaError::Buffer(e.to_string()));
+        let r = turned.and_then(|l| {
+            self.damage_for(&l, &Damage::Full, pic);
+            self.converter.convert(&upright, &l, false, &Damage::Full, &mut pic.nv12).map_err(MediaError::from)
+        });
+        self.upright = upright;
+        self.converted(pic, r.is_ok());
+        r?;
+        Ok(t0.elapsed())
     }
 
     /// Which converter runs ("cpu" or "vulkan").

@@ -237,6 +237,8 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
                             "input: the viewer's layout map matches no known layout; using the configured one"
                         ),
                     }
+                    // Taken (it has no requests of its own): every message received is accounted for.
+                    InputCounters::add(&counters.injected, 1);
                     Ok(true)
                 }
                 InputCommand::Event { viewer, event } => {
@@ -323,6 +325,9 @@ struct Devices {
     layout: String,
     /// Where pointer coordinates land (refreshed when outputs change).
     space: PointerSpace,
+    /// The bound output is rotated: the compositor takes absolute positions in its framebuffer's orientation,
+    /// the viewer gives them upright.
+    rotation: crate::frame::Rotation,
     bound_to_output: bool,
     output: Option<String>,
     epoch: Instant,
@@ -352,6 +357,27 @@ fn pointer_space(session: &WlSession, output: Option<&str>, bound: bool) -> Resu
     Ok(PointerSpace::Layout { output: out, layout })
 }
 
+/// How the bound output is rotated (only a pointer bound to it needs to know).
+fn output_rotation(session: &WlSession, output: Option<&str>, bound: bool) -> crate::frame::Rotation {
+    match session.find_output(output) {
+        Ok((_, desc)) if bound => crate::frame::Rotation::for_output_transform(&desc.transform),
+        _ => crate::frame::Rotation::None,
+    }
+}
+
+/// An upright position (`x` of `xe`, `y` of `ye`) as the compositor wants it for an output whose framebuffer is
+/// turned by `rotation` from upright: in the framebuffer's orientation (measured on Sway: on a 90° output a
+/// position (a, b) sent lands at (1 − b, a) upright, so (u, v) is sent as (v, 1 − u)).
+fn to_framebuffer(rotation: crate::frame::Rotation, x: u32, y: u32, xe: u32, ye: u32) -> (u32, u32, u32, u32) {
+    use crate::frame::Rotation as R;
+    match rotation {
+        R::None => (x, y, xe, ye),
+        R::Cw90 => (y, xe.saturating_sub(x), ye, xe),
+        R::Cw180 => (xe.saturating_sub(x), ye.saturating_sub(y), xe, ye),
+        R::Cw270 => (ye.saturating_sub(y), x, ye, xe),
+    }
+}
+
 impl Devices {
     fn open(cfg: &InjectorConfig) -> Result<Devices, CaptureError> {
         let kbd = Keyboard::new(&cfg.layout, &cfg.variant).map_err(|e| CaptureError::Unsupported(e.to_string()))?;
@@ -379,6 +405,7 @@ impl Devices {
         let keyboard = keyboards.create_virtual_keyboard(&seat, &qh, InputData);
         upload_keymap(&keyboard, &kbd.keymap_text())?;
         session.flush_within(STALL_TIMEOUT, &AtomicBool::new(false))?;
+        let rotation = output_rotation(&session, cfg.output.as_deref(), bound_to_output);
         let mut d = Devices {
             session,
             pointer,
@@ -386,6 +413,7 @@ impl Devices {
             kbd,
             layout: cfg.layout.clone(),
             space,
+            rotation,
             bound_to_output,
             output: cfg.output.clone(),
             epoch: Instant::now(),
@@ -424,6 +452,7 @@ impl Devices {
         if let Ok(space) = pointer_space(&self.session, self.output.as_deref(), self.bound_to_output) {
             self.space = space;
         }
+        self.rotation = output_rotation(&self.session, self.output.as_deref(), self.bound_to_output);
         Ok(())
     }
 
@@ -469,7 +498,8 @@ impl Devices {
             let time = self.time();
             let written = match action {
                 Action::Motion { x, y, x_extent, y_extent } => {
-                    self.pointer.motion_absolute(time, *x, *y, *x_extent, *y_extent);
+                    let (x, y, xe, ye) = to_framebuffer(self.rotation, *x, *y, *x_extent, *y_extent);
+                    self.pointer.motion_absolute(time, x, y, xe, ye);
                     self.pointer.frame();
                     2
                 }

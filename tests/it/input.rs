@@ -644,3 +644,41 @@ fn a_viewer_with_a_german_keyboard_types_what_its_keys_say_and_altgr_leaves_noth
         assert!(held.values().all(|down| !down), "keys still held: {held:?}");
     });
 }
+
+#[test]
+fn a_rotated_output_is_streamed_upright_and_clicks_land_where_they_are_shown() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for transform in ["90", "180", "270"] {
+        in_private_netns(move || {
+            // HEADLESS-1 800x600 turned: 600x800 logical at 90°/270°; the input-log client paints its quadrants
+            // upright in it.
+            let mut f = Fixture::start(W, H, 60);
+            f.swaymsg(&["output", "HEADLESS-1", "transform", transform]);
+            let log = InputLog::spawn(&mut f, "HEADLESS-1");
+            let srv = Server::start(&f, &["--allow-input"]);
+            log.wait_keyboard_focus();
+            let browser = Browser::launch();
+            let mut page = viewer(&srv, &browser);
+            let (w, h) = if transform == "180" { (800, 600) } else { (600, 800) };
+            assert_eq!(page.eval("[wlw.stats.width, wlw.stats.height]"), serde_json::json!([w, h]), "{transform}");
+            // The picture is upright: each quadrant where the client painted it.
+            std::thread::sleep(Duration::from_millis(500));
+            for (x, y) in [(w / 4, h / 4), (3 * w / 4, h / 4), (w / 4, 3 * h / 4), (3 * w / 4, 3 * h / 4)] {
+                let px = page.eval(&crate::stream::video_pixel_js(x, y));
+                let want = testkit::pattern::quadrant_colour(w, h, x, y);
+                assert!(crate::stream::close_to(&px, want), "{transform}: pixel ({x},{y}) = {px}, want {want:?}");
+            }
+            // Letterboxed into the 1280x720 page: 600x800 at scale 0.9 with bars of 370 px, 800x600 at 1.2
+            // with bars of 160 px.
+            let (scale, left) = if w == 600 { (0.9, 370.0) } else { (1.2, 160.0) };
+            for (x, y) in [(100.0, 150.0), (480.0, 550.0)] {
+                page.mouse_click(left + scale * x, scale * y);
+                log.wait(
+                    |e| e["ev"] == "button" && e["down"] == true && near(&e["x"], x) && near(&e["y"], y),
+                    Duration::from_secs(5),
+                    &format!("{transform}: left press at ({x}, {y})"),
+                );
+            }
+        });
+    }
+}
