@@ -71,7 +71,11 @@ impl Desktop {
             };
             return Ok(Desktop { socket, headless: None, child: None });
         };
-        let mut desk = HeadlessDesktop::start(&HeadlessOptions { mode, user: cfg.headless_user.clone() })?;
+        let mut desk = HeadlessDesktop::start(&HeadlessOptions {
+            mode,
+            extra: cfg.headless_extra.clone(),
+            user: cfg.headless_user.clone(),
+        })?;
         let child_pid = match child.split_first() {
             Some((prog, args)) => {
                 let mut cmd = desk.command(prog);

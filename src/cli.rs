@@ -123,8 +123,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// Start a private headless desktop of this size (WxH or WxH@HZ) and stream it instead of the current
-    /// session. The program after `--` runs inside it; everything is torn down on exit.
+    /// Start a private headless desktop of this size (WxH or WxH@HZ; several outputs side by side:
+    /// WxH,WxH@HZ,…) and stream it instead of the current session. The program after `--` runs inside it; everything is torn down on exit.
     #[arg(long, global = true, value_name = "WxH[@HZ]")]
     pub headless: Option<String>,
 
@@ -208,7 +208,9 @@ impl GlobalArgs {
             (cfg.server.tls_cert, cfg.server.tls_key) = (Some(c.clone()), Some(k.clone()));
         }
         if let Some(h) = &args.headless {
-            cfg.headless = Some(HeadlessMode::parse(h).map_err(|e| invalid("--headless", e))?);
+            let mut modes = HeadlessMode::parse_list(h).map_err(|e| invalid("--headless", e))?;
+            cfg.headless = Some(modes.remove(0));
+            cfg.headless_extra = modes;
         }
         if args.allow_input {
             cfg.input.allow = true;

@@ -102,6 +102,15 @@ impl HeadlessMode {
         }
         Ok(HeadlessMode { width, height, refresh_hz: hz })
     }
+
+    /// Several outputs: `WxH[@HZ],WxH[@HZ],…` (at most 8), placed side by side from the left.
+    pub fn parse_list(s: &str) -> Result<Vec<HeadlessMode>, String> {
+        let modes = s.split(',').map(|m| HeadlessMode::parse(m.trim())).collect::<Result<Vec<_>, _>>()?;
+        if modes.len() > 8 {
+            return Err(format!("{} outputs: at most 8", modes.len()));
+        }
+        Ok(modes)
+    }
 }
 
 impl std::fmt::Display for HeadlessMode {
@@ -300,8 +309,10 @@ pub struct Config {
     pub fps: u32,
     /// tracing env-filter directive.
     pub log_filter: String,
-    /// Start a private headless desktop of this mode.
+    /// Start a private headless desktop of this mode (its first output, HEADLESS-1).
     pub headless: Option<HeadlessMode>,
+    /// Its further outputs (HEADLESS-2, …), to the right of the first.
+    pub headless_extra: Vec<HeadlessMode>,
     /// Account the private compositor runs as when we are root.
     pub headless_user: String,
     pub encoder: EncoderConfig,
@@ -320,6 +331,7 @@ impl Default for Config {
             fps: 60,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             headless: None,
+            headless_extra: Vec::new(),
             headless_user: DEFAULT_HEADLESS_USER.to_owned(),
             encoder: EncoderConfig::default(),
             server: ServerConfig::default(),
@@ -376,7 +388,9 @@ impl Config {
                 cfg.log_filter = l.clone();
             }
             if let Some(m) = &f.headless.mode {
-                cfg.headless = Some(HeadlessMode::parse(m).map_err(|e| invalid("headless.mode", e))?);
+                let mut modes = HeadlessMode::parse_list(m).map_err(|e| invalid("headless.mode", e))?;
+                cfg.headless = Some(modes.remove(0));
+                cfg.headless_extra = modes;
             }
             if let Some(u) = &f.headless.user {
                 cfg.headless_user = u.clone();
@@ -511,7 +525,8 @@ impl Config {
             toml_str(&self.log_filter)
         );
         if let Some(m) = &self.headless {
-            s += &format!("mode = \"{m}\"\n");
+            let all: Vec<String> = std::iter::once(m).chain(&self.headless_extra).map(ToString::to_string).collect();
+            s += &format!("mode = \"{}\"\n", all.join(","));
         }
         s += &format!("user = {}\n", toml_str(&self.headless_user));
         let e = &self.encoder;
@@ -673,6 +688,7 @@ mod tests {
             fps: 30,
             log_filter: "debug".into(),
             headless: Some(HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }),
+            headless_extra: vec![HeadlessMode { width: 800, height: 600, refresh_hz: 60 }],
             headless_user: "someone".into(),
             encoder: EncoderConfig {
                 codec: CodecChoice::Vp8,
@@ -725,5 +741,17 @@ mod tests {
         for bad in ["1920", "axb", "10x10", "1920x1080@0", "1920x1080@fast", "99999x100"] {
             assert!(HeadlessMode::parse(bad).is_err(), "{bad}");
         }
+        let two = HeadlessMode::parse_list("1920x1080, 1280x720@30").expect("two outputs");
+        assert_eq!(
+            two,
+            vec![
+                HeadlessMode { width: 1920, height: 1080, refresh_hz: 60 },
+                HeadlessMode { width: 1280, height: 720, refresh_hz: 30 }
+            ]
+        );
+        assert!(HeadlessMode::parse_list("1920x1080,").is_err(), "an empty mode");
+        assert!(HeadlessMode::parse_list(&["640x480"; 9].join(",")).is_err(), "nine outputs");
+        let cfg = Config::from_toml("[headless]\nmode = \"640x480,320x240@30\"\n").expect("file");
+        assert_eq!((cfg.headless.map(|m| m.width), cfg.headless_extra.len()), (Some(640), 1));
     }
 }

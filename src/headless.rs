@@ -77,6 +77,8 @@ fn lookup_user(name: &str) -> Option<Account> {
 #[derive(Debug, Clone)]
 pub struct HeadlessOptions {
     pub mode: HeadlessMode,
+    /// Further outputs (HEADLESS-2, …), side by side to the right of the first.
+    pub extra: Vec<HeadlessMode>,
     /// Account to run as when we are root.
     pub user: String,
 }
@@ -113,13 +115,22 @@ impl HeadlessDesktop {
         };
         let m = opts.mode;
         let config = desk.runtime_dir.join("sway.config");
-        let config_text = format!(
-            "# written by wl-webrtc for a private headless desktop\n\
+        let mut config_text = "# written by wl-webrtc for a private headless desktop\n\
              xwayland disable\n\
-             default_border none\n\
-             output HEADLESS-1 mode --custom {}x{}@{}Hz position 0 0\n",
-            m.width, m.height, m.refresh_hz
-        );
+             default_border none\n"
+            .to_owned();
+        // Every output's rule is in the config: HEADLESS-2 and on get theirs when `create_output` makes them.
+        let mut x = 0;
+        for (i, o) in std::iter::once(&m).chain(&opts.extra).enumerate() {
+            config_text += &format!(
+                "output HEADLESS-{} mode --custom {}x{}@{}Hz position {x} 0\n",
+                i + 1,
+                o.width,
+                o.height,
+                o.refresh_hz
+            );
+            x += o.width;
+        }
         let rt_err = |source| HeadlessError::RuntimeDir { path: desk.runtime_dir.clone(), source };
         fs::write(&config, config_text).map_err(rt_err)?;
         let log = fs::File::create(desk.runtime_dir.join("sway.log")).map_err(rt_err)?;
@@ -130,7 +141,16 @@ impl HeadlessDesktop {
         }
 
         desk.spawn_sway(log)?;
-        tracing::info!(pid = desk.compositor_pid(), dir = %desk.runtime_dir.display(), mode = %m, "started private headless sway");
+        for _ in &opts.extra {
+            desk.swaymsg(&["create_output"])?;
+        }
+        tracing::info!(
+            pid = desk.compositor_pid(),
+            dir = %desk.runtime_dir.display(),
+            mode = %m,
+            outputs = 1 + opts.extra.len(),
+            "started private headless sway"
+        );
         Ok(desk)
     }
 

@@ -214,8 +214,12 @@ fn run_all(opts: &E2eOptions, stop: &AtomicBool, net: &Net) -> anyhow::Result<Ve
         let bitrate = opts.bitrate_kbps.unwrap_or_else(|| {
             wl_webrtc::encode::EncoderSettings::auto_bitrate_kbps(mode.width, mode.height, mode.refresh_hz)
         });
-        let mut desk = HeadlessDesktop::start(&HeadlessOptions { mode: *mode, user: DEFAULT_HEADLESS_USER.to_owned() })
-            .context("cannot start the private headless desktop")?;
+        let mut desk = HeadlessDesktop::start(&HeadlessOptions {
+            mode: *mode,
+            extra: Vec::new(),
+            user: DEFAULT_HEADLESS_USER.to_owned(),
+        })
+        .context("cannot start the private headless desktop")?;
         let exe = opts.server_bin.as_path();
         let mut clock = desk.command(&opts.pattern_bin);
         clock.args(["--pattern", "clock", "--complexity", &opts.complexity.to_string()]);

@@ -13,6 +13,7 @@ use wl_webrtc::headless::{HeadlessDesktop, HeadlessOptions};
 fn desktop() -> HeadlessDesktop {
     let opts = HeadlessOptions {
         mode: HeadlessMode { width: 320, height: 240, refresh_hz: 60 },
+        extra: Vec::new(),
         user: DEFAULT_HEADLESS_USER.to_owned(),
     };
     HeadlessDesktop::start(&opts).expect("start headless sway (run scripts/setup first)")

@@ -30,6 +30,29 @@ fn list_outputs_sees_configured_mode_and_runtime_outputs() {
 }
 
 #[test]
+fn a_headless_desktop_of_several_outputs_places_them_side_by_side() {
+    // The CLI starts its own private desktop with two outputs, lists them, and tears it down.
+    let out = output_within(
+        {
+            let mut c = std::process::Command::new(crate::support::bin());
+            c.args(["list-outputs", "--json", "--headless", "640x480,320x240@30"]).env_remove("WAYLAND_DISPLAY");
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let outputs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    let by =
+        |name: &str| outputs.iter().find(|o| o["name"] == name).unwrap_or_else(|| panic!("no {name}: {outputs:?}"));
+    let (a, b) = (by("HEADLESS-1"), by("HEADLESS-2"));
+    assert_eq!((a["width"].as_i64(), a["height"].as_i64(), a["x"].as_i64()), (Some(640), Some(480), Some(0)));
+    assert_eq!((b["width"].as_i64(), b["height"].as_i64(), b["x"].as_i64()), (Some(320), Some(240), Some(640)));
+    assert_eq!(b["refresh_mhz"].as_i64(), Some(30000));
+}
+
+#[test]
 fn list_outputs_text_names_every_output() {
     let f = Fixture::start(640, 480, 60);
     let out = output_within(f.cli(&["list-outputs"]), Duration::from_secs(20));

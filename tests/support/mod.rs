@@ -45,6 +45,7 @@ impl Fixture {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
         let opts = HeadlessOptions {
             mode: HeadlessMode { width, height, refresh_hz: hz },
+            extra: Vec::new(),
             user: DEFAULT_HEADLESS_USER.to_owned(),
         };
         let desk = HeadlessDesktop::start(&opts).expect("start headless sway (run scripts/setup first)");
