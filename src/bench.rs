@@ -228,15 +228,10 @@ pub fn encode(
 
 /// Which links of the zero-copy chain this machine has, for the `bench` header: (link, what was found).
 pub fn paths(cfg: &crate::config::Config) -> Vec<(&'static str, String)> {
-    let nodes: Vec<String> = std::fs::read_dir("/dev/dri")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("renderD")))
-                .map(|p| p.display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let nodes: Vec<String> = crate::buffer::dmabuf::render_nodes(std::path::Path::new(crate::buffer::dmabuf::DRI_DIR))
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let dmabuf = if nodes.is_empty() {
         "no: no render node (capture uses shared memory)".to_owned()
     } else {

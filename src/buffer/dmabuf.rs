@@ -22,27 +22,34 @@ use crate::frame::{FrameLayout, PixelFormat};
 /// Directory where DRM device nodes live.
 pub const DRI_DIR: &str = "/dev/dri";
 
-/// The render node to use among the names in a DRI directory: the lowest-numbered `renderD*`.
-pub(crate) fn pick_render_node<I, S>(names: I) -> Option<String>
+/// The `renderD*` names among the names in a DRI directory, lowest-numbered first (the first is the one to use).
+fn render_node_names<I, S>(names: I) -> Vec<String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    names
+    let mut nodes: Vec<(u32, String)> = names
         .into_iter()
         .filter_map(|n| {
             let n = n.as_ref();
             let num: u32 = n.strip_prefix("renderD")?.parse().ok()?;
             Some((num, n.to_owned()))
         })
-        .min()
-        .map(|(_, n)| n)
+        .collect();
+    nodes.sort();
+    nodes.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Every render node of this machine (in `dri_dir`), lowest-numbered first.
+pub fn render_nodes(dri_dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(dri_dir) else { return Vec::new() };
+    let names = dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned());
+    render_node_names(names).into_iter().map(|n| dri_dir.join(n)).collect()
 }
 
 /// The render node of this machine, if any.
 pub(crate) fn find_render_node(dri_dir: &Path) -> Option<PathBuf> {
-    let names = std::fs::read_dir(dri_dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned());
-    pick_render_node(names).map(|n| dri_dir.join(n))
+    render_nodes(dri_dir).into_iter().next()
 }
 
 /// What the compositor offered for a dmabuf copy (screencopy `linux_dmabuf` event).
@@ -271,9 +278,12 @@ mod tests {
 
     #[test]
     fn lowest_render_node_wins() {
-        assert_eq!(pick_render_node(["card0", "renderD129", "renderD128", "by-path"]), Some("renderD128".into()));
-        assert_eq!(pick_render_node(["card0", "by-path"]), None);
-        assert_eq!(pick_render_node(["renderDx"]), None);
+        let first = |names: &[&str]| render_node_names(names).into_iter().next();
+        assert_eq!(first(&["card0", "renderD129", "renderD128", "by-path"]), Some("renderD128".into()));
+        assert_eq!(first(&["card0", "by-path"]), None);
+        assert_eq!(first(&["renderDx"]), None);
+        // Numerically, not by name: renderD1000 comes after renderD200.
+        assert_eq!(render_node_names(["renderD1000", "renderD200"]), ["renderD200", "renderD1000"]);
     }
 
     #[test]

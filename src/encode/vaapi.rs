@@ -58,18 +58,9 @@ const PROFILES: [(VAProfile::Type, &str); 3] = [
     (VAProfile::VAProfileH264High, "high"),
 ];
 
-/// The render nodes of this machine, in order.
+/// The render nodes of this machine, lowest-numbered first.
 pub fn render_nodes() -> Vec<PathBuf> {
-    let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev/dri")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("renderD")))
-                .collect()
-        })
-        .unwrap_or_default();
-    nodes.sort();
-    nodes
+    crate::buffer::dmabuf::render_nodes(Path::new(crate::buffer::dmabuf::DRI_DIR))
 }
 
 /// Probe `device`, or every render node until one can encode H.264 (the last node's reason otherwise).
