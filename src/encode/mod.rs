@@ -113,6 +113,19 @@ pub struct EncoderSettings {
 }
 
 impl EncoderSettings {
+    /// `frame` has the size this encoder was opened for.
+    pub fn check_frame(&self, frame: &Nv12Frame) -> Result<(), EncodeError> {
+        if (frame.width, frame.height) == (self.width, self.height) {
+            return Ok(());
+        }
+        Err(EncodeError::SizeMismatch {
+            got_w: frame.width,
+            got_h: frame.height,
+            want_w: self.width,
+            want_h: self.height,
+        })
+    }
+
     /// The default bitrate for a size and rate: 0.07 bits per pixel per frame, clamped to 1–50 Mbit/s
     /// (1080p60 ≈ 8.7 Mbit/s, 4K30 ≈ 17 Mbit/s).
     pub fn auto_bitrate_kbps(width: u32, height: u32, fps: u32) -> u32 {

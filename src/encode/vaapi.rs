@@ -96,12 +96,7 @@ fn probe_one(path: &Path) -> Result<VaapiDevice, VaapiUnavailable> {
         if !offered.contains(&profile) {
             continue;
         }
-        let entrypoints = display.query_config_entrypoints(profile).unwrap_or_default();
-        let found =
-            [(VAEntrypoint::VAEntrypointEncSlice, "EncSlice"), (VAEntrypoint::VAEntrypointEncSliceLP, "EncSliceLP")]
-                .into_iter()
-                .find(|(e, _)| entrypoints.contains(e));
-        if let Some((_, entry)) = found {
+        if let Some((_, entry)) = encode_entrypoint(&display, profile) {
             h264_encode.push((name, entry));
         }
     }
@@ -109,6 +104,15 @@ fn probe_one(path: &Path) -> Result<VaapiDevice, VaapiUnavailable> {
         return Err(VaapiUnavailable::NoH264Encode { path: path.to_path_buf(), vendor });
     }
     Ok(VaapiDevice { path: path.to_path_buf(), vendor, h264_encode })
+}
+
+/// The encode entrypoint `display` has for `profile` (full-power `EncSlice` preferred, else the low-power
+/// `EncSliceLP`), with its name.
+fn encode_entrypoint(display: &libva::Display, profile: VAProfile::Type) -> Option<(VAEntrypoint::Type, &'static str)> {
+    let entrypoints = display.query_config_entrypoints(profile).unwrap_or_default();
+    [(VAEntrypoint::VAEntrypointEncSlice, "EncSlice"), (VAEntrypoint::VAEntrypointEncSliceLP, "EncSliceLP")]
+        .into_iter()
+        .find(|(e, _)| entrypoints.contains(e))
 }
 
 fn va_profile(p: H264Profile) -> VAProfile::Type {
@@ -191,23 +195,10 @@ impl VaapiEncoder {
             Profile::Main => H264Profile::Main,
         };
         let order = [wanted, H264Profile::ConstrainedBaseline, H264Profile::Main, H264Profile::High];
-        let mut chosen = None;
-        for p in order {
-            if !offered.contains(&va_profile(p)) {
-                continue;
-            }
-            let entrypoints = display.query_config_entrypoints(va_profile(p)).unwrap_or_default();
-            let found = [
-                (VAEntrypoint::VAEntrypointEncSlice, "EncSlice"),
-                (VAEntrypoint::VAEntrypointEncSliceLP, "EncSliceLP"),
-            ]
+        let chosen = order
             .into_iter()
-            .find(|(e, _)| entrypoints.contains(e));
-            if let Some(e) = found {
-                chosen = Some((p, e));
-                break;
-            }
-        }
+            .filter(|p| offered.contains(&va_profile(*p)))
+            .find_map(|p| encode_entrypoint(&display, va_profile(p)).map(|e| (p, e)));
         let Some((profile, (entrypoint, entrypoint_name))) = chosen else {
             return Err(EncodeError::Open(format!("VA-API: {} has no H.264 encode entrypoint", device.display())));
         };
@@ -504,15 +495,7 @@ fn has_nal(stream: &[u8], nal_type: u8) -> bool {
 
 impl Encoder for VaapiEncoder {
     fn encode(&mut self, frame: &Nv12Frame, capture_ts: Instant, force_idr: bool) -> Result<EncodedFrame, EncodeError> {
-        let s = &self.settings;
-        if frame.width != s.width || frame.height != s.height {
-            return Err(EncodeError::SizeMismatch {
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: s.width,
-                want_h: s.height,
-            });
-        }
+        self.settings.check_frame(frame)?;
         let idr = force_idr || self.keyframe_pending;
         self.upload(frame)?;
         if idr {

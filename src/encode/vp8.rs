@@ -171,15 +171,7 @@ impl Drop for Vp8Encoder {
 
 impl Encoder for Vp8Encoder {
     fn encode(&mut self, frame: &Nv12Frame, capture_ts: Instant, force_idr: bool) -> Result<EncodedFrame, EncodeError> {
-        let s = &self.settings;
-        if frame.width != s.width || frame.height != s.height {
-            return Err(EncodeError::SizeMismatch {
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: s.width,
-                want_h: s.height,
-            });
-        }
+        self.settings.check_frame(frame)?;
         let (w, h) = (frame.padded_width(), frame.padded_height());
         let ph = h as usize;
         if frame.y.len() < frame.stride * ph || frame.uv.len() < frame.stride * ph / 2 || frame.stride < w as usize {

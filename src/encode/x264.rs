@@ -128,15 +128,7 @@ impl X264Encoder {
 
 impl Encoder for X264Encoder {
     fn encode(&mut self, frame: &Nv12Frame, capture_ts: Instant, force_idr: bool) -> Result<EncodedFrame, EncodeError> {
-        let s = &self.settings;
-        if frame.width != s.width || frame.height != s.height {
-            return Err(EncodeError::SizeMismatch {
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: s.width,
-                want_h: s.height,
-            });
-        }
+        self.settings.check_frame(frame)?;
         let ph = frame.padded_height() as usize;
         if frame.y.len() < frame.stride * ph || frame.uv.len() < frame.stride * ph / 2 {
             return Err(EncodeError::Invalid("NV12 planes shorter than their size says".into()));
