@@ -428,13 +428,7 @@ fn format_mismatch(node: &str, offered: Option<&[u32]>) -> Option<PipewireError>
                 .to_owned(),
         });
     }
-    let names: Vec<String> = offered
-        .iter()
-        .map(|&f| {
-            let name = format!("{:?}", spa::param::video::VideoFormat(f));
-            name.strip_prefix("VideoFormat::").map(str::to_owned).unwrap_or(name)
-        })
-        .collect();
+    let names: Vec<String> = offered.iter().map(|&f| spa_format_name(f)).collect();
     Some(PipewireError::FormatMismatch { node: node.to_owned(), offers: names.join(", ") })
 }
 
@@ -474,8 +468,15 @@ fn choice_ids(bytes: &[u8]) -> Vec<u32> {
 }
 
 /// Every SPA format we accept, in order of preference, and their names (for messages).
-fn accepted_format_names() -> &'static str {
-    "BGRx, BGRA, RGBx, RGBA, xRGB, ARGB, xBGR, ABGR, RGB, BGR, I420, NV12, YUY2"
+fn accepted_format_names() -> String {
+    let all = FORMATS.iter().map(|(f, _)| *f).chain(YUV_FORMATS.iter().map(|(f, _)| *f));
+    all.map(spa_format_name).collect::<Vec<_>>().join(", ")
+}
+
+/// SPA's short name of a video format ("BGRx", "I420", …).
+fn spa_format_name(format: u32) -> String {
+    let name = format!("{:?}", spa::param::video::VideoFormat(format));
+    name.strip_prefix("VideoFormat::").map(str::to_owned).unwrap_or(name)
 }
 
 /// A negotiated YUV source: its layout and how to turn it into RGB.
@@ -1338,6 +1339,10 @@ mod yuv_tests {
         assert!(format_mismatch("n", None).is_none(), "not known yet");
         let e = format_mismatch("n", Some(&[])).expect("nameless");
         assert!(e.to_string().contains("caps filter"), "{e}");
+        assert_eq!(
+            accepted_format_names(),
+            "BGRx, BGRA, RGBx, RGBA, xRGB, ARGB, xBGR, ABGR, RGB, BGR, I420, NV12, YUY2"
+        );
         let e = format_mismatch("n", Some(&[spa::sys::SPA_VIDEO_FORMAT_GRAY8])).expect("mismatch");
         assert!(e.to_string().contains("offers GRAY8; wl-webrtc accepts BGRx"), "{e}");
     }
