@@ -167,6 +167,7 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
     let mut state = InputState::default();
     // The layout each viewer's browser said it has (guessed from its layout map); others get the configured.
     let mut layouts: std::collections::HashMap<u64, &'static str> = std::collections::HashMap::new();
+    let mut candidates = crate::input::keymap::LayoutCandidates::default();
     let mut last_try: Option<Instant> = None;
     let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -219,7 +220,7 @@ fn run(cfg: &InjectorConfig, rx: &Receiver<InputCommand>, counters: &InputCounte
             let chars = text_chars(&cmd);
             result = match cmd {
                 InputCommand::Event { viewer, event: InputEvent::Layout(map) } => {
-                    match crate::input::keymap::guess_layout(&map) {
+                    match candidates.guess(&map) {
                         // At least half of its keys must agree, or the map says nothing we understand.
                         Some((layout, n)) if 2 * n >= map.len() => {
                             tracing::info!(

@@ -152,24 +152,42 @@ impl Keyboard {
     }
 }
 
-/// The candidate layout whose keymap types most of a viewer's layout map, with its match count: `None` when
-/// the map is empty or no candidate compiles. Ties go to the earlier (more common) layout.
+/// The candidate layouts' keymaps, compiled the first time a guess needs them and kept (a viewer's page may
+/// send its layout map again; compiling 26 keymaps each time would stall the injector).
+#[derive(Default)]
+pub struct LayoutCandidates {
+    /// `CANDIDATE_LAYOUTS[i]` compiled (None: it does not compile here), for the first `compiled.len()`.
+    compiled: Vec<Option<Keyboard>>,
+}
+
+impl LayoutCandidates {
+    /// The candidate layout whose keymap types most of a viewer's layout map, with its match count: `None`
+    /// when the map is empty or no candidate compiles. Ties go to the earlier (more common) layout.
+    pub fn guess(&mut self, map: &[(u32, char)]) -> Option<(&'static str, usize)> {
+        if map.is_empty() {
+            return None;
+        }
+        let mut best: Option<(&'static str, usize)> = None;
+        for (i, &layout) in CANDIDATE_LAYOUTS.iter().enumerate() {
+            if i == self.compiled.len() {
+                self.compiled.push(Keyboard::new(layout, "").ok());
+            }
+            let Some(kbd) = &self.compiled[i] else { continue };
+            let n = kbd.matches(map);
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((layout, n));
+            }
+            if n == map.len() {
+                break;
+            }
+        }
+        best
+    }
+}
+
+/// [`LayoutCandidates::guess`] with keymaps compiled for this one guess.
 pub fn guess_layout(map: &[(u32, char)]) -> Option<(&'static str, usize)> {
-    if map.is_empty() {
-        return None;
-    }
-    let mut best: Option<(&'static str, usize)> = None;
-    for &layout in CANDIDATE_LAYOUTS {
-        let Ok(kbd) = Keyboard::new(layout, "") else { continue };
-        let n = kbd.matches(map);
-        if best.is_none_or(|(_, b)| n > b) {
-            best = Some((layout, n));
-        }
-        if n == map.len() {
-            break;
-        }
-    }
-    best
+    LayoutCandidates::default().guess(map)
 }
 
 fn char_table(keymap: &xkb::Keymap) -> HashMap<char, (u32, bool)> {
