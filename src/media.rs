@@ -510,10 +510,7 @@ impl EncodeStage {
         force_idr: bool,
     ) -> Result<(EncodedFrame, Duration), MediaError> {
         let t0 = Instant::now();
-        let fits = self
-            .encoder
-            .as_ref()
-            .is_some_and(|e| (e.settings().width, e.settings().height) == (nv12.width, nv12.height));
+        let fits = self.encoder.as_ref().is_some_and(|e| e.settings().check_frame(nv12).is_ok());
         if !fits {
             self.encoder = None;
             let mut settings = self.cfg.encoder_settings(nv12.width, nv12.height);
@@ -535,7 +532,8 @@ impl EncodeStage {
             };
             self.encoder = Some(opened);
         }
-        let Some(encoder) = self.encoder.as_mut() else { unreachable!("opened just above") };
+        // Open now (just above, or from an earlier frame).
+        let Some(encoder) = self.encoder.as_mut() else { return Err(EncodeError::NoOutput.into()) };
         if let Some(kbps) = self.target_kbps
             && kbps != encoder.settings().bitrate_kbps
         {

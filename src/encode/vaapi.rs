@@ -284,7 +284,7 @@ impl VaapiEncoder {
     fn upload(&mut self, frame: &Nv12Frame) -> Result<(), EncodeError> {
         let visible = (frame.padded_width(), frame.padded_height());
         let coded = (self.seq.mb_width * 16, self.seq.mb_height * 16);
-        let mut image = match self.derive {
+        let derived = match self.derive {
             Some(false) => None,
             _ => match libva::Image::derive_from(&self.input, visible) {
                 Ok(i) => Some(i),
@@ -296,11 +296,11 @@ impl VaapiEncoder {
                 }
             },
         };
-        self.derive = Some(image.is_some());
-        if image.is_none() {
-            image = Some(libva::Image::create_from(&self.input, self.nv12, coded, visible).map_err(va_err("image"))?);
-        }
-        let Some(mut image) = image else { unreachable!("set just above") };
+        self.derive = Some(derived.is_some());
+        let mut image = match derived {
+            Some(image) => image,
+            None => libva::Image::create_from(&self.input, self.nv12, coded, visible).map_err(va_err("image"))?,
+        };
         let va = *image.image();
         if va.format.fourcc != libva::VA_FOURCC_NV12 || va.num_planes < 2 {
             return Err(EncodeError::Open("VA-API: the input image is not NV12".into()));
