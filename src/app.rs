@@ -934,7 +934,8 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
                 stream.last_published = None;
                 continue;
             }
-            let (was_open, was_backend) = (stream.stage.is_open(), stream.stage.backend());
+            // Which encoder is open, if any (None: closed).
+            let was_backend = stream.stage.backend();
             let encoded = match &picture {
                 Some(pic) => {
                     let ceiling = stream.stage.ceiling_kbps(pic.nv12.width, pic.nv12.height);
@@ -959,7 +960,7 @@ fn encode_loop(cfg: &Config, hub: &crate::server::Hub, pipe: &crate::media::Pict
                     _ => continue,
                 },
             };
-            if stream.stage.is_open() != was_open || stream.stage.backend() != was_backend {
+            if stream.stage.backend() != was_backend {
                 hub.encoder_state(codec, stream.stage.backend());
             }
             match encoded {
